@@ -1,0 +1,44 @@
+"""Certified 1-Lipschitz building blocks.
+
+* activations: :class:`GroupSort`, :class:`MaxMin`, :class:`FullSort`
+* orthogonal dense layers: :func:`bjorck` (a parametrization for any ``nn.Linear``),
+  :class:`BjorckLinear`, :func:`bjorck_orthonormalize`
+* orthogonal convolutions: :class:`BCOPConv2d`
+* certificates: :func:`lipschitz_bound` (per-layer breakdown in a
+  :class:`LipschitzCertificate`), :func:`power_iteration_norm`
+* deployment: :func:`export` to plain torch layers
+"""
+
+from wassnet.nn.activations import FullSort, GroupSort, MaxMin
+from wassnet.nn.bcop import BCOPConv2d, BCOPKernel
+from wassnet.nn.bjorck import BjorckLinear, BjorckOrthonormalize, bjorck, bjorck_orthonormalize
+from wassnet.nn.export import export
+from wassnet.nn.lipschitz import (
+    LayerBound,
+    LipschitzBoundError,
+    LipschitzCertificate,
+    conv2d_operator_norm,
+    lipschitz_bound,
+    power_iteration_norm,
+    register_lipschitz_rule,
+)
+
+__all__ = [
+    "BCOPConv2d",
+    "BCOPKernel",
+    "BjorckLinear",
+    "BjorckOrthonormalize",
+    "FullSort",
+    "GroupSort",
+    "LayerBound",
+    "LipschitzBoundError",
+    "LipschitzCertificate",
+    "MaxMin",
+    "bjorck",
+    "bjorck_orthonormalize",
+    "conv2d_operator_norm",
+    "export",
+    "lipschitz_bound",
+    "power_iteration_norm",
+    "register_lipschitz_rule",
+]
