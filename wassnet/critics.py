@@ -41,9 +41,7 @@ def _activation(name: str, group_size: int, width: int) -> nn.Module:
         return FullSort()
     if name == "relu":
         return nn.ReLU()
-    raise ValueError(
-        f"unknown activation {name!r}: choose groupsort, maxmin, fullsort or relu"
-    )
+    raise ValueError(f"unknown activation {name!r}: choose groupsort, maxmin, fullsort or relu")
 
 
 def _shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -103,8 +101,18 @@ def dense_critic(
     features = 1
     for s in shape:
         features *= s
-    return _dense_tail(layers, features, hidden, out_features, activation, group_size,
-                       constraint, iters, order, bias)
+    return _dense_tail(
+        layers,
+        features,
+        hidden,
+        out_features,
+        activation,
+        group_size,
+        constraint,
+        iters,
+        order,
+        bias,
+    )
 
 
 def conv_critic(
@@ -142,31 +150,56 @@ def conv_critic(
         if stride == 2 and (h % 2 or w % 2):
             raise ValueError(f"stride-2 convolution needs an even size, got {h}x{w}")
         if constraint == "bcop":
-            conv: nn.Module = BCOPConv2d(c, out_channels, kernel, stride=stride,
-                                         padding_mode=padding_mode, bias=bias,
-                                         iters=iters, order=order)
+            conv: nn.Module = BCOPConv2d(
+                c,
+                out_channels,
+                kernel,
+                stride=stride,
+                padding_mode=padding_mode,
+                bias=bias,
+                iters=iters,
+                order=order,
+            )
         elif constraint == "none":
-            conv = nn.Conv2d(c, out_channels, kernel, stride=stride, padding=(kernel - 1) // 2,
-                             padding_mode=padding_mode, bias=bias)
+            conv = nn.Conv2d(
+                c,
+                out_channels,
+                kernel,
+                stride=stride,
+                padding=(kernel - 1) // 2,
+                padding_mode=padding_mode,
+                bias=bias,
+            )
         else:
             raise ValueError(f"unknown constraint {constraint!r}: choose bcop or none")
         layers += [conv, _activation(activation, group_size, out_channels)]
         c, h, w = out_channels, h // stride, w // stride
     layers.append(nn.Flatten())
     dense_constraint = "bjorck" if constraint == "bcop" else "none"
-    return _dense_tail(layers, c * h * w, hidden, out_features, activation, group_size,
-                       dense_constraint, iters, order, bias)
+    return _dense_tail(
+        layers,
+        c * h * w,
+        hidden,
+        out_features,
+        activation,
+        group_size,
+        dense_constraint,
+        iters,
+        order,
+        bias,
+    )
 
 
 PRESETS: dict[str, dict] = {
     "dense": {"builder": dense_critic, "hidden": (1024, 1024, 1024)},
     "dense-small": {"builder": dense_critic, "hidden": (256, 256, 256)},
     # Li et al. 2019, "small" and "large" convolutional networks.
-    "conv-small": {"builder": conv_critic, "channels": ((16, 4, 2), (32, 4, 2)),
-                   "hidden": (100,)},
-    "conv-large": {"builder": conv_critic,
-                   "channels": ((32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)),
-                   "hidden": (512, 512)},
+    "conv-small": {"builder": conv_critic, "channels": ((16, 4, 2), (32, 4, 2)), "hidden": (100,)},
+    "conv-large": {
+        "builder": conv_critic,
+        "channels": ((32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)),
+        "hidden": (512, 512),
+    },
 }
 
 

@@ -50,8 +50,7 @@ class GroupSort(nn.Module):
         channels = x.shape[self.dim]
         if channels % self.group_size != 0:
             raise ValueError(
-                f"GroupSort: {channels} channels are not divisible by group_size "
-                f"{self.group_size}"
+                f"GroupSort: {channels} channels are not divisible by group_size {self.group_size}"
             )
         return self.group_size
 

@@ -175,7 +175,9 @@ class BCOPConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"BCOPConv2d: kernel_size must be an integer >= 1, got {kernel_size!r}")
+            raise ValueError(
+                f"BCOPConv2d: kernel_size must be an integer >= 1, got {kernel_size!r}"
+            )
         if stride not in (1, 2):
             raise ValueError(f"BCOPConv2d: stride must be 1 or 2, got {stride!r}")
         if padding_mode not in ("circular", "zeros"):
@@ -208,7 +210,12 @@ class BCOPConv2d(nn.Module):
             self.conv,
             "weight",
             BCOPKernel(
-                inner_channels, out_channels, inner_kernel, iters=iters, order=order, scaling=scaling
+                inner_channels,
+                out_channels,
+                inner_kernel,
+                iters=iters,
+                order=order,
+                scaling=scaling,
             ),
         )
 

@@ -34,9 +34,15 @@ def _plain_layer(module: nn.Linear | nn.Conv2d) -> nn.Module:
         plain: nn.Module = nn.Linear(module.in_features, module.out_features, bias=has_bias)
     else:
         plain = nn.Conv2d(
-            module.in_channels, module.out_channels, module.kernel_size,
-            stride=module.stride, padding=module.padding, dilation=module.dilation,
-            groups=module.groups, bias=has_bias, padding_mode=module.padding_mode,
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=has_bias,
+            padding_mode=module.padding_mode,
         )
     plain.weight = _frozen(module.weight)
     plain.bias = _frozen(module.bias)

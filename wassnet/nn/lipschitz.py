@@ -10,11 +10,13 @@ product). Per layer:
   exact operator norm on the given input size, from the singular values of the
   kernel's 2-D DFT at every frequency of the ``H x W`` grid (Sedghi, Gupta & Long,
   ICLR 2019).
-* ``nn.Conv2d`` with zero padding (any padding, any stride): the zero-padded
-  convolution is a crop of the circular convolution on the padded grid
-  ``(H + pad_h) x (W + pad_w)`` applied to the zero-extended input, and striding is a
-  further crop; both crops have norm 1, so the exact norm of that circular
-  convolution is a proven **upper bound**.
+* ``nn.Conv2d`` with zero padding (any padding): the zero-padded convolution is a
+  crop of the circular convolution on the padded grid ``(H + pad_h) x (W + pad_w)``
+  applied to the zero-extended input; both the crop and the extension have norm 1,
+  so the exact norm of that circular convolution is a proven **upper bound**.
+* Strides: a stride-``s`` convolution is rewritten as a stride-1 convolution over
+  the ``s x s`` polyphase components of its input (a permutation), so strided
+  circular convolutions keep an exact norm when ``s`` divides the input size.
 * GroupSort / MaxMin / FullSort, pixel (un)shuffle, flatten, identity: exactly 1 (a
   permutation); ReLU, Tanh: 1; LeakyReLU: ``max(1, |slope|)``; Sigmoid: 1/4.
 
@@ -34,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -103,9 +106,7 @@ class LipschitzCertificate:
         """A readable table of the breakdown."""
         lines = [f"certified L2 Lipschitz bound: {self.bound:.8f} (input {self.input_shape})"]
         for layer in self.layers:
-            lines.append(
-                f"  {layer.name:<24} {layer.layer:<14} {layer.bound:.8f}  {layer.method}"
-            )
+            lines.append(f"  {layer.name:<24} {layer.layer:<14} {layer.bound:.8f}  {layer.method}")
         return "\n".join(lines)
 
 
@@ -179,6 +180,24 @@ def _dilated(kernel: torch.Tensor, dilation: tuple[int, int]) -> torch.Tensor:
     return out
 
 
+def _polyphase(kernel: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Rewrite a stride-``s`` kernel as a stride-1 kernel on the polyphase components.
+
+    ``y[i] = sum_a K[a] x[s i + a]`` equals ``sum_r sum_q K[s q + r] x_r[i + q]`` with
+    ``x_r[j] = x[s j + r]`` (pixel unshuffle, a permutation), so the strided
+    convolution is a stride-1 convolution over ``in * sh * sw`` channels.
+    """
+    sh, sw = stride
+    o, i, kh, kw = kernel.shape
+    qh, qw = -(-kh // sh), -(-kw // sw)
+    padded = F.pad(kernel, (0, qw * sw - kw, 0, qh * sh - kh))
+    return (
+        padded.reshape(o, i, qh, sh, qw, sw)
+        .permute(0, 1, 3, 5, 2, 4)
+        .reshape(o, i * sh * sw, qh, qw)
+    )
+
+
 def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     conv: nn.Conv2d = module  # type: ignore[assignment]
     if len(input_shape) != 3:
@@ -189,25 +208,30 @@ def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     kh, kw = kernel.shape[-2:]
     left, right, top, bottom = conv._reversed_padding_repeated_twice
     _, h, w = input_shape
-    strided = tuple(conv.stride) != (1, 1)
+    sh, sw = conv.stride
     if conv.padding_mode == "circular":
         if top + bottom != kh - 1 or left + right != kw - 1:
             raise LipschitzBoundError(
                 "circular Conv2d is certified only when its padding keeps the spatial size "
                 f"(total padding kernel-1); got padding {conv.padding} for kernel {(kh, kw)}"
             )
-        norm = conv2d_operator_norm(kernel, (h, w))
-        method = "upper: FFT, strided circular" if strided else "exact: FFT, circular"
+        if h % sh == 0 and w % sw == 0:
+            grid, exact = (h // sh, w // sw), "exact: FFT, circular"
+        else:  # striding is a crop of the stride-1 circular convolution
+            grid, exact, sh, sw = (h, w), "upper: FFT, circular, stride ignored", 1, 1
     elif conv.padding_mode == "zeros":
-        grid = (h + top + bottom, w + left + right)
-        norm = conv2d_operator_norm(kernel, grid)
-        method = f"upper: FFT on zero-padded grid {grid[0]}x{grid[1]}"
+        # crop of a circular convolution on the zero-extended grid (rounded up to the stride)
+        hp, wp = -(-(h + top + bottom) // sh) * sh, -(-(w + left + right) // sw) * sw
+        grid, exact = (hp // sh, wp // sw), f"upper: FFT on zero-padded grid {hp}x{wp}"
     else:
         raise LipschitzBoundError(
             f"Conv2d with padding_mode={conv.padding_mode!r} is not certified "
             "(use 'circular' or 'zeros')"
         )
-    return _margin(norm), method
+    norm = conv2d_operator_norm(_polyphase(kernel, (sh, sw)), grid)
+    if (sh, sw) != (1, 1):
+        exact += f", polyphase stride {sh}x{sw}"
+    return _margin(norm), exact
 
 
 def _constant(value: float, method: str) -> Rule:
@@ -272,8 +296,9 @@ def _walk(module: nn.Module, name: str, shape: Shape, out: list[LayerBound], pro
         raise LipschitzBoundError(f"layer {name} has a non-finite bound {bound}")
     result = module(probe)
     out.append(
-        LayerBound(name or "<model>", _type_name(module), shape, tuple(result.shape[1:]),
-                   bound, method)
+        LayerBound(
+            name or "<model>", _type_name(module), shape, tuple(result.shape[1:]), bound, method
+        )
     )
     return result
 
@@ -299,8 +324,11 @@ def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCe
     """
     shape = tuple(int(s) for s in input_shape)
     param = next(model.parameters(), None)
-    probe = torch.zeros((1, *shape), device=None if param is None else param.device,
-                        dtype=None if param is None else param.dtype)
+    probe = torch.zeros(
+        (1, *shape),
+        device=None if param is None else param.device,
+        dtype=None if param is None else param.dtype,
+    )
     layers: list[LayerBound] = []
     with parametrize.cached():
         _walk(model, "", shape, layers, probe)

@@ -1,0 +1,36 @@
+import json
+
+from click.testing import CliRunner
+
+from wassnet import __version__
+from wassnet.cli import main
+
+
+def test_help_and_version():
+    runner = CliRunner()
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0 and "bound" in result.output
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_bound_command_prints_certificate():
+    result = CliRunner().invoke(
+        main, ["bound", "--arch", "dense-small", "--input-shape", "4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    cert = json.loads(result.output)
+    assert cert["bound"] <= 1 + 1e-4 and len(cert["layers"]) == 7
+
+
+def test_bad_input_is_one_error_line():
+    runner = CliRunner()
+    for args in (
+        ["bound", "--arch", "nope"],
+        ["bound", "--input-shape", "1,27,28"],
+        ["bound", "--input-shape", "a,b"],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code != 0
+        assert "Traceback" not in result.output
+        assert "Error" in result.output
