@@ -22,7 +22,9 @@ Run from the repository root (takes about 2-3 minutes on 2 CPU cores)::
     python scripts/bench_layers.py            # writes the bench_layers section of BENCHMARKS.md
     python scripts/bench_layers.py --quick --out /tmp/BENCHMARKS.md   # smoke run
 
-Uses the GPU when ``torch.cuda.is_available()`` (``--device`` overrides).
+Uses the GPU when ``torch.cuda.is_available()`` (``--device`` overrides). On a busy shared
+CPU, ``--threads 1`` gives steadier ratios (another job holding one core stalls torch's
+multi-threaded kernels, which inflates the short plain-layer timings most).
 """
 
 from __future__ import annotations

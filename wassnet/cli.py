@@ -110,7 +110,7 @@ def bound(arch: str, input_shape: str, out_features: int, seed: int, as_json: bo
     help="fraction held out: report the population W1 estimate with a 95% CI",
 )
 @click.option(
-    "--steps", default=2000, show_default=True, type=click.IntRange(1), help="critic training steps"
+    "--steps", default=1000, show_default=True, type=click.IntRange(1), help="critic training steps"
 )
 @click.option(
     "--time-budget",
@@ -181,11 +181,11 @@ def estimate(
         device=device,
         progress=not quiet,
     )
+    _emit(result, as_json, result.summary)
     if plot_path:
         from wassnet.plots import plot_estimate
 
         plot_estimate(result, a, b, plot_path)
-    _emit(result, as_json, result.summary)
 
 
 if __name__ == "__main__":  # pragma: no cover

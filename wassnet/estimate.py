@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from wassnet.critics import dense_critic
 from wassnet.io import check_same_dimension, validate_points, validate_weights
-from wassnet.nn import lipschitz_bound
+from wassnet.nn import export, lipschitz_bound
 from wassnet.ot import (
     PairwiseCost,
     c_transform_bound,
@@ -224,6 +224,7 @@ def estimate_w1(
     time_budget: float | None = None,
     refine: bool | Literal["auto"] = "auto",
     refine_max_pairs: float = 4e9,
+    refine_rounds: int = 4,
     exact: ExactMode = "auto",
     holdout: float | None = None,
     seed: int = 0,
@@ -241,7 +242,8 @@ def estimate_w1(
             time budget (seconds) stops training early.
         refine: compute the refined bracket (c-transforms, Sinkhorn, sparse plan),
             which costs a few passes over all ``n m`` pairs. ``"auto"``: when
-            ``n m <= refine_max_pairs``.
+            ``n m <= refine_max_pairs``. ``refine_rounds`` bounds the column-generation
+            rounds of the sparse LP (non-uniform weights or ``n != m``).
         exact: ``"auto"`` computes POT's exact W1 when it fits in memory, ``"always"``
             tries regardless, ``"never"`` skips it.
         holdout: fraction of each cloud held out from training; the fitted critic's
@@ -269,6 +271,11 @@ def estimate_w1(
     timings: dict[str, float] = {}
 
     if xa_np.ndim == 1:  # the line: exact at any size
+        if holdout:
+            raise ValueError(
+                "holdout is not available for 1-D inputs: W1 on the line is computed exactly; "
+                "compare held-out halves directly"
+            )
         t0 = time.perf_counter()
         value = w1_1d(xa_np, xb_np, wa, wb)
         timings["exact_1d"] = time.perf_counter() - t0
@@ -300,8 +307,9 @@ def estimate_w1(
     # 1. one shift and one scale for both clouds: W1 scales by `scale`
     center = np.concatenate([xa_np[fit_a], xb_np[fit_b]]).mean(0)
     scale = float(np.sqrt(((np.asarray(xa_np[fit_a]) - center) ** 2).sum(1).mean())) or 1.0
-    xa = torch.as_tensor((np.asarray(xa_np) - center) / scale, dtype=torch.float32, device=dev)
-    xb = torch.as_tensor((np.asarray(xb_np) - center) / scale, dtype=torch.float32, device=dev)
+    xa64 = torch.as_tensor((np.asarray(xa_np) - center) / scale, dtype=torch.float64, device=dev)
+    xb64 = torch.as_tensor((np.asarray(xb_np) - center) / scale, dtype=torch.float64, device=dev)
+    xa, xb = xa64.float(), xb64.float()
     wa_t = torch.as_tensor(wa, dtype=torch.float64, device=dev)
     wb_t = torch.as_tensor(wb, dtype=torch.float64, device=dev)
 
@@ -325,40 +333,48 @@ def estimate_w1(
     )
     timings["train"] = time.perf_counter() - t0
 
-    # 3. the critic's certified lower bound
+    # 3. the critic's certified lower bound: frozen weights, float64 evaluation
     t0 = time.perf_counter()
     lip = lipschitz_bound(critic, (d,)).bound
-    fa, fb = _evaluate(critic, xa).double() / lip, _evaluate(critic, xb).double() / lip
-    critic_lower = _weighted_mean(fa, wa_t) - _weighted_mean(fb, wb_t)
+    frozen = export(critic).double()
+    fa = _evaluate(frozen, xa64) * (scale / lip)  # 1-Lipschitz in the input's units
+    fb = _evaluate(frozen, xb64) * (scale / lip)
+    # the inputs were rounded when normalized (|error| <= 2u |x|), and the float64
+    # forward pass rounds: charge both, generously, against the bound
+    rounding = 2.0**-50 * scale * (
+        _weighted_mean(xa64.norm(dim=1), wa_t) + _weighted_mean(xb64.norm(dim=1), wb_t)
+    ) + 1e-12 * (_weighted_mean(fa.abs(), wa_t) + _weighted_mean(fb.abs(), wb_t))
+    critic_lower = _weighted_mean(fa, wa_t) - _weighted_mean(fb, wb_t) - rounding
     lower, lower_method = critic_lower, "critic dual / certified Lipschitz bound"
     timings["certify"] = time.perf_counter() - t0
 
-    # 4-5. refined bracket on the points, or the scalable monotone coupling
+    # 4-5. refined bracket on the points (costs from the original points, float64),
+    # or the scalable monotone coupling
     do_refine = refine is True or (refine == "auto" and n * m <= refine_max_pairs)
     t0 = time.perf_counter()
-    cost = PairwiseCost(xa.double(), xb.double())
+    cost = PairwiseCost(np.asarray(xa_np), np.asarray(xb_np), device=dev)
     if do_refine:
         best = c_transform_bound(cost, fa, wa_t, wb_t)
         u, _v = sinkhorn_refine(
             cost,
             wa_t,
             wb_t,
-            best.u.clone(),
-            best.v.clone(),
-            epsilons=[0.02, 0.01, 0.005],
+            best.u,
+            best.v,
+            epsilons=[0.02 * scale, 0.01 * scale, 0.005 * scale],
             iters_per_eps=3,
         )
         refined = c_transform_bound(cost, u, wa_t, wb_t)
         best = refined if refined.value > best.value else best
         if best.value > lower:
             lower, lower_method = best.value, "c-transformed dual on the points"
-        plan = sparse_transport_upper_bound(cost, wa, wb, best.u, best.v)
+        plan = sparse_transport_upper_bound(cost, wa, wb, best.u, best.v, rounds=refine_rounds)
+        if plan.dual is not None and plan.dual.value > lower:
+            lower, lower_method = plan.dual.value, "c-transformed LP dual on the points"
     else:
         plan = sparse_transport_upper_bound(cost, wa, wb, fa, fb, k=0)
     timings["bracket"] = time.perf_counter() - t0
     upper, upper_method = plan.value, plan.method
-    lower, upper = lower * scale, upper * scale
-    critic_lower *= scale
 
     # 6. exact reference and held-out value
     exact_value = None
@@ -368,13 +384,12 @@ def estimate_w1(
         timings["exact"] = time.perf_counter() - t0
     holdout_result = None
     if holdout:
-        ho = _holdout(
+        holdout_result = _holdout(
             fa[torch.as_tensor(eval_a, device=dev)],
             fb[torch.as_tensor(eval_b, device=dev)],
             wa[eval_a],
             wb[eval_b],
         )
-        holdout_result = HoldoutResult(*(x * scale for x in _floats(ho)), ho.n_a, ho.n_b)
 
     estimate = 0.5 * (lower + upper)
     return W1Result(
@@ -397,9 +412,5 @@ def estimate_w1(
         timings=timings,
         holdout=holdout_result,
         history=[h * scale for h in history],
-        potentials=((fa * scale).cpu().numpy(), (fb * scale).cpu().numpy()),
+        potentials=(fa.cpu().numpy(), fb.cpu().numpy()),
     )
-
-
-def _floats(h: HoldoutResult) -> tuple[float, float, float, float]:
-    return h.value, h.stderr, h.ci_low, h.ci_high

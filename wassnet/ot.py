@@ -88,6 +88,9 @@ def exact_w1(
 ) -> float:
     """Exact W1 by POT's network simplex on the dense Euclidean cost matrix.
 
+    The matrix is computed from differences (``scipy.spatial.distance.cdist``), as
+    accurate as float64 allows; ``ot.dist`` would lose digits on nearly equal points.
+
     ``numItermax`` defaults to ``max(10**7, 100 (n + m))`` (POT's default 100000 stops
     early already at n = 2000), and the result code is checked: a solver that did not
     reach optimality raises :class:`ExactSolverError` instead of returning a number
@@ -101,7 +104,10 @@ def exact_w1(
     n, m = len(x), len(y)
     wx = np.full(n, 1.0 / n) if wx is None else np.asarray(wx, np.float64) / np.sum(wx)
     wy = np.full(m, 1.0 / m) if wy is None else np.asarray(wy, np.float64) / np.sum(wy)
-    cost = ot.dist(x, y, metric="euclidean")
+    from scipy.spatial.distance import cdist
+
+    # direct differences: ot.dist's |x|^2 + |y|^2 - 2 x.y loses digits on close points
+    cost = cdist(x, y)
     iters = num_iter_max or max(10**7, 100 * (n + m))
     value, log = ot.emd2(wx, wy, cost, numItermax=iters, log=True)
     if log.get("result_code") != 1:
@@ -113,47 +119,78 @@ def exact_w1(
 
 
 class PairwiseCost:
-    """Euclidean costs between two clouds, served by chunks of rows.
+    """Euclidean costs between two clouds (float64), served by chunks of rows.
+
+    Built from the original points, it centres them once (a shift changes no
+    distance) and then serves:
+
+    * :meth:`chunks`: **certified lower bounds** on the costs, ``c_ij - O(1e-13) c``:
+      the fast ``|x|^2 + |y|^2 - 2 x.y`` expansion minus a proven bound on its float64
+      rounding (summation error ``<= gamma_{d+4} (|x|^2 + |y|^2)``) and on the
+      rounding of the centring. Dual potentials made feasible against these are
+      feasible against the true costs.
+    * :meth:`pair_costs`: **certified upper bounds** on the costs of given pairs,
+      computed directly from differences, for the cost of a transport plan.
 
     Holds the dense ``n x m`` matrix when it takes at most ``dense_bytes``; otherwise
-    recomputes each chunk of ``chunk_rows`` rows on the fly (memory ``O(chunk m)``).
+    recomputes each chunk of rows on the fly (memory ``O(chunk_bytes)``).
     """
 
     def __init__(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
         *,
+        device: torch.device | str | None = None,
         dense_bytes: int = 512 * 2**20,
         chunk_bytes: int = 64 * 2**20,
     ) -> None:
-        self.x, self.y = x, y
-        self.n, self.m = len(x), len(y)
-        itemsize = x.element_size()
-        self.chunk_rows = max(1, chunk_bytes // (itemsize * self.m))
+        x64 = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+        y64 = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y)
+        x64 = x64.to(device=device or x64.device, dtype=torch.float64)
+        y64 = y64.to(device=x64.device, dtype=torch.float64)
+        center = torch.cat([x64, y64]).mean(0)
+        self.x, self.y = x64 - center, y64 - center
+        self.n, self.m = len(self.x), len(self.y)
+        dim = self.x.shape[1]
+        unit = 2.0**-53
+        self._x_sq, self._y_sq = (self.x * self.x).sum(1), (self.y * self.y).sum(1)
+        # |fl(s) - s| <= gamma_{d+4} (|x|^2 + |y|^2) for s = |x|^2 + |y|^2 - 2 x.y
+        self._kappa = 2.0 * (dim + 4) * unit / (1.0 - (dim + 4) * unit)
+        # centring rounds each coordinate: distances move by at most 2u (|x'| + |y'|)
+        self._x_norm, self._y_norm = self._x_sq.sqrt(), self._y_sq.sqrt()
+        self._shift = 4.0 * unit
+        self.chunk_rows = max(1, chunk_bytes // (8 * self.m))
         self._dense = None
-        if self.n * self.m * itemsize <= dense_bytes:
+        if self.n * self.m * 8 <= dense_bytes:
             self._dense = torch.cat([c for _, c in self._compute_chunks()])
 
     def _compute_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
-        y_sq = (self.y * self.y).sum(1)
         for start in range(0, self.n, self.chunk_rows):
-            xc = self.x[start : start + self.chunk_rows]
-            # ||x||^2 + ||y||^2 - 2 x.y, then an exact recomputation where cancellation bites
-            sq = (xc * xc).sum(1, keepdim=True) + y_sq - 2.0 * xc @ self.y.T
-            yield start, sq.clamp_min_(0).sqrt_()
+            stop = start + self.chunk_rows
+            xc, xsq = self.x[start:stop], self._x_sq[start:stop, None]
+            total = xsq + self._y_sq
+            sq = total - 2.0 * (xc @ self.y.T)
+            sq.sub_(self._kappa * total).clamp_min_(0).sqrt_()
+            sq.sub_(self._shift * (self._x_norm[start:stop, None] + self._y_norm)).clamp_min_(0)
+            yield start, sq
 
     def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(first_row, cost[first_row : first_row + rows])``."""
+        """Yield ``(first_row, lower bounds on cost[first_row : first_row + rows])``."""
         if self._dense is not None:
             for start in range(0, self.n, self.chunk_rows):
                 yield start, self._dense[start : start + self.chunk_rows]
         else:
             yield from self._compute_chunks()
 
-    def exact_rows(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Costs of the given pairs, computed directly (no cancellation), float64."""
-        return (self.x[rows].double() - self.y[cols].double()).norm(dim=1)
+    def pair_costs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Certified upper bounds on ``c_ij`` for the given pairs (direct differences)."""
+        dev = self.x.device
+        r, c = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+        direct = (self.x[r] - self.y[c]).norm(dim=1)
+        dim = self.x.shape[1]
+        margin = (dim + 3) * 2.0**-52 * direct + self._shift * (self._x_norm[r] + self._y_norm[c])
+        return (direct + margin).cpu().numpy()
 
 
 def _c_transform_pass(cost: PairwiseCost, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,11 +218,11 @@ def c_transform_bound(
 ) -> DualBound:
     """Certified lower bound on W1 from any potential ``u`` on the first cloud.
 
-    The c-transforms make ``u_i - v_j <= c_ij`` hold for every pair by construction,
-    so ``sum a u - sum b v <= W1``. The costs are computed in the dtype of ``cost``
-    (use float64 for a certificate; float32 rounding of ``c_ij`` is ~1e-7 relative).
+    The c-transforms make ``u_i - v_j <= c_ij`` hold for every pair by construction
+    (against certified lower bounds of the costs, see :class:`PairwiseCost`), so
+    ``sum a u - sum b v <= W1``, in float64.
     """
-    u_new, v = _c_transform_pass(cost, u.to(cost.x.dtype))
+    u_new, v = _c_transform_pass(cost, u.to(device=cost.x.device, dtype=torch.float64))
     value = float((wa.double() * u_new.double()).sum() - (wb.double() * v.double()).sum())
     return DualBound(value, u_new, v)
 
@@ -267,13 +304,69 @@ def _monotone_coupling(
 
 @dataclass(frozen=True)
 class PrimalBound:
-    """An explicit transport plan (sparse) and its cost (an upper bound on W1)."""
+    """An explicit transport plan (sparse) and its cost (an upper bound on W1).
+
+    ``dual`` is the best certified dual found on the way (column generation), if any.
+    """
 
     value: float
     rows: np.ndarray
     cols: np.ndarray
     mass: np.ndarray
     method: str
+    dual: DualBound | None = None
+
+
+def _diameter_bound(cost: PairwiseCost) -> float:
+    """An upper bound on the diameter of both clouds together (twice a radius)."""
+    center = cost.x[0].double()
+    radius = max(
+        float((cost.x.double() - center).norm(dim=1).max()),
+        float((cost.y.double() - center).norm(dim=1).max()),
+    )
+    return 2.0 * radius
+
+
+def _assignment(cost: PairwiseCost, i: np.ndarray, j: np.ndarray) -> PrimalBound:
+    """Uniform weights, n == m: the optimal permutation within the candidate pairs."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    c = cost.pair_costs(i, j)
+    # a positive offset: explicit zeros would be dropped from the sparse graph
+    graph = sp.csr_matrix((c + c.max() * 1e-12 + 1e-300, (i, j)), shape=(cost.n, cost.m))
+    r, s = min_weight_full_bipartite_matching(graph)
+    value = float(cost.pair_costs(r, s).sum() / cost.n)
+    return PrimalBound(value, r, s, np.full(cost.n, 1.0 / cost.n), "sparse assignment")
+
+
+def _sparse_lp(
+    cost: PairwiseCost, wa: np.ndarray, wb: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> tuple[PrimalBound, torch.Tensor, torch.Tensor] | None:
+    """The optimal plan within the candidate pairs (HiGHS), and the LP's dual potentials."""
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    n, m, e = cost.n, cost.m, len(i)
+    c = cost.pair_costs(i, j)
+    a_eq = sp.vstack(
+        [
+            sp.csr_matrix((np.ones(e), (i, np.arange(e))), shape=(n, e)),
+            sp.csr_matrix((np.ones(e), (j, np.arange(e))), shape=(m, e)),
+        ]
+    )
+    marginals = np.concatenate([wa, wb])
+    res = linprog(c, A_eq=a_eq, b_eq=marginals, bounds=(0, None), method="highs")
+    if res.status != 0:
+        return None
+    mass = np.clip(res.x, 0, None)
+    keep = mass > 0
+    # repairing the marginals moves mass |r|_1 by at most the diameter: keeps it certified
+    residual = float(np.abs(a_eq @ mass - marginals).sum())
+    value = float(c[keep] @ mass[keep] + _diameter_bound(cost) * residual)
+    y = torch.as_tensor(res.eqlin.marginals, dtype=cost.x.dtype, device=cost.x.device)
+    plan = PrimalBound(value, i[keep], j[keep], mass[keep], "sparse LP (HiGHS)")
+    return plan, y[:n], -y[n:]  # HiGHS: y_i + y_{n+j} <= c_ij; ours: u_i - v_j <= c_ij
 
 
 def sparse_transport_upper_bound(
@@ -283,76 +376,113 @@ def sparse_transport_upper_bound(
     u: torch.Tensor,
     v: torch.Tensor,
     k: int = 10,
+    rounds: int = 1,
+    block: int = 1000,
 ) -> PrimalBound:
     """Certified upper bound: the optimal plan on a sparse set of candidate pairs.
 
-    Candidates are the ``k`` pairs of smallest reduced cost per row and per column
-    under the potentials ``(u, v)`` (for optimal potentials, the optimal plan lives on
-    zero reduced costs), plus the monotone coupling along ``u`` / ``v`` that makes the
-    problem feasible whatever the candidates. Uniform weights with ``n == m`` are
-    solved as a sparse assignment (exact permutation); otherwise as a sparse LP
-    (HiGHS), whose marginal residual ``r`` is charged as ``diam * |r|_1`` so that the
-    bound stays certified. The plan's cost is recomputed in float64 pair by pair.
+    Candidates are the ``k`` pairs of smallest reduced cost ``c_ij - u_i + v_j`` per row
+    and per column (for optimal potentials, the optimal plan lives on zero reduced
+    costs), plus the monotone coupling along ``u`` / ``v``, which makes the problem
+    feasible whatever the candidates.
+
+    * Uniform weights with ``n == m``: a sparse assignment (an exact permutation).
+    * Otherwise a sparse LP (HiGHS), whose marginal residual ``r`` is charged as
+      ``diameter * |r|_1`` so the bound stays certified. With ``rounds > 1`` this is
+      column generation: the LP's duals price every pair, the most negative reduced
+      costs join the candidates, and the LP is solved again; when no pair has a
+      negative reduced cost the plan is optimal. Each round's duals, c-transformed,
+      give a certified lower bound, kept in ``.dual``.
+
+    Plan costs are recomputed in float64 pair by pair. ``k = 0`` skips the pass over
+    all pairs: the monotone coupling, re-solved exactly within consecutive blocks of
+    ``block`` of its pairs (``O((n + m) block)`` work, see
+    :func:`_blockwise_refinement`; ``block=0`` keeps the monotone coupling as is).
     """
-    import scipy.sparse as sp
-
     n, m = cost.n, cost.m
-    dev = cost.x.device
     mi, mj, mmass = _monotone_coupling(u.double().cpu().numpy(), v.double().cpu().numpy(), wa, wb)
-    if k == 0:  # no pass over the n x m pairs: the monotone coupling alone
-        mc = cost.exact_rows(torch.as_tensor(mi, device=dev), torch.as_tensor(mj, device=dev))
-        return PrimalBound(float(mc.cpu().numpy() @ mmass), mi, mj, mmass, "monotone coupling")
+    monotone = PrimalBound(
+        float(cost.pair_costs(mi, mj) @ mmass), mi, mj, mmass, "monotone coupling"
+    )
+    if k == 0:
+        return _blockwise_refinement(cost, monotone, block) if block else monotone
     i, j = _candidate_pairs(cost, u, v, k)
-    i, j = np.concatenate([i, mi]), np.concatenate([j, mj])
-    pair = np.unique(i.astype(np.int64) * m + j)
+    pair = np.unique(np.concatenate([i, mi]).astype(np.int64) * m + np.concatenate([j, mj]))
     i, j = pair // m, pair % m
-    c = (
-        cost.exact_rows(
-            torch.as_tensor(i, device=cost.x.device), torch.as_tensor(j, device=cost.x.device)
-        )
-        .cpu()
-        .numpy()
-    )
-    uniform = (
-        n == m
-        and np.allclose(wa, 1.0 / n, rtol=0, atol=1e-15)
-        and np.allclose(wb, 1.0 / m, rtol=0, atol=1e-15)
-    )
+    uniform = n == m and np.ptp(wa) == 0 and np.ptp(wb) == 0
     if uniform:
-        from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+        return _assignment(cost, i, j)
+    wa_t = torch.as_tensor(wa, device=cost.x.device)
+    wb_t = torch.as_tensor(wb, device=cost.x.device)
+    best_plan, best_dual = monotone, None
+    for _ in range(rounds):
+        solved = _sparse_lp(cost, wa, wb, i, j)
+        if solved is None:
+            break
+        plan, lu, lv = solved
+        if plan.value < best_plan.value:
+            best_plan = plan
+        dual = c_transform_bound(cost, lu, wa_t, wb_t)
+        if best_dual is None or dual.value > best_dual.value:
+            best_dual = dual
+        if best_plan.value - best_dual.value <= 1e-12 * max(1.0, abs(best_plan.value)):
+            break
+        ni, nj = _candidate_pairs(cost, lu, lv, k)
+        new = np.setdiff1d(ni.astype(np.int64) * m + nj, pair)
+        if len(new) == 0:
+            break
+        pair = np.union1d(pair, new)
+        i, j = pair // m, pair % m
+    return PrimalBound(
+        best_plan.value, best_plan.rows, best_plan.cols, best_plan.mass, best_plan.method, best_dual
+    )
 
-        # tiny offset: explicit zeros would be dropped from the sparse graph
-        graph = sp.csr_matrix((c + 1e-300 + c.max() * 1e-12, (i, j)), shape=(n, m))
-        r, s = min_weight_full_bipartite_matching(graph)
-        plan_c = (
-            cost.exact_rows(
-                torch.as_tensor(r, device=cost.x.device), torch.as_tensor(s, device=cost.x.device)
+
+def _blockwise_refinement(cost: PairwiseCost, plan: PrimalBound, block: int) -> PrimalBound:
+    """Improve a plan by solving OT exactly inside consecutive blocks of its pairs.
+
+    Each block of ``block`` consecutive pairs of ``plan`` (in the monotone order) moves
+    some mass from some points of A to some points of B; replacing it by the optimal
+    plan between those same partial marginals keeps the whole plan feasible and never
+    raises its cost. Uniform ``n == m`` blocks are permutations (an exact assignment
+    by ``linear_sum_assignment``); others are solved by ``ot.emd``.
+    """
+    import ot
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols, masses = [], [], []
+    total = 0.0
+    for start in range(0, len(plan.rows), block):
+        i, j, w = (
+            plan.rows[start : start + block],
+            plan.cols[start : start + block],
+            plan.mass[start : start + block],
+        )
+        ui, inv_i = np.unique(i, return_inverse=True)
+        uj, inv_j = np.unique(j, return_inverse=True)
+        ra = np.bincount(inv_i, weights=w, minlength=len(ui))
+        rb = np.bincount(inv_j, weights=w, minlength=len(uj))
+        dev = cost.x.device
+        c = (
+            torch.cdist(
+                cost.x[torch.as_tensor(ui, device=dev)].double(),
+                cost.y[torch.as_tensor(uj, device=dev)].double(),
             )
             .cpu()
             .numpy()
         )
-        return PrimalBound(float(plan_c.sum() / n), r, s, np.full(n, 1.0 / n), "sparse assignment")
-    from scipy.optimize import linprog
-
-    e = len(c)
-    a_eq = sp.vstack(
-        [
-            sp.csr_matrix((np.ones(e), (i, np.arange(e))), shape=(n, e)),
-            sp.csr_matrix((np.ones(e), (j, np.arange(e))), shape=(m, e)),
-        ]
-    )
-    res = linprog(c, A_eq=a_eq, b_eq=np.concatenate([wa, wb]), bounds=(0, None), method="highs")
-    if res.status != 0:  # fall back on the monotone coupling, feasible by construction
-        return sparse_transport_upper_bound(cost, wa, wb, u, v, k=0)
-    mass = np.clip(res.x, 0, None)
-    keep = mass > 0
-    residual = np.abs(a_eq @ mass - np.concatenate([wa, wb])).sum()
-    # repairing the marginals moves mass |r|_1 by at most the diameter of both clouds
-    center = cost.x[0].double()
-    radius = max(
-        float((cost.x.double() - center).norm(dim=1).max()),
-        float((cost.y.double() - center).norm(dim=1).max()),
-    )
-    diameter = 2.0 * radius
-    value = float(c[keep] @ mass[keep] + diameter * residual)
-    return PrimalBound(value, i[keep], j[keep], mass[keep], "sparse LP (HiGHS)")
+        if len(ui) == len(uj) == len(w) and np.ptp(w) == 0:
+            r, s_ = linear_sum_assignment(c)
+            bi, bj, bw = ui[r], uj[s_], np.full(len(r), w[0])
+        else:
+            pi = ot.emd(ra, rb, c, numItermax=10**7)
+            r, s_ = np.nonzero(pi)
+            bi, bj, bw = ui[r], uj[s_], pi[r, s_]
+        rows.append(bi)
+        cols.append(bj)
+        masses.append(bw)
+    rows_a, cols_a, mass_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(masses)
+    total = float(cost.pair_costs(rows_a, cols_a) @ mass_a)
+    if total >= plan.value:
+        return plan
+    return PrimalBound(total, rows_a, cols_a, mass_a, f"monotone coupling, blocks of {block}")

@@ -13,12 +13,28 @@ if TYPE_CHECKING:
 __all__ = ["plot_estimate"]
 
 
+def _triangulation(a: np.ndarray, b: np.ndarray):
+    """A Delaunay triangulation of 2-D points, or None (other d, or degenerate points)."""
+    if a.ndim != 2 or a.shape[1] != 2:
+        return None
+    from matplotlib.tri import Triangulation
+
+    pts = np.concatenate([a, b])
+    try:
+        tri = Triangulation(pts[:, 0], pts[:, 1])
+        tri.get_masked_triangles()
+    except (ValueError, RuntimeError):  # collinear or too few distinct points
+        return None
+    return tri
+
+
 def plot_estimate(result: W1Result, a: np.ndarray, b: np.ndarray, path: str | Path) -> Path:
     """Save a figure of an estimate and return its path.
 
     2-D data: both clouds over the level sets of the critic's potential (interpolated
-    from its values on the points). Otherwise: histograms of the critic's values on
-    each cloud. Always: the training curve of the critic's dual value.
+    from its values on the points). Otherwise (or when the 2-D points are collinear):
+    histograms of the critic's values on each cloud. Always: the training curve of
+    the critic's dual value.
     """
     import matplotlib
 
@@ -28,12 +44,9 @@ def plot_estimate(result: W1Result, a: np.ndarray, b: np.ndarray, path: str | Pa
     path = Path(path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     fa, fb = result.potentials
-    if a.ndim == 2 and a.shape[1] == 2 and fa is not None:
-        from matplotlib.tri import Triangulation
-
-        pts = np.concatenate([a, b])
+    tri = _triangulation(a, b) if fa is not None else None
+    if tri is not None:
         values = np.concatenate([fa, fb])
-        tri = Triangulation(pts[:, 0], pts[:, 1])
         contour = left.tricontourf(tri, values, levels=20, cmap="coolwarm", alpha=0.6)
         fig.colorbar(contour, ax=left, label="potential")
         left.scatter(a[:, 0], a[:, 1], s=3, c="tab:red", label="A")

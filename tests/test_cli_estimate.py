@@ -1,0 +1,255 @@
+"""``wassnet estimate A B``: file formats, the JSON result, plots, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import ot
+import pytest
+import torch
+from click.testing import CliRunner
+from scipy.stats import wasserstein_distance
+
+from wassnet.cli import main
+
+#: Tiny critic, short training: the bracket must hold whatever the critic's quality.
+FAST = ["--json", "--quiet", "--steps", "50", "--hidden", "16,16", "--batch-size", "128"]
+
+#: Containment slack: the float64 rounding of the reference solver.
+RTOL = 1e-9
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: one intra-op thread is faster than two contending ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pot_w1(x, y, wa=None, wb=None) -> float:
+    n, m = len(x), len(y)
+    wa = np.full(n, 1.0 / n) if wa is None else np.asarray(wa) / np.sum(wa)
+    wb = np.full(m, 1.0 / m) if wb is None else np.asarray(wb) / np.sum(wb)
+    cost = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
+    return float(ot.emd2(wa, wb, cost, numItermax=10**7))
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["estimate", *map(str, args)])
+
+
+def run_json(*args: str) -> dict:
+    result = run(*args, *FAST)
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    return json.loads(result.stdout)
+
+
+def assert_contains(out: dict, exact: float) -> None:
+    assert out["lower"] <= exact * (1 + RTOL)
+    assert exact <= out["upper"] * (1 + RTOL)
+    assert out["lower"] <= out["estimate"] <= out["upper"]
+    assert out["exact"] == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def clouds():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(60, 2)), rng.normal(size=(45, 2)) * 0.8 + 0.7
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_npy_and_npz_with_key(tmp_path, clouds):
+    a, b = clouds
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    np.savez(tmp_path / "a.npz", points=a, other=a[:5])
+    np.savez(tmp_path / "b.npz", points=b, other=b[:7])
+    exact = pot_w1(a, b)
+    out = run_json(tmp_path / "a.npy", tmp_path / "b.npy", "--exact", "always")
+    assert_contains(out, exact)
+    assert (out["n_a"], out["n_b"], out["dim"], out["steps"]) == (60, 45, 2, 50)
+    assert out["holdout"] is None
+    # the same arrays from .npz archives give the very same result
+    npz = run_json(tmp_path / "a.npz", tmp_path / "b.npz", "--key", "points", "--exact", "always")
+    for key in ("lower", "upper", "estimate", "exact", "critic_lower"):
+        assert npz[key] == out[key], key
+
+
+def test_csv_input_and_2d_plot(tmp_path, clouds):
+    a, b = clouds
+    # a header line, comma-separated; the other file whitespace-separated with comments
+    np.savetxt(tmp_path / "a.csv", a, delimiter=",", header="x,y", comments="")
+    np.savetxt(tmp_path / "b.txt", b, header="cloud B")
+    png = tmp_path / "out.png"
+    out = run_json(tmp_path / "a.csv", tmp_path / "b.txt", "--plot", png, "--exact", "always")
+    assert_contains(out, pot_w1(np.loadtxt(tmp_path / "a.csv", delimiter=",", skiprows=1), b))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_weight_files_holdout_and_3d_plot(tmp_path):
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(80, 3)), rng.normal(size=(50, 3)) + 0.5
+    wa, wb = rng.random(80) * 4 + 0.1, rng.random(50) + 0.1
+    for name, arr in (("a.npy", a), ("b.npy", b), ("wa.npy", wa)):
+        np.save(tmp_path / name, arr)
+    np.savetxt(tmp_path / "wb.csv", wb[:, None])  # a [m, 1] column of weights
+    png = tmp_path / "hist.png"
+    out = run_json(
+        *(tmp_path / "a.npy", tmp_path / "b.npy"),
+        *("--weights-a", tmp_path / "wa.npy", "--weights-b", tmp_path / "wb.csv"),
+        *("--holdout", "0.25", "--plot", png, "--exact", "always"),
+    )
+    assert_contains(out, pot_w1(a, b, wa, wb))
+    # the weights matter: the unweighted W1 is outside the bracket
+    unweighted = pot_w1(a, b)
+    assert not out["lower"] <= unweighted <= out["upper"]
+    h = out["holdout"]
+    assert (h["n_a"], h["n_b"]) == (20, 12)
+    assert h["ci_low"] <= h["value"] <= h["ci_high"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_one_dimensional_inputs_and_text_summary(tmp_path):
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=70), rng.exponential(size=40)
+    np.save(tmp_path / "a.npy", a)
+    np.savetxt(tmp_path / "b.csv", b)  # one column: points on the line
+    expected = wasserstein_distance(a, b)
+    out = run_json(tmp_path / "a.npy", tmp_path / "b.csv")
+    assert out["lower"] == out["upper"] == out["estimate"] == out["exact"]
+    assert out["lower"] == pytest.approx(expected, rel=1e-12)
+    assert out["dim"] == 1 and out["relative_gap"] == 0.0
+    result = run(tmp_path / "a.npy", tmp_path / "b.csv", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "certified lower" in result.output and "certified upper" in result.output
+    assert f"{expected:.6g}" in result.output
+    png = tmp_path / "line.png"
+    assert run(tmp_path / "a.npy", tmp_path / "b.csv", "--quiet", "--plot", png).exit_code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
+    """Each case: the command line after ``estimate``, and a word its error must name."""
+    rng = np.random.default_rng(3)
+    good = tmp / "good.npy"
+    np.save(good, rng.normal(size=(20, 2)))
+    np.save(tmp / "good3.npy", rng.normal(size=(20, 3)))
+    np.save(tmp / "w19.npy", np.ones(19))
+    np.save(tmp / "wneg.npy", -np.ones(20))
+    (tmp / "folder.npy").mkdir()
+    np.save(tmp / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    nan = rng.normal(size=(20, 2))
+    nan[3, 1] = np.nan
+    np.save(tmp / "nan.npy", nan)
+    inf = rng.normal(size=(20, 2))
+    inf[0, 0] = -np.inf
+    np.save(tmp / "inf.npy", inf)
+    np.save(tmp / "empty.npy", np.zeros((0, 2)))
+    np.savez(tmp / "two.npz", first=rng.normal(size=(20, 2)), second=rng.normal(size=(9, 2)))
+    (tmp / "corrupt.npy").write_bytes(rng.bytes(300))
+    (tmp / "text.csv").write_text("1,2\n3,oops\n")
+    (tmp / "ragged.csv").write_text("1,2\n3,4,5\n")
+    (tmp / "points.json").write_text("[[1, 2]]")
+    return {
+        "missing file": ([tmp / "nope.npy", good], "no such file"),
+        "directory": ([good, tmp / "folder.npy"], "directory"),
+        "pickled object array": ([tmp / "pickled.npy", good], "pickle"),
+        "NaN": ([tmp / "nan.npy", good], "NaN"),
+        "inf": ([good, tmp / "inf.npy"], "inf"),
+        "empty array": ([tmp / "empty.npy", good], "empty"),
+        "mismatched d": ([good, tmp / "good3.npy"], "dimension mismatch"),
+        "npz without --key": ([tmp / "two.npz", good], "key"),
+        "wrong --key": ([tmp / "two.npz", tmp / "two.npz", "--key", "third"], "'third'"),
+        "--key on .npy": ([good, good, "--key", "x"], "key"),
+        "corrupt file": ([tmp / "corrupt.npy", good], "corrupt.npy"),
+        "unparsable csv": ([good, tmp / "text.csv"], "oops"),
+        "ragged csv": ([tmp / "ragged.csv", good], "ragged"),
+        "unsupported suffix": ([tmp / "points.json", good], ".json"),
+        "weights of the wrong length": ([good, good, "--weights-a", tmp / "w19.npy"], "19"),
+        "negative weights": ([good, good, "--weights-b", tmp / "wneg.npy"], "negative"),
+        "missing weights file": ([good, good, "--weights-b", tmp / "nope.npy"], "no such file"),
+        "holdout 1.5": ([good, good, "--holdout", "1.5"], "--holdout"),
+        "holdout leaving too few points": ([good, good, "--holdout", "0.99"], "too few"),
+        "exact bogus": ([good, good, "--exact", "bogus"], "bogus"),
+        "bad --hidden": ([good, good, "--hidden", "a,b"], "a,b"),
+        "steps 0": ([good, good, "--steps", "0"], "--steps"),
+    }
+
+
+BAD_CASES = [
+    "missing file",
+    "directory",
+    "pickled object array",
+    "NaN",
+    "inf",
+    "empty array",
+    "mismatched d",
+    "npz without --key",
+    "wrong --key",
+    "--key on .npy",
+    "corrupt file",
+    "unparsable csv",
+    "ragged csv",
+    "unsupported suffix",
+    "weights of the wrong length",
+    "negative weights",
+    "missing weights file",
+    "holdout 1.5",
+    "holdout leaving too few points",
+    "exact bogus",
+    "bad --hidden",
+    "steps 0",
+]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    return _bad_inputs(tmp_path_factory.mktemp("bad"))
+
+
+def test_every_bad_input_is_exercised(bad_inputs):
+    assert set(bad_inputs) == set(BAD_CASES)
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_error_line(bad_inputs, case):
+    args, word = bad_inputs[case]
+    # defaults first: a bad option later on the line overrides them
+    result = run("--quiet", "--steps", "5", "--hidden", "8,8", *args)
+    assert result.exit_code != 0
+    # an uncaught exception would be stored here (CliRunner prints no traceback)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if "Error" in line]
+    assert len(error_lines) == 1, result.output
+    assert error_lines[0].startswith("Error: ")
+    assert word in error_lines[0]
+    assert "Error" in result.stderr and result.stdout == ""
+    if result.exit_code == 1:  # not a usage error: the whole output is that one line
+        assert result.output.strip() == error_lines[0]
+    else:  # click's usage errors: usage, hint, then the error line
+        assert result.exit_code == 2
+
+
+# ----------------------------------------------------------------------------- known bug
+
+
+def test_plot_of_collinear_2d_clouds(tmp_path):
+    x = np.random.default_rng(4).normal(size=30)
+    np.save(tmp_path / "a.npy", np.c_[x, 2 * x])
+    np.save(tmp_path / "b.npy", np.c_[x + 1, 2 * x + 2])
+    png = tmp_path / "line.png"
+    result = run(tmp_path / "a.npy", tmp_path / "b.npy", *FAST, "--plot", png)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["lower"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
