@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import ot
 import pytest
-import torch
 from click.testing import CliRunner
+from conftest import pot_w1
 from scipy.stats import wasserstein_distance
 
 from wassnet.cli import main
@@ -20,22 +19,7 @@ FAST = ["--json", "--quiet", "--steps", "50", "--hidden", "16,16", "--batch-size
 #: Containment slack: the float64 rounding of the reference solver.
 RTOL = 1e-9
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one intra-op thread is faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def pot_w1(x, y, wa=None, wb=None) -> float:
-    n, m = len(x), len(y)
-    wa = np.full(n, 1.0 / n) if wa is None else np.asarray(wa) / np.sum(wa)
-    wb = np.full(m, 1.0 / m) if wb is None else np.asarray(wb) / np.sum(wb)
-    cost = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
-    return float(ot.emd2(wa, wb, cost, numItermax=10**7))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args: str):

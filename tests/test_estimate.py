@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import ot
 import pytest
-import torch
+from conftest import pot_w1
 from scipy.stats import wasserstein_distance
 
 from wassnet.estimate import estimate_w1
@@ -25,27 +24,7 @@ FAST = {"hidden": (32, 32), "steps": 100, "batch_size": 128, "progress": False}
 #: (the bracket itself charges its own rounding; see ``test_bracket_is_certified_*``).
 RTOL = 1e-9
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one intra-op thread is faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def exact_cost(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
-
-
-def pot_w1(x, y, wa=None, wb=None) -> float:
-    n, m = len(x), len(y)
-    wa = np.full(n, 1.0 / n) if wa is None else np.asarray(wa) / np.sum(wa)
-    wb = np.full(m, 1.0 / m) if wb is None else np.asarray(wb) / np.sum(wb)
-    value, log = ot.emd2(wa, wb, exact_cost(x, y), numItermax=10**7, log=True)
-    assert log["result_code"] == 1
-    return float(value)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_bracket(result, exact: float, rtol: float = RTOL) -> None:

@@ -378,6 +378,8 @@ def sparse_transport_upper_bound(
     k: int = 10,
     rounds: int = 1,
     block: int = 1000,
+    lp_max_pairs: int = 2_000_000,
+    tol: float = 1e-9,
 ) -> PrimalBound:
     """Certified upper bound: the optimal plan on a sparse set of candidate pairs.
 
@@ -386,13 +388,14 @@ def sparse_transport_upper_bound(
     costs), plus the monotone coupling along ``u`` / ``v``, which makes the problem
     feasible whatever the candidates.
 
-    * Uniform weights with ``n == m``: a sparse assignment (an exact permutation).
-    * Otherwise a sparse LP (HiGHS), whose marginal residual ``r`` is charged as
+    * A sparse LP (HiGHS), whose marginal residual ``r`` is charged as
       ``diameter * |r|_1`` so the bound stays certified. With ``rounds > 1`` this is
       column generation: the LP's duals price every pair, the most negative reduced
-      costs join the candidates, and the LP is solved again; when no pair has a
-      negative reduced cost the plan is optimal. Each round's duals, c-transformed,
-      give a certified lower bound, kept in ``.dual``.
+      costs join the candidates, and the LP is solved again, until the relative gap
+      is below ``tol`` or no pair prices out (then the plan is optimal). Each round's
+      duals, c-transformed, give a certified lower bound, kept in ``.dual``.
+    * Uniform weights with ``n == m`` and more than ``lp_max_pairs`` candidates: a
+      sparse assignment (an exact permutation; no duals), much faster than the LP.
 
     Plan costs are recomputed in float64 pair by pair. ``k = 0`` skips the pass over
     all pairs: the monotone coupling, re-solved exactly within consecutive blocks of
@@ -410,7 +413,7 @@ def sparse_transport_upper_bound(
     pair = np.unique(np.concatenate([i, mi]).astype(np.int64) * m + np.concatenate([j, mj]))
     i, j = pair // m, pair % m
     uniform = n == m and np.ptp(wa) == 0 and np.ptp(wb) == 0
-    if uniform:
+    if uniform and len(pair) > lp_max_pairs:
         return _assignment(cost, i, j)
     wa_t = torch.as_tensor(wa, device=cost.x.device)
     wb_t = torch.as_tensor(wb, device=cost.x.device)
@@ -425,7 +428,7 @@ def sparse_transport_upper_bound(
         dual = c_transform_bound(cost, lu, wa_t, wb_t)
         if best_dual is None or dual.value > best_dual.value:
             best_dual = dual
-        if best_plan.value - best_dual.value <= 1e-12 * max(1.0, abs(best_plan.value)):
+        if best_plan.value - best_dual.value <= tol * max(1e-300, abs(best_plan.value)):
             break
         ni, nj = _candidate_pairs(cost, lu, lv, k)
         new = np.setdiff1d(ni.astype(np.int64) * m + nj, pair)
