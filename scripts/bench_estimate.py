@@ -225,32 +225,32 @@ def scale(args: argparse.Namespace) -> None:
                 ]
             )
             print(rows[-1], flush=True)
-    table = markdown_table(
-        [
-            "d",
-            "n = m",
-            "lower",
-            "upper",
-            "gap",
-            "upper from",
-            "ours s",
-            "ours peak GB",
-            "POT exact GB (extrapolated)",
-            "sliced W1 (POT)",
-            "sliced s",
-            "Sinkhorn eps=0.1 (POT)",
-            "Sinkhorn s",
-        ],
-        rows,
-    )
-    body = (
-        table + "\n\nPairs: N(0, I) vs N(0.5, diag(linspace(0.5, 2))). POT's dense exact "
-        "solver peaks near 0.3 GB + 40 bytes * n^2, so it does not fit 24 GiB past "
-        "n ~ 25 000. Sliced W1 (200 projections) and entropic Sinkhorn are not bounds on "
-        "W1: sliced W1 is below it, Sinkhorn's cost is regularized. Peak memory is the "
-        "child process's max RSS."
-    )
-    write_section("bench_estimate_scale", "W1 estimate: scale", body)
+            table = markdown_table(
+                [
+                    "d",
+                    "n = m",
+                    "lower",
+                    "upper",
+                    "gap",
+                    "upper from",
+                    "ours s",
+                    "ours peak GB",
+                    "POT exact GB (extrapolated)",
+                    "sliced W1 (POT)",
+                    "sliced s",
+                    "Sinkhorn eps=0.1 (POT)",
+                    "Sinkhorn s",
+                ],
+                rows,
+            )
+            body = (
+                table + "\n\nPairs: N(0, I) vs N(0.5, diag(linspace(0.5, 2))). POT's dense exact "
+                "solver peaks near 0.3 GB + 40 bytes * n^2, so it does not fit 24 GiB past "
+                "n ~ 25 000. Sliced W1 (200 projections) and entropic Sinkhorn are not bounds on "
+                "W1: sliced W1 is below it, Sinkhorn's cost is regularized. Peak memory is the "
+                "child process's max RSS."
+            )
+            write_section("bench_estimate_scale", "W1 estimate: scale", body)
 
 
 def holdout(args: argparse.Namespace) -> None:
