@@ -47,6 +47,7 @@ from wassnet.ot import (
     sparse_transport_upper_bound,
     w1_1d,
 )
+from wassnet.runtime import resolve_device
 
 __all__ = ["HoldoutResult", "W1Result", "estimate_w1"]
 
@@ -120,12 +121,6 @@ class W1Result:
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
         lines.append(f"time             {timing}; seed {self.seed}, device {self.device}")
         return "\n".join(lines)
-
-
-def _default_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> float:
@@ -269,7 +264,7 @@ def estimate_w1(
         raise ValueError(f"exact must be auto, always or never, got {exact!r}")
     if holdout is not None and not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
-    dev = _default_device(device)
+    dev = resolve_device(device)
     timings: dict[str, float] = {}
 
     if xa_np.ndim == 1:  # the line: exact at any size
