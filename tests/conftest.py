@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+
+#: Offline datasets beside the checkout (read-only: tests copy what they need).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable data root holding a copy of the offline MNIST raw files."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip("no offline MNIST files beside the checkout")
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(SHARED_DATA / "MNIST", root / "MNIST")
+    return root
 
 
 @pytest.fixture(autouse=True)

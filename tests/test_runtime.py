@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,6 @@ import torch
 from wassnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from wassnet.datasets import TOY_DATASETS, load_images, sample_toy
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _draws() -> tuple:
@@ -130,15 +127,6 @@ def test_toy_errors() -> None:
         sample_toy("moons", 10)
     with pytest.raises(ValueError, match="n must be"):
         sample_toy("ring", 0)
-
-
-@pytest.fixture(scope="session")
-def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SHARED / "MNIST" / "raw").is_dir():
-        pytest.skip("no offline MNIST files beside the checkout")
-    root = tmp_path_factory.mktemp("data")
-    shutil.copytree(SHARED / "MNIST", root / "MNIST")
-    return root
 
 
 def test_load_mnist_from_local_files(mnist_root: Path) -> None:
