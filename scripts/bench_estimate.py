@@ -96,8 +96,8 @@ def tightness(args: argparse.Namespace) -> None:
     from wassnet.estimate import estimate_w1
     from wassnet.ot import exact_w1
 
-    rows = []
     for n in args.sizes:
+        rows = []
         for name, d, make in _suite(args.data_root):
             a, b = make(n, d, np.random.default_rng(args.seed))
             t0 = time.perf_counter()
@@ -122,28 +122,29 @@ def tightness(args: argparse.Namespace) -> None:
                 ]
             )
             print(rows[-1], flush=True)
-    table = markdown_table(
-        [
-            "pair",
-            "d",
-            "n = m",
-            "exact W1",
-            "lower / exact",
-            "upper / exact",
-            "exact inside",
-            "critic alone / exact",
-            "ours s",
-            "POT exact s",
-        ],
-        rows,
-    )
-    body = (
-        table + "\n\nTargets: lower/exact >= 0.99 for d <= 16 and >= 0.97 for d = 64, 784; "
-        "upper/exact <= 1.02; exact always inside. `critic alone` is the network's dual "
-        "value divided by its certified Lipschitz bound, before any refinement on the "
-        f"points. Critic: {args.steps} Adam steps, default widths."
-    )
-    write_section("bench_estimate_tightness", "W1 estimate: tightness against exact OT", body)
+            table = markdown_table(
+                [
+                    "pair",
+                    "d",
+                    "n = m",
+                    "exact W1",
+                    "lower / exact",
+                    "upper / exact",
+                    "exact inside",
+                    "critic alone / exact",
+                    "ours s",
+                    "POT exact s",
+                ],
+                rows,
+            )
+            body = (
+                table + "\n\nTargets: lower/exact >= 0.99 for d <= 16 and >= 0.97 for d = 64, 784; "
+                "upper/exact <= 1.02; exact always inside. `critic alone` is the network's dual "
+                "value divided by its certified Lipschitz bound, before any refinement on the "
+                f"points. Critic: {args.steps} Adam steps, default widths."
+            )
+            title = f"W1 estimate: tightness against exact OT, n = {n}"
+            write_section(f"bench_estimate_tightness_{n}", title, body)
 
 
 def _scale_child(n: int, d: int, steps: int, seed: int, method: str, queue: mp.Queue) -> None:
@@ -189,8 +190,8 @@ def _in_child(*args: object, timeout: float) -> dict | None:
 
 
 def scale(args: argparse.Namespace) -> None:
-    rows = []
     for d in args.dims:
+        rows = []
         for n in args.sizes:
             ours = _in_child(n, d, args.steps, args.seed, "wassnet", timeout=args.timeout)
             sliced = _in_child(n, d, args.steps, args.seed, "sliced", timeout=args.timeout)
@@ -250,7 +251,7 @@ def scale(args: argparse.Namespace) -> None:
                 "W1: sliced W1 is below it, Sinkhorn's cost is regularized. Peak memory is the "
                 "child process's max RSS."
             )
-            write_section("bench_estimate_scale", "W1 estimate: scale", body)
+            write_section(f"bench_estimate_scale_d{d}", f"W1 estimate: scale, d = {d}", body)
 
 
 def holdout(args: argparse.Namespace) -> None:
