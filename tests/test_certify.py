@@ -1,0 +1,246 @@
+"""Certified-robust classification: losses, radii, accuracy, attack, export, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wassnet.certify import (
+    TrainConfig,
+    attack_certified,
+    certified_accuracy,
+    certified_radius,
+    cross_entropy_with_temperature,
+    export_classifier,
+    load_classifier,
+    make_classifier,
+    multiclass_hinge,
+    pgd_l2,
+    train_classifier,
+)
+from wassnet.checkpoint import CheckpointError
+from wassnet.nn import lipschitz_bound
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def blobs(n: int = 384, d: int = 8, k: int = 3, seed: int = 0):
+    """``k`` Gaussian blobs in ``[0, 1]^d`` whose centers are 0.45 apart (learnable margins)."""
+    gen = torch.Generator().manual_seed(seed)
+    centers = 0.5 + 0.45 * torch.eye(k, d) * math.sqrt(2) / 2
+    y = torch.arange(n) % k
+    x = (centers[y] + 0.04 * torch.randn(n, d, generator=gen)).clamp(0, 1)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    x, y = blobs()
+    config = TrainConfig(arch="dense-small", eps=0.3, epochs=4, batch_size=64, lr=3e-3, iters=5)
+    out = tmp_path_factory.mktemp("blobs")
+    result = train_classifier(config, out, data=(x, y), device="cpu", progress=False)
+    return result, x, y
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_hinge_is_multi_margin_loss_with_margin_sqrt2_eps():
+    logits = torch.randn(32, 5, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 5, (32,), generator=torch.Generator().manual_seed(2))
+    ours = multiclass_hinge(logits, y, eps=0.7)
+    ref = F.multi_margin_loss(logits, y, margin=math.sqrt(2) * 0.7)
+    torch.testing.assert_close(ours, ref)
+    # zero loss exactly when every rival trails by at least sqrt(2) * eps
+    sure = torch.tensor([[2.0, 2.0 - math.sqrt(2) * 0.5 - 1e-6, 0.0]])
+    assert float(multiclass_hinge(sure, torch.tensor([0]), eps=0.5)) == 0.0
+    assert float(multiclass_hinge(sure, torch.tensor([0]), eps=0.6)) > 0.0
+
+
+def test_cross_entropy_temperature():
+    logits = torch.randn(8, 3)
+    y = torch.randint(0, 3, (8,))
+    torch.testing.assert_close(
+        cross_entropy_with_temperature(logits, y, 0.1), F.cross_entropy(logits / 0.1, y)
+    )
+    with pytest.raises(ValueError, match="temperature"):
+        cross_entropy_with_temperature(logits, y, 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        multiclass_hinge(logits, y, eps=-1.0)
+    with pytest.raises(ValueError, match="target"):
+        multiclass_hinge(logits, y[:3])
+
+
+# --------------------------------------------------------------------------- radius
+
+
+def test_radius_formula_by_hand_with_lipschitz_not_one():
+    model = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    x = torch.tensor([[1.0, 0.5], [0.1, 2.0]])
+    # L = largest singular value = 3; logits (3, 0.5, 0) and (0.3, 2, 0)
+    pred, radius = certified_radius(model, x, return_prediction=True)
+    assert pred.tolist() == [0, 1]
+    expected = torch.tensor([2.5, 1.7], dtype=torch.float64) / (math.sqrt(2) * 3.0)
+    torch.testing.assert_close(radius, expected, rtol=1e-6, atol=0)
+    # an explicit bound is used as given
+    torch.testing.assert_close(certified_radius(model, x, lipschitz=1.0), expected * 3.0)
+    with pytest.raises(ValueError, match="lipschitz"):
+        certified_radius(model, x, lipschitz=float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        certified_radius(model, torch.tensor([[float("nan"), 0.0]]))
+
+
+def test_radius_is_exact_for_orthogonal_linear_and_pgd_finds_the_boundary():
+    """Rows orthonormal: the certified radius is the distance to the decision boundary.
+
+    PGD must break no point at 0.9999 x radius, and nearly every point at 1.05 x radius
+    (the attack is strong enough to find adversarial examples where they exist).
+    """
+    torch.manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(6, 4))
+    model = nn.Linear(6, 4, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(q.T)  # 4 orthonormal rows in R^6
+    x = torch.randn(64, 6)
+    assert abs(float(lipschitz_bound(model, (6,)).bound) - 1.0) < 1e-5
+    pred, radius = certified_radius(model, x, return_prediction=True)
+    check = attack_certified(model, x, box=None, steps=100, restarts=1, beyond=1.05)
+    assert check.attacked == 64
+    assert check.broken == 0
+    assert check.max_relative_perturbation <= 0.9999 + 1e-5
+    assert check.broken_beyond >= 60
+    _, fooled = pgd_l2(model, x, pred, radius.float() * 0.9999, steps=100, box=None)
+    assert not fooled.any()
+
+
+def test_certified_accuracy_properties_and_inputs(trained):
+    result, x, y = trained
+    model = result.model
+    eps = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5]
+    acc = certified_accuracy(model, (x, y), eps=eps, batch_size=100)
+    assert acc.n == len(x)
+    assert acc.clean > 0.9  # the blobs are learned
+    assert all(c <= acc.clean for c in acc.certified)
+    assert all(a >= b for a, b in zip(acc.certified, acc.certified[1:], strict=False))
+    assert acc.certified[-1] < acc.certified[0]  # the radius matters
+    # by hand from the radii
+    pred, radius = certified_radius(model, x, return_prediction=True)
+    for e, c in zip(eps, acc.certified, strict=True):
+        assert c == float(((pred == y) & (radius > e)).double().mean())
+    # a DataLoader gives the same numbers
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=50)
+    assert certified_accuracy(model, loader, eps=eps).certified == acc.certified
+    for bad in ([], [-0.1], [float("inf")], ["a"]):
+        with pytest.raises(ValueError, match="eps"):
+            certified_accuracy(model, (x, y), eps=bad)
+    with pytest.raises(ValueError, match="empty"):
+        certified_accuracy(model, [], eps=[0.1])
+    with pytest.raises(ValueError, match="labels"):
+        certified_accuracy(model, (x, y[:-1]), eps=[0.1])
+
+
+def test_trained_certified_points_survive_pgd(trained):
+    result, x, _ = trained
+    check = attack_certified(result.model, x, steps=30, restarts=2, beyond=4.0)
+    assert check.attacked > 0.8 * len(x)
+    assert check.broken == 0, check.summary
+    assert check.max_relative_perturbation <= 0.9999 + 1e-5
+    assert check.broken_beyond > 0  # the same attack does break points further out
+    assert "certified but broken: 0 of" in check.summary
+
+
+# --------------------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize(
+    "arch, shape, overrides",
+    [
+        ("dense-small", (8,), {"iters": 5}),
+        ("conv-small", (1, 8, 8), {"channels": ((4, 3, 2), (8, 3, 2)), "hidden": (16,)}),
+    ],
+)
+def test_export_keeps_predictions_and_certificate(arch, shape, overrides):
+    model = make_classifier(arch, shape, 4, **overrides)
+    with torch.no_grad():  # move away from the orthogonal init
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.rand(40, *shape)
+    plain = export_classifier(model)
+    assert not any("parametrizations" in name for name, _ in plain.named_parameters())
+    bound = float(lipschitz_bound(model, shape).bound)
+    assert float(lipschitz_bound(plain, shape).bound) == bound
+    pred, radius = certified_radius(model, x, return_prediction=True)
+    epred, eradius = certified_radius(plain, x, return_prediction=True)
+    assert torch.equal(pred, epred)
+    torch.testing.assert_close(radius, eradius, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    x, y = blobs(n=96)
+    config = TrainConfig(arch="dense-small", eps=0.3, epochs=2, batch_size=32, iters=3, seed=5)
+    whole = train_classifier(config, tmp_path / "a", data=(x, y), device="cpu", progress=False)
+    part = train_classifier(
+        config, tmp_path / "b", data=(x, y), device="cpu", progress=False, max_steps=4
+    )
+    assert not part.finished and part.step == 4
+    resumed = train_classifier(config, tmp_path / "b", data=(x, y), device="cpu", progress=False)
+    assert resumed.finished and resumed.step == whole.step == 6
+    for (name, a), (_, b) in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
+    # the checkpoint rebuilds the same model
+    loaded, _ = load_classifier(tmp_path / "b" / "checkpoint.pt")
+    torch.testing.assert_close(loaded(x), resumed.model(x))
+    # other options on the same folder, or resume=False, are refused
+    other = TrainConfig(arch="dense-small", eps=0.5, epochs=2, batch_size=32, iters=3, seed=5)
+    with pytest.raises(CheckpointError, match="eps"):
+        train_classifier(other, tmp_path / "b", data=(x, y), progress=False)
+    with pytest.raises(CheckpointError, match="same training data"):
+        train_classifier(config, tmp_path / "b", data=(x[:64], y[:64]), progress=False)
+    with pytest.raises(ValueError, match="exists"):
+        train_classifier(config, tmp_path / "b", data=(x, y), progress=False, resume=False)
+
+
+def test_train_config_validation():
+    for bad in ({"eps": -1.0}, {"loss": "mse"}, {"epochs": 0}, {"lr": 0.0}, {"schedule": "x"}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="architecture"):
+        make_classifier("resnet", (8,), 3)
+
+
+def test_keyboard_interrupt_mid_step_resumes_exactly(tmp_path, monkeypatch):
+    """Ctrl-C inside a step: the last consistent checkpoint is kept, resume is exact."""
+    import wassnet.certify.train as train_module
+
+    x, y = blobs(n=96)
+    config = TrainConfig(arch="dense-small", eps=0.3, epochs=2, batch_size=32, iters=3, seed=7)
+    whole = train_classifier(config, tmp_path / "a", data=(x, y), progress=False)
+    calls = {"n": 0}
+    real = train_module.multiclass_hinge
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "multiclass_hinge", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(config, tmp_path / "b", data=(x, y), progress=False, checkpoint_every=2)
+    monkeypatch.setattr(train_module, "multiclass_hinge", real)
+    resumed = train_classifier(config, tmp_path / "b", data=(x, y), progress=False)
+    assert resumed.finished
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -1,0 +1,141 @@
+"""`wassnet classify train / certify / export` on a few MNIST batches, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wassnet.certify import load_classifier
+from wassnet.checkpoint import save_checkpoint
+from wassnet.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_error_line(result, code: int, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(mnist_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("classify") / "run"
+    result = invoke(
+        "classify", "train", "--dataset", "mnist", "--arch", "conv-small", "--epochs", "1",
+        "--train-limit", "512", "--batch-size", "32", "--lr", "3e-3", "--eps", "1.58",
+        "--eval-limit", "100", "--data-root", mnist_root, "--out", out, "--quiet", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["finished"] and data["step"] == 16
+    test = data["test"]
+    assert test["n"] == 100
+    assert test["certified_accuracy"]["1.58"] <= test["clean_accuracy"]
+    return out
+
+
+def test_certify_reports_accuracy_and_zero_broken(run_dir, mnist_root):
+    result = invoke(
+        "classify", "certify", "--checkpoint", run_dir / "checkpoint.pt",
+        "--eps", "0.1", "0.5", "1.0", "1.58", "--limit", "200", "--attack-n", "40",
+        "--attack-steps", "10", "--data-root", mnist_root, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    certified = [data["certified_accuracy"][k] for k in ("0.1", "0.5", "1", "1.58")]
+    assert data["n"] == 200 and data["clean_accuracy"] > 0.3
+    assert all(c <= data["clean_accuracy"] for c in certified)
+    assert certified == sorted(certified, reverse=True)
+    assert certified[0] > 0
+    assert data["attack"]["broken"] == 0 and data["attack"]["attacked"] == 40
+    assert data["lipschitz_bound"] < 1.001
+
+    text = invoke(
+        "classify", "certify", "--checkpoint", run_dir / "checkpoint.pt", "--limit", "50",
+        "--attack-n", "10", "--attack-steps", "5", "--data-root", mnist_root,
+    )  # fmt: skip
+    assert text.exit_code == 0, text.output
+    assert "certified accuracy at eps=1.58" in text.output
+    assert "certified but broken: 0 of 10" in text.output
+
+
+def test_export_program_keeps_predictions_and_bound(run_dir, tmp_path, mnist_root):
+    target = tmp_path / "model.pt2"
+    result = invoke(
+        "classify", "export", "--checkpoint", run_dir / "checkpoint.pt", "--out", target, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.output)
+    model, _ = load_classifier(run_dir / "checkpoint.pt")
+    extra = {"wassnet.json": ""}
+    program = torch.export.load(str(target), extra_files=extra).module()
+    assert json.loads(extra["wassnet.json"])["lipschitz_bound"] == meta["lipschitz_bound"]
+    from wassnet.nn import lipschitz_bound
+
+    assert meta["lipschitz_bound"] == float(lipschitz_bound(model, (1, 28, 28)).bound)
+    x = torch.rand(7, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_checkpoints_give_one_error_line(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    assert_one_error_line(
+        invoke("classify", "certify", "--checkpoint", corrupt), 1, "cannot read checkpoint"
+    )
+    assert_one_error_line(
+        invoke("classify", "certify", "--checkpoint", tmp_path / "missing.pt"), 1, "does not exist"
+    )
+    gan = save_checkpoint({"kind": "gan"}, tmp_path / "gan.pt")
+    assert_one_error_line(invoke("classify", "certify", "--checkpoint", gan), 1, "'gan'")
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint({"kind": "classifier", "x": torch.zeros(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    assert_one_error_line(
+        invoke("classify", "export", "--checkpoint", truncated, "--out", tmp_path / "m.pt2"), 1
+    )
+    foreign = save_checkpoint({"kind": "classifier"}, tmp_path / "foreign.pt")
+    assert_one_error_line(invoke("classify", "certify", "--checkpoint", foreign), 1, "model")
+
+
+@pytest.mark.parametrize(
+    "eps, fragment",
+    [(["-1"], "eps"), (["abc"], "not a number"), (["nan"], "eps"), (["0.5", "x"], "not a number")],
+)
+def test_bad_eps_gives_one_error_line(tmp_path, eps, fragment):
+    result = invoke("classify", "certify", "--checkpoint", tmp_path / "c.pt", "--eps", *eps)
+    assert_one_error_line(result, 2, fragment)
+
+
+def test_bad_options_give_one_error_line(run_dir, tmp_path, mnist_root):
+    assert_one_error_line(
+        invoke("classify", "train", "--out", tmp_path, "--epochs", "0"), 2, "epochs"
+    )
+    assert_one_error_line(
+        invoke("classify", "train", "--out", tmp_path, "--arch", "vgg"), 2, "arch"
+    )
+    assert_one_error_line(invoke("classify", "train", "--out", tmp_path, "--eps", "-0.5"), 2, "eps")
+    stray = invoke("classify", "certify", "--checkpoint", tmp_path / "c.pt", "0.5")
+    assert_one_error_line(stray, 2, "unexpected")
+    resumed = invoke(
+        "classify", "train", "--arch", "conv-small", "--epochs", "2", "--train-limit", "256",
+        "--batch-size", "64", "--data-root", mnist_root, "--out", run_dir, "--quiet",
+    )  # fmt: skip
+    assert_one_error_line(resumed, 1, "epochs", "other options")
+    assert_one_error_line(
+        invoke("classify", "train", "--out", tmp_path / "r", "--device", "cuda:7", "--quiet"),
+        1,
+        "device",
+    )
