@@ -1,0 +1,120 @@
+"""`wassnet gan` on the command line: sampling, toy W1, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from wassnet.checkpoint import save_checkpoint
+from wassnet.cli import main
+
+TINY = [
+    *("--dataset", "8gaussians", "--critic", "groupsort-dense", "--batch-size", "32"),
+    *("--n-critic", "1", "--latent-dim", "4", "--generator-width", "16"),
+    *("--critic-width", "16", "--bjorck-iters", "3", "--eval-samples", "64", "--quiet"),
+]
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _one_error_line(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory: pytest.TempPathFactory, one_thread) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = _run("gan", "train", "--out", str(out), "--steps", "4", "--json", *TINY)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["steps"] == 4 and data["critic_lipschitz_bound"] <= 1 + 1e-4
+    return out
+
+
+def test_sample_png_and_npy(toy_checkpoint: Path, tmp_path: Path) -> None:
+    result = _run("gan", "sample", "--checkpoint", str(toy_checkpoint), "--n", "50",
+                  "--out", str(tmp_path / "s.npy"), "--seed", "3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pts = np.load(tmp_path / "s.npy")
+    assert pts.shape == (50, 2) and np.isfinite(pts).all()
+    again = _run("gan", "sample", "--checkpoint", str(toy_checkpoint / "checkpoint.pt"),
+                 "--n", "50", "--out", str(tmp_path / "t.npy"), "--seed", "3")  # fmt: skip
+    assert again.exit_code == 0
+    np.testing.assert_array_equal(pts, np.load(tmp_path / "t.npy"))  # seeded
+    png = _run(
+        "gan", "sample", "--checkpoint", str(toy_checkpoint), "--out", str(tmp_path / "s.png")
+    )
+    assert png.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_fid_on_toy_reports_exact_w1(toy_checkpoint: Path, pot_w1_available=None) -> None:
+    result = _run("gan", "fid", "--checkpoint", str(toy_checkpoint), "--n", "200", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["dataset"] == "8gaussians" and data["n"] == 200
+    assert data["w1"] > data["floor"] > 0  # 4 steps: far from the data, above the noise floor
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--dataset", "8gaussians", "--critic", "bcop-conv"], ["convolutional", "8gaussians"]),
+        (["--dataset", "8gaussians", "--critic", "relu-dense", "--gp", "0"], ["gradient penalty"]),
+        (["--dataset", "ring", "--critic-width", "15"], ["even"]),
+        (["--dataset", "ring", "--device", "tpu"], ["device"]),
+    ],
+)
+def test_bad_train_options(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    _one_error_line(
+        _run("gan", "train", "--out", str(tmp_path / "r"), "--quiet", *args), *fragments
+    )
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    for args in (["--steps", "0"], ["--dataset", "imagenet"], ["--lr-g", "-1"]):
+        result = _run("gan", "train", "--out", str(tmp_path / "r"), *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+    bad_out = _run("gan", "sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.txt"))
+    assert bad_out.exit_code == 2 and ".png or .npy" in bad_out.output
+
+
+def test_run_folder_rules(toy_checkpoint: Path, tmp_path: Path) -> None:
+    _one_error_line(_run("gan", "train", "--out", str(toy_checkpoint), *TINY), "--resume")
+    _one_error_line(
+        _run("gan", "train", "--out", str(tmp_path / "none"), "--resume"), "does not exist"
+    )
+    changed = _run("gan", "train", "--out", str(toy_checkpoint), "--resume", "--lr-c", "0.5")
+    _one_error_line(changed, "lr_c", "cannot resume")
+    fewer = _run("gan", "train", "--out", str(toy_checkpoint), "--resume", "--steps", "2")
+    _one_error_line(fewer, "below the checkpoint")
+
+
+@pytest.mark.parametrize("command", ["sample", "fid"])
+def test_corrupt_or_foreign_checkpoint(tmp_path: Path, command: str) -> None:
+    out = ["--out", str(tmp_path / "g.png")] if command == "sample" else []
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02 not a checkpoint at all")
+    _one_error_line(_run("gan", command, "--checkpoint", str(corrupt), *out), "cannot read")
+    foreign = save_checkpoint({"kind": "classifier"}, tmp_path / "clf.pt")
+    _one_error_line(_run("gan", command, "--checkpoint", str(foreign), *out), "'gan'")
+    _one_error_line(
+        _run("gan", command, "--checkpoint", str(tmp_path / "missing.pt"), *out), "does not exist"
+    )
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    _one_error_line(_run("gan", "train", "--out", str(tmp_path / "run"), "--resume"), "cannot read")
