@@ -153,6 +153,12 @@ def estimate(
 
 # Command groups of the other jobs live beside their code; each registers here.
 # (Imported lazily inside their commands, so `wassnet --help` stays fast.)
+from wassnet.certify.cli import classify  # noqa: E402
+
+main.add_command(classify)
+from wassnet.gan.cli import gan  # noqa: E402
+
+main.add_command(gan)
 
 
 if __name__ == "__main__":  # pragma: no cover
