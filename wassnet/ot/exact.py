@@ -1,0 +1,86 @@
+"""Exact W1: POT's network simplex with its result code checked, and sorting on the line."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["ExactSolverError", "exact_w1", "exact_w1_fits", "w1_1d"]
+
+
+class ExactSolverError(RuntimeError):
+    """POT's solver stopped before optimality (its result is not an exact W1)."""
+
+
+def w1_1d(
+    x: np.ndarray, y: np.ndarray, wx: np.ndarray | None = None, wy: np.ndarray | None = None
+) -> float:
+    r"""Exact W1 between weighted point sets on the line: :math:`\int |F_a - F_b|`.
+
+    Sorts both sets once (``O((n + m) log(n + m))``, any size). Weights default to
+    uniform and are normalized to sum 1.
+    """
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    wx = np.full(len(x), 1.0 / len(x)) if wx is None else np.asarray(wx, np.float64) / np.sum(wx)
+    wy = np.full(len(y), 1.0 / len(y)) if wy is None else np.asarray(wy, np.float64) / np.sum(wy)
+    values = np.concatenate([x, y])
+    signed = np.concatenate([wx, -wy])
+    order = np.argsort(values, kind="stable")
+    values, cdf_gap = values[order], np.cumsum(signed[order])
+    return float(np.sum(np.abs(cdf_gap[:-1]) * np.diff(values)))
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def exact_w1_fits(n: int, m: int, memory_fraction: float = 0.6) -> bool:
+    """Whether dense ``ot.emd2`` fits in memory: it peaks near 0.3 GB + 40 bytes * n * m."""
+    return 0.3e9 + 40.0 * n * m <= memory_fraction * _available_memory()
+
+
+def exact_w1(
+    x: np.ndarray,
+    y: np.ndarray,
+    wx: np.ndarray | None = None,
+    wy: np.ndarray | None = None,
+    num_iter_max: int | None = None,
+) -> float:
+    """Exact W1 by POT's network simplex on the dense Euclidean cost matrix.
+
+    The matrix is computed from differences (``scipy.spatial.distance.cdist``), as
+    accurate as float64 allows; ``ot.dist`` would lose digits on nearly equal points.
+
+    ``numItermax`` defaults to ``max(10**7, 100 (n + m))`` (POT's default 100000 stops
+    early already at n = 2000), and the result code is checked: a solver that did not
+    reach optimality raises :class:`ExactSolverError` instead of returning a number
+    that is not exact. 1-D inputs use :func:`w1_1d`.
+    """
+    import ot
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim == 1:
+        return w1_1d(x, y, wx, wy)
+    n, m = len(x), len(y)
+    wx = np.full(n, 1.0 / n) if wx is None else np.asarray(wx, np.float64) / np.sum(wx)
+    wy = np.full(m, 1.0 / m) if wy is None else np.asarray(wy, np.float64) / np.sum(wy)
+    from scipy.spatial.distance import cdist
+
+    # direct differences: ot.dist's |x|^2 + |y|^2 - 2 x.y loses digits on close points
+    cost = cdist(x, y)
+    iters = num_iter_max or max(10**7, 100 * (n + m))
+    value, log = ot.emd2(wx, wy, cost, numItermax=iters, log=True)
+    if log.get("result_code") != 1:
+        raise ExactSolverError(
+            f"ot.emd2 did not reach optimality (result code {log.get('result_code')}: "
+            f"{log.get('warning')}); increase num_iter_max"
+        )
+    return float(value)
