@@ -80,6 +80,11 @@ def bound(arch: str, input_shape: str, out_features: int, seed: int, as_json: bo
     type=click.FloatRange(0, min_open=True),
     help="stop critic training after this many seconds",
 )
+@click.option(
+    "--refine-budget",
+    type=click.FloatRange(0, min_open=True),
+    help="seconds for refining the bracket: no new round starts after them",
+)
 @click.option("--hidden", default="256,256", show_default=True, help="critic hidden widths")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(0, min_open=True))
@@ -104,6 +109,7 @@ def estimate(
     holdout: float | None,
     steps: int,
     time_budget: float | None,
+    refine_budget: float | None,
     hidden: str,
     batch_size: int,
     lr: float,
@@ -138,6 +144,7 @@ def estimate(
         lr=lr,
         time_budget=time_budget,
         refine="auto" if refine is None else refine,
+        refine_budget=refine_budget,
         exact=exact,
         holdout=holdout,
         seed=seed,

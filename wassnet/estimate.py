@@ -8,12 +8,15 @@ Pipeline (:func:`estimate_w1`):
    the Kantorovich–Rubinstein dual :math:`\max_f E_a f - E_b f` by minibatch Adam.
 3. **Critic lower bound**: the dual value on all points divided by the critic's
    certified Lipschitz bound (:func:`wassnet.nn.lipschitz_bound`).
-4. **Refined lower bound** (when the ``n x m`` passes fit the budget): the critic's
-   values as potentials, improved by a few log-domain Sinkhorn sweeps, made feasible
-   on the points by exact c-transforms (:func:`wassnet.ot.c_transform_bound`).
-5. **Upper bound**: the cost of an explicit transport plan: the optimal plan on a
-   sparse candidate set chosen by reduced costs (refined mode), or the monotone
-   coupling along the critic's values (any size, ``O(n log n)``).
+4. **Refined bracket** (when the passes over all ``n x m`` pairs fit the budget):
+   column generation from the critic's values as potentials. Uniform clouds with
+   ``n == m`` are an assignment problem (:func:`wassnet.ot.assignment.assignment_bracket`:
+   sparse assignments, their dual potentials, fused float32 passes over all pairs with
+   certified rounding margins); other weights a sparse LP (HiGHS). The lower bound is
+   a dual made feasible on every pair by exact c-transforms
+   (:func:`wassnet.ot.c_transform_bound`), the upper bound the cost of the plan.
+5. **Upper bound** without refinement: the monotone coupling along the critic's values
+   (any size, ``O(n log n)``), re-solved exactly within blocks.
 6. Optionally the exact W1 from POT when it fits in memory, and a held-out dual value
    with a confidence interval for the population W1.
 
@@ -34,12 +37,15 @@ from typing import Literal
 import numpy as np
 import torch
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 
 from wassnet.critics import dense_critic
 from wassnet.io import check_same_dimension, validate_points, validate_weights
 from wassnet.nn import export, lipschitz_bound
 from wassnet.ot import (
     PairwiseCost,
+    TiledCost,
+    assignment_bracket,
     c_transform_bound,
     exact_w1,
     exact_w1_fits,
@@ -148,8 +154,6 @@ def _train_critic(
     seed: int,
     progress: bool,
 ) -> tuple[torch.nn.Module, list[float], int]:
-    from tqdm.auto import tqdm
-
     torch.manual_seed(seed)
     critic = dense_critic(xa.shape[1], hidden=hidden, group_size=group_size).to(xa.device)
     opt = torch.optim.Adam(critic.parameters(), lr=lr)
@@ -218,8 +222,9 @@ def estimate_w1(
     lr: float = 2e-3,
     time_budget: float | None = None,
     refine: bool | Literal["auto"] = "auto",
-    refine_max_pairs: float = 4e9,
+    refine_max_pairs: float = 2e10,
     refine_rounds: int = 8,
+    refine_budget: float | None = None,
     sinkhorn_min_points: int = 40_000,
     exact: ExactMode = "auto",
     holdout: float | None = None,
@@ -236,11 +241,13 @@ def estimate_w1(
         hidden, group_size: the critic's widths and GroupSort group size.
         steps, batch_size, lr, time_budget: critic training (Adam, linear decay); the
             time budget (seconds) stops training early.
-        refine: compute the refined bracket (c-transforms, Sinkhorn, sparse plan),
-            which costs a few passes over all ``n m`` pairs. ``"auto"``: when
-            ``n m <= refine_max_pairs``. ``refine_rounds`` bounds the column-generation
-            rounds of the sparse LP; from ``n + m > sinkhorn_min_points`` on, the
-            potentials are first smoothed by Sinkhorn sweeps (cheaper per pass).
+        refine: compute the refined bracket (column generation on the points), which
+            costs a few passes over all ``n m`` pairs per round. ``"auto"``: when
+            ``n m <= refine_max_pairs`` (uniform clouds with ``n == m``; other weights:
+            ``n m <= 4e9``). ``refine_rounds`` bounds the rounds and ``refine_budget``
+            (seconds) stops starting new ones. Weighted problems with
+            ``n + m > sinkhorn_min_points`` first smooth the potentials by Sinkhorn
+            sweeps (cheaper per pass).
         exact: ``"auto"`` computes POT's exact W1 when it fits in memory, ``"always"``
             tries regardless, ``"never"`` skips it.
         holdout: fraction of each cloud held out from training; the fitted critic's
@@ -347,10 +354,30 @@ def estimate_w1(
 
     # 4-5. refined bracket on the points (costs from the original points, float64),
     # or the scalable monotone coupling
-    do_refine = refine is True or (refine == "auto" and n * m <= refine_max_pairs)
+    uniform_square = n == m and np.ptp(wa) == 0 and np.ptp(wb) == 0
+    max_pairs = refine_max_pairs if uniform_square else min(refine_max_pairs, 4e9)
+    do_refine = refine is True or (refine == "auto" and n * m <= max_pairs)
     t0 = time.perf_counter()
     cost = PairwiseCost(np.asarray(xa_np), np.asarray(xb_np), device=dev)
-    if do_refine:
+    if do_refine and uniform_square:
+        tiles = TiledCost(np.asarray(xa_np), np.asarray(xb_np), device=dev)
+        bar = tqdm(desc="refining bracket", disable=not progress, leave=False, unit="round")
+
+        def show(record: dict[str, float]) -> None:
+            bar.update()
+            bar.set_postfix(gap=f"{(record['upper'] - record['lower']) / record['upper']:.2e}")
+
+        solved = assignment_bracket(
+            cost, tiles, fa, fb, rounds=refine_rounds, time_budget=refine_budget, callback=show
+        )
+        bar.close()
+        plan, best = solved.plan, solved.dual
+        if n * m <= 1e8:  # float64 c-transforms are affordable: a tighter certificate
+            exact_pass = c_transform_bound(cost, best.u, wa_t, wb_t)
+            best = exact_pass if exact_pass.value > best.value else best
+        if best.value > lower:
+            lower, lower_method = best.value, "c-transformed assignment dual on the points"
+    elif do_refine:
         best = c_transform_bound(cost, fa, wa_t, wb_t)
         if n + m > sinkhorn_min_points:  # too large for LP rounds: smooth the potentials
             u, _v = sinkhorn_refine(

@@ -18,26 +18,34 @@ Everything is computed in chunks (never the whole ``n x m`` matrix unless it fit
 small budget); certified values are float64, or float32 with a proven rounding margin.
 
 Modules: :mod:`~wassnet.ot.exact` (POT's exact solver, the line by sorting),
-:mod:`~wassnet.ot.costs` (float64 costs by chunks), :mod:`~wassnet.ot.dual`
-(c-transforms, Sinkhorn), :mod:`~wassnet.ot.plans` (couplings, sparse LP).
+:mod:`~wassnet.ot.costs` (float64 costs by chunks), :mod:`~wassnet.ot.tiles` (fused
+float32 passes over all pairs, certified), :mod:`~wassnet.ot.dual` (c-transforms,
+Sinkhorn), :mod:`~wassnet.ot.plans` (couplings, sparse LP),
+:mod:`~wassnet.ot.assignment` (column generation for uniform clouds at scale).
 """
 
 from __future__ import annotations
 
+from wassnet.ot.assignment import AssignmentBracket, assignment_bracket
 from wassnet.ot.costs import PairwiseCost
-from wassnet.ot.dual import DualBound, c_transform_bound, sinkhorn_refine
+from wassnet.ot.dual import DualBound, c_transform_bound, sinkhorn_refine, tiled_c_transform_bound
 from wassnet.ot.exact import ExactSolverError, exact_w1, exact_w1_fits, w1_1d
 from wassnet.ot.plans import PrimalBound, sparse_transport_upper_bound
+from wassnet.ot.tiles import TiledCost
 
 __all__ = [
+    "AssignmentBracket",
     "DualBound",
     "ExactSolverError",
     "PairwiseCost",
     "PrimalBound",
+    "TiledCost",
+    "assignment_bracket",
     "c_transform_bound",
     "exact_w1",
     "exact_w1_fits",
     "sinkhorn_refine",
     "sparse_transport_upper_bound",
+    "tiled_c_transform_bound",
     "w1_1d",
 ]

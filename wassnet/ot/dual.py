@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from wassnet.ot.costs import PairwiseCost
+from wassnet.ot.tiles import TiledCost
 
-__all__ = ["DualBound", "c_transform_bound", "sinkhorn_refine"]
+__all__ = ["DualBound", "c_transform_bound", "sinkhorn_refine", "tiled_c_transform_bound"]
 
 
 def _c_transform_pass(cost: PairwiseCost, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +43,33 @@ def c_transform_bound(
     """
     u_new, v = _c_transform_pass(cost, u.to(device=cost.x.device, dtype=torch.float64))
     value = float((wa.double() * u_new.double()).sum() - (wb.double() * v.double()).sum())
+    return DualBound(value, u_new, v)
+
+
+def _round_up_float32(v: torch.Tensor) -> torch.Tensor:
+    """The smallest float32 values ``>= v`` (as float64)."""
+    v32 = v.float()
+    low = v32.double() < v
+    v32 = torch.where(low, torch.nextafter(v32, torch.full_like(v32, torch.inf)), v32)
+    return v32.double()
+
+
+def tiled_c_transform_bound(
+    cost: TiledCost, u: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor
+) -> DualBound:
+    """:func:`c_transform_bound` at scale: two fused float32 passes (:class:`TiledCost`).
+
+    ``v_j`` is an upper bound of ``max_i (u_i - c_ij)`` (rounded up to float32) and
+    ``u'_i`` a lower bound of ``min_j (v_j + c_ij)``, both certified by the passes'
+    rounding margins, so ``u'_i - v_j <= c_ij`` holds for every pair and the value
+    ``sum a u' - sum b v`` (float64) is a lower bound on W1. The loss against the
+    exact c-transforms is a few ``1e-6`` relative on ordinary data.
+    """
+    u32 = cost.T.round_potential(-u.to(device=cost.device, dtype=torch.float64))
+    v = _round_up_float32(-cost.T.row_min(u32))  # >= max_i (u_i - c_ij), u as rounded
+    u_new = cost.row_min(v)
+    wa, wb = wa.to(u_new.device).double(), wb.to(u_new.device).double()
+    value = float((wa * u_new).sum() - (wb * v).sum())
     return DualBound(value, u_new, v)
 
 

@@ -1,0 +1,268 @@
+"""The scalable path: fused float32 passes (TiledCost) and assignment column generation.
+
+Every certified claim is checked against float64 references that do not use wassnet:
+costs by direct differences, POT's exact W1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import exact_cost, pot_w1
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import wassnet.ot.tiles as tiles_module
+from wassnet.ot import (
+    PairwiseCost,
+    TiledCost,
+    assignment_bracket,
+    c_transform_bound,
+    tiled_c_transform_bound,
+)
+from wassnet.ot.assignment import _matching_potentials
+
+
+def t64(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.float64)
+
+
+def clouds(seed: int, n: int, m: int, d: int, offset: float = 0.0, spread: float = 1.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * spread + offset
+    y = rng.normal(size=(m, d)) * np.linspace(0.5, 2.0, d) + 0.5 + offset
+    return rng, x, y
+
+
+def true_row_min(x: np.ndarray, y: np.ndarray, p: torch.Tensor) -> torch.Tensor:
+    return (t64(exact_cost(x, y)) + p[None, :]).min(1).values
+
+
+# ----------------------------------------------------------------------------- TiledCost
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "d", "offset", "spread", "tile"),
+    [
+        (70, 50, 3, 0.0, 1.0, 16),  # several tiles, padded rows and columns
+        (33, 90, 16, 1e3, 1.0, 32),  # far from the origin: centring matters
+        (40, 40, 2, 0.0, 1e-4, 8),  # tiny distances: the margin must still hold
+        (25, 31, 64, -5.0, 10.0, 64),  # one tile larger than both clouds
+    ],
+)
+def test_row_min_is_a_certified_lower_bound(n, m, d, offset, spread, tile):
+    rng, x, y = clouds(1, n, m, d, offset, spread)
+    y[:5] = x[:5] + 1e-9  # near-coincident pairs: the worst case of the expansion
+    cost = TiledCost(x, y, backend="eager", tile=tile)
+    for scale in (0.0, 1.0, 1e3):
+        p = cost.round_potential(rng.normal(size=m) * scale)
+        lower, arg = cost.row_min(p, argmin=True)
+        true = true_row_min(x, y, p)
+        assert lower.dtype == torch.float64 and lower.shape == (n,)
+        assert bool((lower <= true).all())
+        # tightness: the worst case loses sqrt(kappa) R (coincident points) plus margins
+        slack = 2 * (cost.kappa**0.5) * cost.radius + 4 * cost.margin(p)
+        assert bool((true - lower <= slack).all())
+        # the argmin attains the minimum up to float32 rounding
+        attained = t64(exact_cost(x, y))[torch.arange(n), arg] + p[arg]
+        assert bool((attained - true <= slack).all())
+        assert torch.equal(cost.row_min(p), lower)
+
+
+def test_transpose_serves_the_other_direction():
+    _, x, y = clouds(2, 30, 45, 5)
+    cost = TiledCost(x, y, backend="eager", tile=16)
+    assert cost.T.n == 45 and cost.T.m == 30 and cost.T.T is cost
+    p = cost.T.round_potential(np.linspace(-1, 1, 30))
+    lower = cost.T.row_min(p)
+    assert bool((lower <= true_row_min(y, x, p)).all())
+
+
+def test_row_candidates_contain_each_rows_minimizer():
+    rng, x, y = clouds(3, 60, 200, 4)
+    cost = TiledCost(x, y, backend="eager", tile=64)
+    p = cost.round_potential(rng.normal(size=200))
+    cand = cost.row_candidates(p, k=6, block=8)
+    assert cand.shape == (60, 6) and int(cand.min()) >= 0 and int(cand.max()) < 200
+    best = (t64(exact_cost(x, y)) + p[None, :]).argmin(1)
+    assert all(int(b) in set(c.tolist()) for b, c in zip(best, cand, strict=True))
+    assert all(len(set(c.tolist())) == 6 for c in cand)  # distinct columns
+
+
+def test_bad_potentials_and_shapes_are_refused():
+    _, x, y = clouds(4, 10, 12, 3)
+    cost = TiledCost(x, y, backend="eager")
+    with pytest.raises(ValueError, match="shape"):
+        cost.row_min(torch.zeros(10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        cost.row_min(torch.full((12,), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        TiledCost(x, y[:, :2])
+    with pytest.raises(ValueError, match="backend"):
+        TiledCost(x, y, backend="fast")
+
+
+def test_compiled_kernels_agree_with_eager_or_fall_back():
+    """``backend="compiled"`` must give certified values; where this machine cannot
+    compile, the fallback to eager torch is taken with a warning, not an error."""
+    _, x, y = clouds(5, 100, 80, 6)
+    eager = TiledCost(x, y, backend="eager", tile=32)
+    compiled = TiledCost(x, y, backend="compiled", tile=32)
+    p = eager.round_potential(np.linspace(0, 2, 80))
+    with _maybe_warns():
+        got = compiled.row_min(p)
+    assert bool((got <= true_row_min(x, y, p)).all())
+    torch.testing.assert_close(got, eager.row_min(p), rtol=0, atol=1e-4)
+
+
+class _maybe_warns:
+    """Accept a RuntimeWarning about the compiled kernel (no compiler), or none."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._log = self._ctx.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        for w in self._log:
+            assert issubclass(w.category, RuntimeWarning) and "eager" in str(w.message)
+
+
+def test_broken_compiler_falls_back_to_eager(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(tiles_module, "_COMPILED", {"min": broken})
+    monkeypatch.setattr(tiles_module, "_BROKEN", set())
+    _, x, y = clouds(6, 20, 20, 3)
+    cost = TiledCost(x, y, backend="compiled", tile=8)
+    p = cost.round_potential(np.zeros(20))
+    with pytest.warns(RuntimeWarning, match="eager"):
+        lower = cost.row_min(p)
+    assert bool((lower <= true_row_min(x, y, p)).all())
+    assert "min" in tiles_module._BROKEN
+
+
+def test_a_compiled_kernel_that_breaks_the_margin_is_rejected(monkeypatch):
+    def too_large(xa, ya_t, p):  # pretends costs are larger than they are
+        return tiles_module._tile_min(xa, ya_t, p) + 1.0
+
+    monkeypatch.setattr(tiles_module, "_COMPILED", {"min": too_large})
+    monkeypatch.setattr(tiles_module, "_BROKEN", set())
+    _, x, y = clouds(7, 20, 20, 3)
+    cost = TiledCost(x, y, backend="compiled", tile=32)
+    p = cost.round_potential(np.zeros(20))
+    with pytest.warns(RuntimeWarning, match="margin"):
+        lower = cost.row_min(p)
+    assert bool((lower <= true_row_min(x, y, p)).all())
+
+
+# ----------------------------------------------------------------------------- c-transforms
+
+
+@pytest.mark.parametrize(("n", "m"), [(50, 50), (64, 37)])
+def test_tiled_c_transform_is_feasible_below_w1_and_close_to_float64(n, m):
+    rng, x, y = clouds(8, n, m, 4)
+    wa, wb = t64(np.full(n, 1 / n)), t64(np.full(m, 1 / m))
+    exact = pot_w1(x, y)
+    c = exact_cost(x, y)
+    tiles = TiledCost(x, y, backend="eager", tile=16)
+    for u in (t64(rng.normal(size=n)), t64(x[:, 0])):
+        bound = tiled_c_transform_bound(tiles, u, wa, wb)
+        violation = (bound.u[:, None] - bound.v[None, :]).numpy() - c
+        assert violation.max() <= 0.0
+        assert bound.value <= exact
+        reference = c_transform_bound(PairwiseCost(x, y), u, wa, wb).value
+        assert bound.value == pytest.approx(reference, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- assignment
+
+
+def test_matching_potentials_are_tight_on_the_matching_and_feasible_on_the_graph():
+    from scipy.optimize import linear_sum_assignment
+
+    _, x, y = clouds(9, 40, 40, 3)
+    c = exact_cost(x, y)
+    rows, cols = np.nonzero(c < np.quantile(c, 0.3))
+    r, s = linear_sum_assignment(np.where(c < np.quantile(c, 0.3), c, 1e6))
+    keys = np.union1d(rows * 40 + cols, r * 40 + s)
+    rows, cols = keys // 40, keys % 40
+    match = np.empty(40, dtype=np.int64)
+    match[r] = s
+    u, v = _matching_potentials(rows, cols, c[rows, cols], match, 40)
+    assert np.allclose(u - v[match], c[np.arange(40), match], atol=1e-12)
+    assert (u[rows] - v[cols] - c[rows, cols]).max() <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("seed", "n", "d", "start"),
+    [(10, 120, 2, "zero"), (11, 150, 16, "linear"), (12, 90, 5, "random")],
+)
+def test_assignment_bracket_contains_and_reaches_exact_w1(seed, n, d, start):
+    rng, x, y = clouds(seed, n, n, d)
+    exact = pot_w1(x, y)
+    u0 = {
+        "zero": np.zeros(n),
+        "linear": x[:, 0],
+        "random": rng.normal(size=n),
+    }[start]
+    v0 = np.zeros(n) if start != "linear" else y[:, 0]
+    result = assignment_bracket(
+        PairwiseCost(x, y),
+        TiledCost(x, y, backend="eager", tile=32),
+        t64(u0),
+        t64(v0),
+        k=4,
+        rounds=30,
+    )
+    plan, dual = result.plan, result.dual
+    assert dual.value <= exact <= plan.value
+    assert sorted(plan.cols.tolist()) == list(range(n))  # a permutation
+    assert plan.value == pytest.approx(exact_cost(x, y)[plan.rows, plan.cols].mean(), rel=1e-12)
+    assert plan.value == pytest.approx(exact, rel=1e-9)  # column generation converged
+    assert dual.value == pytest.approx(exact, rel=1e-3)
+    assert [r["round"] for r in result.rounds] == list(range(1, len(result.rounds) + 1))
+    assert all(r["lower"] <= r["upper"] for r in result.rounds)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 40),
+    d=st.integers(1, 6),
+    rounds=st.integers(1, 3),
+)
+def test_assignment_bracket_is_always_certified(seed, n, d, rounds):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = x[rng.permutation(n)] + rng.normal(size=(n, d)) * rng.choice([0.0, 1e-6, 1.0])
+    exact = pot_w1(x, y)
+    z = t64(rng.normal(size=n))
+    result = assignment_bracket(
+        PairwiseCost(x, y), TiledCost(x, y, backend="eager", tile=8), z, z, k=2, rounds=rounds
+    )
+    assert result.dual.value <= exact + 1e-12
+    assert exact <= result.plan.value * (1 + 1e-12) + 1e-15
+
+
+def test_assignment_bracket_refuses_unequal_sizes_and_respects_its_time_budget():
+    _, x, y = clouds(13, 30, 31, 2)
+    with pytest.raises(ValueError, match="same size"):
+        assignment_bracket(
+            PairwiseCost(x, y), TiledCost(x, y), t64(np.zeros(30)), t64(np.zeros(31))
+        )
+    _, x, y = clouds(13, 60, 60, 2)
+    result = assignment_bracket(
+        PairwiseCost(x, y),
+        TiledCost(x, y, backend="eager"),
+        t64(np.zeros(60)),
+        t64(np.zeros(60)),
+        time_budget=0.0,
+    )
+    assert len(result.rounds) == 1
+    assert result.dual.value <= pot_w1(x, y) <= result.plan.value

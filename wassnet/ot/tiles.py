@@ -1,0 +1,347 @@
+r"""Fast passes over all ``n x m`` Euclidean costs: float32 tiles, certified margins.
+
+A pass computes, for every row ``i``, :math:`\min_j (c_{ij} + p_j)` for a potential
+``p`` on the columns (and, for pricing, a few columns attaining small values). It is
+the one primitive behind c-transforms at scale; the transposed instance
+(:attr:`TiledCost.T`) serves the other direction,
+:math:`\max_i (u_i - c_{ij}) = -\min_i (c_{ij} - u_i)`.
+
+Speed: each ``tile x tile`` block of squared distances is one small matrix product of
+augmented vectors, :math:`[x, (1-\kappa)|x|^2, 1] \cdot [-2y, 1, (1-\kappa)|y|^2]`, and
+the square root, the potential and the reduction are fused into one kernel by
+``torch.compile`` when it works on this machine (a C++ compiler on CPU, Triton on a
+GPU), or run as plain torch operations otherwise (``backend="eager"``, about 5x
+slower on CPU). Measured on 2 CPU cores: about 3 s per ``10^10`` pairs in ``d = 16``.
+
+Certification: the values returned by :meth:`TiledCost.row_min` are **proven lower
+bounds** of :math:`\min_j (c_{ij} + p_j)` for the exact costs of the float64 input
+points and the potential as rounded to float32 (:meth:`TiledCost.round_potential`):
+
+* the points are centred in float64 and rounded to float32, which moves each distance
+  by at most :math:`u (|x_i| + |y_j|)` (:math:`u = 2^{-24}`);
+* the product's rounding is at most :math:`\gamma_{d+2}` times the sum of the terms'
+  magnitudes, :math:`\le 2 (|x|^2 + |y|^2)` (any summation order, fused or not), so
+  subtracting :math:`\kappa (|x|^2 + |y|^2)` with :math:`\kappa = 4 (d + 4) u` makes the
+  computed square a lower bound of the true one;
+* the square root and the addition of :math:`p_j` round by a relative :math:`u` each:
+  one uniform margin :math:`\Delta = 2u (3R + P)` (``R`` the two clouds' radii summed,
+  ``P = max |p|``) subtracted in float64 covers all of it.
+
+The loss of tightness is about :math:`\kappa |x|^2 / c + \Delta`, a few ``1e-6``
+relative on ordinary data. Before a compiled kernel is trusted, its first tile is
+checked against float64 arithmetic; a kernel that breaks the margin is not used.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+
+__all__ = ["TiledCost"]
+
+Backend = Literal["auto", "compiled", "eager"]
+
+_UNIT = 2.0**-24  # float32 unit roundoff
+_PAD = 1e30  # potential of padding columns: never a minimum (finite: fast-math safe)
+
+
+def _tile_min(xa: torch.Tensor, ya_t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    sq = xa @ ya_t
+    return (sq.clamp_min(0).sqrt() + p).amin(1)
+
+
+def _tile_argmin(
+    xa: torch.Tensor, ya_t: torch.Tensor, p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    sq = xa @ ya_t
+    return (sq.clamp_min(0).sqrt() + p).min(1)
+
+
+def _tile_block_min(
+    xa: torch.Tensor, ya_t: torch.Tensor, p: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    sq = xa @ ya_t
+    r = sq.clamp_min(0).sqrt() + p
+    return r.view(r.shape[0], r.shape[1] // block, block).min(-1)
+
+
+_KERNELS: dict[str, Callable] = {
+    "min": _tile_min,
+    "argmin": _tile_argmin,
+    "block_min": _tile_block_min,
+}
+_COMPILED: dict[str, Callable] = {}
+_BROKEN: set[str] = set()
+
+
+def _compiled(name: str) -> Callable | None:
+    """The ``torch.compile``-d kernel ``name``, or None where compiling is unavailable."""
+    if name in _BROKEN or os.environ.get("WASSNET_NO_COMPILE"):
+        return None
+    if name not in _COMPILED:
+        import logging
+
+        # compiling on a CPU-only machine logs a harmless "No CUDA runtime" warning
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        try:
+            _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=False)
+        except Exception:  # no compiler, unsupported platform: eager is correct
+            _BROKEN.add(name)
+            return None
+    return _COMPILED[name]
+
+
+def _mark_broken(name: str, why: str) -> None:
+    _BROKEN.add(name)
+    _COMPILED.pop(name, None)
+    warnings.warn(
+        f"wassnet: the compiled {name!r} kernel is not used ({why}); running eager "
+        "torch instead (correct, slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _augment(points32: torch.Tensor, kappa: float, first: bool) -> torch.Tensor:
+    """``[x, (1-k)|x|^2, 1]`` (first cloud) or ``[-2y, 1, (1-k)|y|^2]`` (second)."""
+    sq = (points32.double() ** 2).sum(1) * (1.0 - kappa)
+    ones = torch.ones_like(sq)
+    if first:
+        cols = [points32, sq.float()[:, None], ones.float()[:, None]]
+    else:
+        cols = [-2.0 * points32, ones.float()[:, None], sq.float()[:, None]]
+    return torch.cat(cols, 1).contiguous()
+
+
+class TiledCost:
+    """Euclidean costs between ``x`` ``[n, d]`` and ``y`` ``[m, d]``, passed over in tiles.
+
+    Args:
+        x, y: the two clouds (float64 or anything convertible).
+        device: where the passes run (default: where ``x`` lives).
+        backend: ``"compiled"`` (``torch.compile``-fused tiles, falling back to eager
+            with a warning when compiling fails), ``"eager"``, or ``"auto"``:
+            compiled when ``n m >= 2^27`` (below, compiling costs more than it saves).
+            The environment variable ``WASSNET_NO_COMPILE=1`` forces eager.
+        tile: rows and columns per tile (default 1024 on CPU, 4096 on a GPU).
+
+    Memory: ``O((n + m) d)`` plus one tile.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
+        *,
+        device: torch.device | str | None = None,
+        backend: Backend = "auto",
+        tile: int | None = None,
+        _center: torch.Tensor | None = None,
+    ) -> None:
+        x64 = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+        dev = torch.device(device) if device is not None else x64.device
+        x64 = x64.to(device=dev, dtype=torch.float64)
+        y64 = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y).to(
+            device=dev, dtype=torch.float64
+        )
+        if x64.dim() != 2 or y64.dim() != 2 or x64.shape[1] != y64.shape[1]:
+            raise ValueError(f"need [n, d] and [m, d] clouds, got {x64.shape} and {y64.shape}")
+        if backend not in ("auto", "compiled", "eager"):
+            raise ValueError(f"backend must be auto, compiled or eager, got {backend!r}")
+        center = torch.cat([x64, y64]).mean(0) if _center is None else _center
+        self._center = center
+        self.device = dev
+        self.n, self.m, self.dim = len(x64), len(y64), x64.shape[1]
+        self.tile = tile or (4096 if dev.type == "cuda" else 1024)
+        self.backend = backend
+        if backend == "auto":
+            self.backend = "compiled" if self.n * self.m >= 2**27 else "eager"
+        self._x64, self._y64 = x64, y64
+        x32, y32 = (x64 - center).float(), (y64 - center).float()
+        self.kappa = 4.0 * (self.dim + 4) * _UNIT
+        # R: the radii of both float32 clouds, summed (rounded up generously)
+        radius_x, radius_y = x32.double().norm(dim=1).max(), y32.double().norm(dim=1).max()
+        self.radius = float(radius_x + radius_y) * (1 + 1e-6)
+        t = self.tile
+        self._xa = self._pad(_augment(x32, self.kappa, first=True), t)
+        self._ya_t = [
+            block.T.contiguous()
+            for block in self._pad(_augment(y32, self.kappa, first=False), t).split(t)
+        ]
+        self._checked: set[str] = set()
+        self._transposed: TiledCost | None = None
+
+    @staticmethod
+    def _pad(a: torch.Tensor, t: int) -> torch.Tensor:
+        extra = (-len(a)) % t
+        return torch.cat([a, a.new_zeros(extra, a.shape[1])]) if extra else a
+
+    @property
+    def T(self) -> TiledCost:
+        """The same costs with the roles of the clouds swapped (built once, kept)."""
+        if self._transposed is None:
+            self._transposed = TiledCost(
+                self._y64,
+                self._x64,
+                device=self.device,
+                backend=self.backend,
+                tile=self.tile,
+                _center=self._center,
+            )
+            self._transposed._transposed = self
+        return self._transposed
+
+    def round_potential(self, p: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``p`` (length ``m``) rounded to float32 and returned as float64: the exact
+        potential that :meth:`row_min` certifies against."""
+        p = torch.as_tensor(p).to(device=self.device)
+        if p.shape != (self.m,):
+            raise ValueError(f"potential must have shape ({self.m},), got {tuple(p.shape)}")
+        if not torch.isfinite(p).all():
+            raise ValueError("potential contains NaN or inf")
+        return p.float().double()
+
+    def margin(self, p: torch.Tensor) -> float:
+        """The uniform rounding margin for potential ``p`` (see the module docstring)."""
+        return 2.0 * _UNIT * (3.0 * self.radius + float(p.abs().max())) * (1 + 1e-6) + 1e-300
+
+    def _padded_potential(self, p64: torch.Tensor) -> list[torch.Tensor]:
+        t = self.tile
+        p = torch.full((len(self._ya_t) * t,), _PAD, dtype=torch.float32, device=self.device)
+        p[: self.m] = p64.float()
+        return list(p.split(t))
+
+    def _kernel(self, name: str) -> Callable:
+        if self.backend == "compiled":
+            fn = _compiled(name)
+            if fn is not None:
+                return fn
+        return _KERNELS[name]
+
+    def _verified(
+        self, name: str, fn: Callable, delta: float, *args: object
+    ) -> tuple[Callable, object]:
+        """Run ``fn`` on a first tile; a compiled kernel must compile, run, and respect
+        the certified inequality against float64 arithmetic on that tile."""
+        eager = _KERNELS[name]
+        if fn is eager or name in self._checked:
+            return fn, fn(*args)
+        try:
+            out = fn(*args)
+        except Exception as exc:  # no working compiler: eager is correct
+            _mark_broken(name, f"{type(exc).__name__} while compiling")
+            return eager, eager(*args)
+        xa, ya_t, p = args[0], args[1], args[2]
+        d = self.dim
+        x, y = xa[:, :d].double(), -0.5 * ya_t[:d].T.double()  # the float32 points, exactly
+        true = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist") + p.double()
+        got = (out if name == "min" else out[0]).double()
+        true = true.view(len(x), -1, args[3]).amin(-1) if name == "block_min" else true.amin(1)
+        if not bool((got - delta <= true).all()):
+            _mark_broken(name, "its first tile broke the certified rounding margin")
+            return eager, eager(*args)
+        self._checked.add(name)
+        return fn, out
+
+    @torch.no_grad()
+    def row_min(
+        self, p: torch.Tensor, *, argmin: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)` for every row.
+
+        ``p`` must already be float32-representable (:meth:`round_potential`); the
+        result is float64 and at most the exact value for every row. With
+        ``argmin=True`` also returns the column attaining the float32 minimum.
+        """
+        p64 = self.round_potential(p)
+        delta = self.margin(p64)
+        pots = self._padded_potential(p64)
+        name = "argmin" if argmin else "min"
+        fn = self._kernel(name)
+        t = self.tile
+        values = torch.empty(len(self._xa), dtype=torch.float32, device=self.device)
+        index = torch.empty(len(self._xa), dtype=torch.long, device=self.device)
+        with _full_float32():
+            for r0 in range(0, self.n, t):
+                xa = self._xa[r0 : r0 + t]
+                best = torch.full((t,), float("inf"), device=self.device)
+                best_j = torch.zeros(t, dtype=torch.long, device=self.device)
+                for c, (ya_t, pc) in enumerate(zip(self._ya_t, pots, strict=True)):
+                    if r0 == 0 and c == 0:
+                        fn, out = self._verified(name, fn, delta, xa, ya_t, pc)
+                    else:
+                        out = fn(xa, ya_t, pc)
+                    if argmin:
+                        val, idx = out
+                        better = val < best
+                        best = torch.where(better, val, best)
+                        best_j = torch.where(better, idx + c * t, best_j)
+                    else:
+                        best = torch.minimum(best, out)
+                values[r0 : r0 + t] = best
+                index[r0 : r0 + t] = best_j
+        lower = values[: self.n].double() - delta
+        return (lower, index[: self.n]) if argmin else lower
+
+    @torch.no_grad()
+    def row_candidates(self, p: torch.Tensor, k: int, block: int = 32) -> torch.Tensor:
+        r"""``[n, k]`` columns with small :math:`c_{ij} + p_j` for every row (heuristic).
+
+        The minima of consecutive blocks of ``block`` columns are ranked and the ``k``
+        best blocks' minimizers returned: ``k`` distinct columns near the ``k``
+        smallest (exactly the ``k`` smallest when they lie in distinct blocks). Used
+        to choose candidate pairs; nothing certified rests on it.
+        """
+        p64 = self.round_potential(p)
+        pots = self._padded_potential(p64)
+        t = self.tile
+        block = max(1, min(block, t))
+        while t % block:
+            block //= 2
+        fn = self._kernel("block_min")
+        n_blocks = len(self._ya_t) * (t // block)
+        k = max(1, min(k, self.m))
+        out = torch.empty((self.n, k), dtype=torch.long, device=self.device)
+        with _full_float32():
+            for r0 in range(0, self.n, t):
+                xa = self._xa[r0 : r0 + t]
+                vals = torch.empty((t, n_blocks), dtype=torch.float32, device=self.device)
+                args = torch.empty((t, n_blocks), dtype=torch.long, device=self.device)
+                per = t // block
+                for c, (ya_t, pc) in enumerate(zip(self._ya_t, pots, strict=True)):
+                    if r0 == 0 and c == 0:
+                        fn, (v, a) = self._verified(
+                            "block_min", fn, self.margin(p64), xa, ya_t, pc, block
+                        )
+                    else:
+                        v, a = fn(xa, ya_t, pc, block)
+                    vals[:, c * per : (c + 1) * per] = v
+                    offsets = torch.arange(per, device=self.device) * block + c * t
+                    args[:, c * per : (c + 1) * per] = a + offsets
+                kk = min(k, n_blocks)
+                best = vals.topk(kk, dim=1, largest=False).indices
+                cols = args.gather(1, best)
+                rows = min(t, self.n - r0)
+                out[r0 : r0 + rows, :kk] = cols[:rows]
+                if kk < k:
+                    out[r0 : r0 + rows, kk:] = cols[:rows, :1]
+        return out.clamp_max_(self.m - 1)
+
+
+class _full_float32:
+    """Disable reduced-precision float32 matmuls (TF32, bf16) for certified passes."""
+
+    def __enter__(self) -> None:
+        self._precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        self._tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_float32_matmul_precision(self._precision)
+        torch.backends.cuda.matmul.allow_tf32 = self._tf32
