@@ -266,3 +266,13 @@ def test_assignment_bracket_refuses_unequal_sizes_and_respects_its_time_budget()
     )
     assert len(result.rounds) == 1
     assert result.dual.value <= pot_w1(x, y) <= result.plan.value
+
+
+@pytest.mark.parametrize("n", [1, 2, 40])
+def test_estimate_on_identical_clouds_brackets_zero(n):
+    from wassnet.estimate import estimate_w1
+
+    x = np.random.default_rng(n).normal(size=(n, 3))
+    r = estimate_w1(x, x[::-1].copy(), steps=5, progress=True)
+    assert r.upper_method == "sparse assignment"
+    assert r.lower <= 0.0 <= r.upper <= 1e-12

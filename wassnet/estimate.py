@@ -365,7 +365,7 @@ def estimate_w1(
 
         def show(record: dict[str, float]) -> None:
             bar.update()
-            bar.set_postfix(gap=f"{(record['upper'] - record['lower']) / record['upper']:.2e}")
+            bar.set_postfix(lower=f"{record['lower']:.6g}", upper=f"{record['upper']:.6g}")
 
         solved = assignment_bracket(
             cost, tiles, fa, fb, rounds=refine_rounds, time_budget=refine_budget, callback=show

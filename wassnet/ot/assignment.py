@@ -222,7 +222,8 @@ def assignment_bracket(
         if callback is not None:
             callback(record)
         gap = best_plan.value - best_dual.value
-        if gap <= tol * abs(best_plan.value) or round_ + 1 == rounds:
+        # a plan of cost 0 is optimal whatever the dual says
+        if gap <= tol * best_plan.value or best_plan.value <= 0 or round_ + 1 == rounds:
             break
         elapsed = time.perf_counter() - t0
         if time_budget is not None and elapsed * (round_ + 2) / (round_ + 1) > time_budget:
