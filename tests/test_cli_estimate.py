@@ -237,3 +237,16 @@ def test_plot_of_collinear_2d_clouds(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["lower"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_floor_and_refine_budget_options(tmp_path, clouds):
+    a, b = clouds
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b[:60] if len(b) >= 60 else np.r_[b, b[:15]])
+    out = run_json(tmp_path / "a.npy", tmp_path / "b.npy", "--floor", "--refine-budget", "30")
+    assert out["floor"]["n"] == 30 and out["floor"]["lower"] <= out["floor"]["upper"]
+    assert out["upper_method"] == "sparse assignment"
+    text = run(tmp_path / "a.npy", tmp_path / "b.npy", "--floor", "--quiet", "--steps", "20")
+    assert text.exit_code == 0 and "sampling floor" in text.stdout
+    bad = run(tmp_path / "a.npy", tmp_path / "b.npy", "--refine-budget", "-1")
+    assert bad.exit_code == 2 and "Error" in bad.output

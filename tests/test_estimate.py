@@ -213,6 +213,7 @@ EXPECTED_KEYS = {
     "device",
     "timings",
     "holdout",
+    "floor",
 }
 
 
@@ -225,7 +226,7 @@ def test_to_dict_keys_and_json():
     for key in ("lower", "upper", "estimate", "exact", "critic_lower", "lipschitz"):
         assert back[key] == getattr(result, key)
         assert type(back[key]) is float
-    assert back["holdout"] is None
+    assert back["holdout"] is None and back["floor"] is None
     assert back["device"] == "cpu" or back["device"].startswith("cuda")
     assert all(isinstance(v, float) for v in back["timings"].values())
     assert set(estimate_w1(a[:, 0], b[:, 0], **FAST).to_dict()) == EXPECTED_KEYS

@@ -73,6 +73,11 @@ def bound(arch: str, input_shape: str, out_features: int, seed: int, as_json: bo
     help="fraction held out: report the population W1 estimate with a 95% CI",
 )
 @click.option(
+    "--floor",
+    is_flag=True,
+    help="also bracket W1 between two random halves of A (the sampling floor)",
+)
+@click.option(
     "--steps", default=1000, show_default=True, type=click.IntRange(1), help="critic training steps"
 )
 @click.option(
@@ -107,6 +112,7 @@ def estimate(
     exact: str,
     refine: bool | None,
     holdout: float | None,
+    floor: bool,
     steps: int,
     time_budget: float | None,
     refine_budget: float | None,
@@ -147,6 +153,7 @@ def estimate(
         refine_budget=refine_budget,
         exact=exact,
         holdout=holdout,
+        floor=floor,
         seed=seed,
         device=device,
         progress=not quiet,

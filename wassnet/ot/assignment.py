@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from wassnet.ot.costs import PairwiseCost
-from wassnet.ot.dual import DualBound, tiled_c_transform_bound
-from wassnet.ot.plans import PrimalBound, _monotone_coupling
+from wassnet.ot.dual import DualBound, c_transform_bound, tiled_c_transform_bound
+from wassnet.ot.plans import PrimalBound, _candidate_pairs, _monotone_coupling, _solve_assignment
 from wassnet.ot.tiles import TiledCost
 
 __all__ = ["AssignmentBracket", "assignment_bracket"]
@@ -118,33 +118,16 @@ def _matching_potentials(
     return u, v
 
 
-def _solve_assignment(
-    pairs: np.ndarray, costs: np.ndarray, n: int, u: np.ndarray, v: np.ndarray
+def _candidates(
+    cost: PairwiseCost, tiles: TiledCost | None, u: torch.Tensor, v: torch.Tensor, k: int
 ) -> np.ndarray:
-    """``match[i]``: the optimal column of row ``i`` within the sparse graph.
-
-    Solved on the reduced costs ``c_ij - u_i + v_j`` (the same optimal permutations:
-    every row and column is matched once): with the last round's potentials most
-    edges of the last matching are tight, and the solver starts close to the optimum.
-    """
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-
-    rows, cols = pairs // n, pairs % n
-    costs = costs - u[rows] + v[cols]
-    costs = costs - min(0.0, float(costs.min()))
-    # a positive offset: explicit zeros would be dropped from the sparse graph
-    offset = float(costs.max()) * 1e-12 + 1e-300
-    graph = sp.csr_matrix((costs + offset, (rows, cols)), shape=(n, n))
-    r, c = min_weight_full_bipartite_matching(graph)
-    match = np.empty(n, dtype=np.int64)
-    match[r] = c
-    return match
-
-
-def _candidates(tiles: TiledCost, u: torch.Tensor, v: torch.Tensor, k: int) -> np.ndarray:
-    """Keys ``i n + j`` of the ``k`` smallest reduced costs per row and per column."""
-    n = tiles.n
+    """Keys ``i n + j`` of the ``k`` smallest reduced costs per row and per column
+    (float64 passes without ``tiles``, fused float32 passes with them)."""
+    n = cost.n
+    if tiles is None:
+        dev = cost.x.device
+        i, j = _candidate_pairs(cost, u.to(dev).double(), v.to(dev).double(), k)
+        return np.unique(i.astype(np.int64) * n + j)
     by_row = tiles.row_candidates(tiles.round_potential(v), k).cpu().numpy()
     by_col = tiles.T.row_candidates(tiles.T.round_potential(-u), k).cpu().numpy()
     rows = np.repeat(np.arange(n, dtype=np.int64), by_row.shape[1])
@@ -156,7 +139,7 @@ def _candidates(tiles: TiledCost, u: torch.Tensor, v: torch.Tensor, k: int) -> n
 
 def assignment_bracket(
     cost: PairwiseCost,
-    tiles: TiledCost,
+    tiles: TiledCost | None,
     u0: torch.Tensor,
     v0: torch.Tensor,
     *,
@@ -170,7 +153,9 @@ def assignment_bracket(
 
     Args:
         cost: the float64 costs of the two clouds (plan costs, pair by pair).
-        tiles: the same clouds for fused passes over all pairs.
+        tiles: the same clouds for fused float32 passes over all pairs, or None for
+            float64 passes with ``cost`` (exact to ``1e-13``, slower: for small
+            problems).
         u0, v0: starting potentials (e.g. a 1-Lipschitz critic's values on both clouds),
             used to choose the first candidate pairs.
         k: candidate pairs per point and round.
@@ -184,15 +169,16 @@ def assignment_bracket(
         and ``dual.value`` (a dual pair feasible on every pair) bracket W1.
     """
     n = cost.n
-    if cost.m != n or tiles.n != n or tiles.m != n:
+    if cost.m != n or (tiles is not None and (tiles.n != n or tiles.m != n)):
         raise ValueError("assignment_bracket needs two clouds of the same size")
     t0 = time.perf_counter()
-    weights = torch.full((n,), 1.0 / n, dtype=torch.float64, device=tiles.device)
+    device = cost.x.device if tiles is None else tiles.device
+    weights = torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
     uniform = np.full(n, 1.0 / n)
     mi, mj, _ = _monotone_coupling(
         u0.double().cpu().numpy(), v0.double().cpu().numpy(), uniform, uniform
     )
-    pairs = np.union1d(mi.astype(np.int64) * n + mj, _candidates(tiles, u0, v0, k))
+    pairs = np.union1d(mi.astype(np.int64) * n + mj, _candidates(cost, tiles, u0, v0, k))
     costs = cost.pair_costs(pairs // n, pairs % n)
     u_prev, v_prev = u0.double().cpu().numpy(), v0.double().cpu().numpy()
     best_plan: PrimalBound | None = None
@@ -207,8 +193,11 @@ def assignment_bracket(
             best_plan = PrimalBound(upper, rows, match, uniform.copy(), "sparse assignment")
         u, v = _matching_potentials(pairs // n, pairs % n, costs, match, n)
         u_prev, v_prev = u, v
-        u_t = torch.as_tensor(u, device=tiles.device)
-        dual = tiled_c_transform_bound(tiles, u_t, weights, weights)
+        u_t = torch.as_tensor(u, device=device)
+        if tiles is None:
+            dual = c_transform_bound(cost, u_t, weights, weights)
+        else:
+            dual = tiled_c_transform_bound(tiles, u_t, weights, weights)
         if best_dual is None or dual.value > best_dual.value:
             best_dual = dual
         record = {
@@ -229,13 +218,14 @@ def assignment_bracket(
         if time_budget is not None and elapsed * (round_ + 2) / (round_ + 1) > time_budget:
             break
         new = np.setdiff1d(
-            _candidates(tiles, u_t, torch.as_tensor(v, device=tiles.device), k),
+            _candidates(cost, tiles, u_t, torch.as_tensor(v, device=device), k),
             pairs,
             assume_unique=True,
         )
         new_costs = cost.pair_costs(new // n, new % n)
         reduced = new_costs - u[new // n] + v[new % n]
-        if len(new) == 0 or reduced.min() >= -1e-9 * float(costs.max()):
+        noise = 1e-12 if tiles is None else 1e-9  # float32 pricing cannot see below
+        if len(new) == 0 or reduced.min() >= -noise * float(costs.max()):
             break  # no pair outside the graph prices out: its optimum is the global one
         pairs, order = np.unique(np.concatenate([pairs, new]), return_index=True)
         costs = np.concatenate([costs, new_costs])[order]

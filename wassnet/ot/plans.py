@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,17 +81,43 @@ def _diameter_bound(cost: PairwiseCost) -> float:
     return 2.0 * radius
 
 
-def _assignment(cost: PairwiseCost, i: np.ndarray, j: np.ndarray) -> PrimalBound:
-    """Uniform weights, n == m: the optimal permutation within the candidate pairs."""
+def _solve_assignment(
+    pairs: np.ndarray, costs: np.ndarray, n: int, u: np.ndarray, v: np.ndarray
+) -> np.ndarray:
+    """``match[i]``: the optimal column of row ``i`` within the sparse graph.
+
+    Solved on the reduced costs ``c_ij - u_i + v_j`` (the same optimal permutations:
+    every row and column is matched once): with the last round's potentials most
+    edges of the last matching are tight, and the solver starts close to the optimum.
+    """
     import scipy.sparse as sp
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-    c = cost.pair_costs(i, j)
-    # a positive offset: explicit zeros would be dropped from the sparse graph
-    graph = sp.csr_matrix((c + c.max() * 1e-12 + 1e-300, (i, j)), shape=(cost.n, cost.m))
-    r, s = min_weight_full_bipartite_matching(graph)
-    value = float(cost.pair_costs(r, s).sum() / cost.n)
-    return PrimalBound(value, r, s, np.full(cost.n, 1.0 / cost.n), "sparse assignment")
+    rows, cols = pairs // n, pairs % n
+    reduced = costs - u[rows] + v[cols]
+    reduced -= float(reduced.min())
+    # On a grid of 2^-36 of the range, in integers plus one: near-ties from rounding
+    # become exact ties (the solver's row reduction can cycle forever on differences
+    # of 1e-17), and no weight is an explicit zero (dropped from a sparse graph). The
+    # plan it returns is optimal to n grid steps; its cost is recomputed exactly.
+    step = 2.0 ** (math.frexp(max(float(reduced.max()), 1e-300))[1] - 36)
+    weights = np.rint(reduced / step) + 1.0
+    graph = sp.csr_matrix((weights, (rows, cols)), shape=(n, n))
+    r, c = min_weight_full_bipartite_matching(graph)
+    match = np.empty(n, dtype=np.int64)
+    match[r] = c
+    return match
+
+
+def _assignment(cost: PairwiseCost, i: np.ndarray, j: np.ndarray) -> PrimalBound:
+    """Uniform weights, n == m: the optimal permutation within the candidate pairs."""
+    n = cost.n
+    keys = np.unique(i.astype(np.int64) * n + j)
+    zero = np.zeros(n)
+    match = _solve_assignment(keys, cost.pair_costs(keys // n, keys % n), n, zero, zero)
+    rows = np.arange(n)
+    value = float(np.sort(cost.pair_costs(rows, match)).sum() / n)
+    return PrimalBound(value, rows, match, np.full(n, 1.0 / n), "sparse assignment")
 
 
 def _sparse_lp(
