@@ -205,6 +205,9 @@ def _in_child(*args: object, timeout: float) -> dict | None:
 
 
 def scale(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)  # as in the children: the header says so
     for d in args.dims:
         rows = []
         for n in args.sizes:
@@ -277,7 +280,8 @@ def scale(args: argparse.Namespace) -> None:
                 f"n ~ 25 000; it runs here up to n = {args.pot_max}. Torch threads: "
                 f"{args.threads}. Sliced W1 (200 projections) and entropic Sinkhorn are not "
                 "bounds on W1: sliced W1 is below it, Sinkhorn's cost is regularized. Peak memory "
-                "is the child process's max RSS."
+                "is the child process's max RSS. `timeout`: no result within "
+                f"{args.timeout:g} s (or the child died)."
             )
             write_section(f"bench_estimate_scale_d{d}", f"W1 estimate: scale, d = {d}", body)
 
