@@ -317,6 +317,16 @@ def estimate_w1(
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
     dev = resolve_device(device)
     timings: dict[str, float] = {}
+    training = {
+        "hidden": hidden,
+        "group_size": group_size,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "time_budget": time_budget,
+        "seed": seed,
+        "progress": progress,
+    }
 
     floor_result = None
     if floor:
@@ -325,20 +335,13 @@ def estimate_w1(
             xa_np,
             wa,
             np.random.default_rng([seed, 1]),
-            hidden=hidden,
-            group_size=group_size,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            time_budget=time_budget,
+            **training,
             refine=refine,
             refine_max_pairs=refine_max_pairs,
             refine_rounds=refine_rounds,
             refine_budget=refine_budget,
             sinkhorn_min_points=sinkhorn_min_points,
-            seed=seed,
             device=device,
-            progress=progress,
         )
         timings["floor"] = time.perf_counter() - t0
 
@@ -395,14 +398,7 @@ def estimate_w1(
         xb[torch.as_tensor(fit_b, device=dev)],
         fit_wa,
         fit_wb,
-        hidden=hidden,
-        group_size=group_size,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        time_budget=time_budget,
-        seed=seed,
-        progress=progress,
+        **training,
     )
     timings["train"] = time.perf_counter() - t0
 
