@@ -45,6 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1500, help="generator steps")
     parser.add_argument("--n-critic", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr-g", type=float, default=GANConfig.lr_g, help="generator Adam lr")
+    parser.add_argument("--lr-c", type=float, default=GANConfig.lr_c, help="critic Adam lr")
     parser.add_argument("--data-root", type=Path, default=None, help="MNIST folder")
     parser.add_argument("--fid-n", type=int, default=0, help="FID on N images (0: skip)")
     parser.add_argument("--fid-weights", default=None, help="pytorch-fid Inception .pth")
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps=3 if args.quick else args.steps,
         batch_size=8 if args.quick else args.batch_size,
         n_critic=1 if args.quick else args.n_critic,
+        lr_g=args.lr_g,
+        lr_c=args.lr_c,
         generator_width=8 if args.quick else 64,
         critic_width=16 if args.quick else 128,
         bjorck_iters=3 if args.quick else 10,

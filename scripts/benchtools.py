@@ -34,7 +34,7 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {gpu}; "
+        f"{cpu}, {os.cpu_count()} cores (torch threads: {torch.get_num_threads()}), {gpu}; "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
 

@@ -118,3 +118,16 @@ def test_corrupt_checkpoint_on_resume(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     _one_error_line(_run("gan", "train", "--out", str(tmp_path / "run"), "--resume"), "cannot read")
+
+
+def test_train_defaults_match_config() -> None:
+    """`wassnet gan train` and `GANConfig` state the same defaults (they are written twice)."""
+    from dataclasses import fields
+
+    from wassnet.gan.cli import _CONFIG_OPTIONS, train
+    from wassnet.gan.trainer import GANConfig
+
+    defaults = {f.name: f.default for f in fields(GANConfig)}
+    for param in train.params:
+        if param.name in _CONFIG_OPTIONS and param.name not in ("critic", "gp"):
+            assert param.default == defaults[_CONFIG_OPTIONS[param.name]], param.name

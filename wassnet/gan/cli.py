@@ -78,10 +78,10 @@ def gan() -> None:
     help="critic steps per generator step",
 )
 @click.option(
-    "--lr-g", type=_rate, default=1e-4, show_default=True, help="generator Adam learning rate"
+    "--lr-g", type=_rate, default=2e-3, show_default=True, help="generator Adam learning rate"
 )
 @click.option(
-    "--lr-c", type=_rate, default=1e-4, show_default=True, help="critic Adam learning rate"
+    "--lr-c", type=_rate, default=2e-3, show_default=True, help="critic Adam learning rate"
 )
 @click.option("--beta1", type=_beta, default=0.5, show_default=True)
 @click.option("--beta2", type=_beta, default=0.9, show_default=True)
