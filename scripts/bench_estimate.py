@@ -94,6 +94,7 @@ def _suite(data_root: Path) -> list[tuple[str, int, Callable]]:
 
 def tightness(args: argparse.Namespace) -> None:
     from wassnet.estimate import estimate_w1
+
     from wassnet.ot import exact_w1
 
     for n in args.sizes:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+#: Property tests run ``n * WASSNET_HYPOTHESIS_SCALE`` examples (1 in CI; raise it for a
+#: longer hunt, e.g. ``WASSNET_HYPOTHESIS_SCALE=20 pytest tests/test_certificates.py``).
+HYPOTHESIS_SCALE = int(os.environ.get("WASSNET_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    """The number of hypothesis examples for a test that runs ``n`` in CI."""
+    return n * HYPOTHESIS_SCALE
+
 
 #: Offline datasets beside the checkout (read-only: tests copy what they need).
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

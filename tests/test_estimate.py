@@ -1,8 +1,9 @@
-"""The certified W1 bracket of ``estimate_w1`` against POT's exact W1.
+"""``estimate_w1(target="sample")``: the certified bracket on W1 between two samples.
 
-The reference is POT's network simplex (``ot.emd2``) on a cost matrix computed by
-direct differences, ``scipy.stats.wasserstein_distance`` on the line, and analytic
-values (translations); no wassnet code is involved in any reference.
+References: POT's network simplex (``ot.emd2``) on a cost matrix computed by direct
+differences, ``scipy.stats.wasserstein_distance`` on the line; the exact rational
+references of ``test_certificates.py`` cover the adversarial inputs. Every route is
+exercised by forcing it on small inputs; the automatic choice is checked separately.
 """
 
 from __future__ import annotations
@@ -14,31 +15,23 @@ import pytest
 from conftest import pot_w1
 from scipy.stats import wasserstein_distance
 
-from wassnet.estimate import estimate_w1
-from wassnet.io import InputError
+import wassnet
+from wassnet.errors import InputError
+from wassnet.ot import TransportProblem
+from wassnet.w1 import SampleOptions, choose_route, estimate_w1
 
-#: Small critic and short training: the bracket must hold whatever the critic's quality.
-FAST = {"hidden": (32, 32), "steps": 100, "batch_size": 128, "progress": False}
-
-#: Slack of the containment checks: the float64 rounding of the reference solver only
-#: (the bracket itself charges its own rounding; see ``test_bracket_is_certified_*``).
-RTOL = 1e-9
+#: Containment slack: the float64 rounding of the *reference* solver only (the bracket
+#: itself is exact; see test_certificates.py).
+RTOL = 1e-12
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def assert_bracket(result, exact: float, rtol: float = RTOL) -> None:
+def assert_bracket(sample, exact: float, rtol: float = RTOL) -> None:
     slack = rtol * exact
-    assert result.lower <= exact + slack, (result.lower, exact)
-    assert exact <= result.upper + slack, (exact, result.upper)
-    assert result.lower <= result.estimate <= result.upper
-    assert result.estimate == pytest.approx(0.5 * (result.lower + result.upper), rel=1e-12)
-    assert result.relative_gap == pytest.approx(
-        (result.upper - result.lower) / result.upper, rel=1e-9, abs=1e-15
-    )
-    assert result.critic_lower <= exact + slack
-    assert result.critic_lower <= result.lower
-    assert 0.5 < result.lipschitz <= 1 + 1e-4
+    assert sample.lower <= exact + slack, (sample.lower, exact)
+    assert exact <= sample.upper + slack, (exact, sample.upper)
+    assert sample.lower <= sample.estimate <= sample.upper
 
 
 # ----------------------------------------------------------------------------- problems
@@ -89,43 +82,82 @@ def make_problem(shape, d, n, m, weighted, seed=0):
     return a, b, wa, wb
 
 
-# ----------------------------------------------------------------------------- the bracket
+def routes(n: int, m: int, weighted: bool) -> list[str]:
+    out = ["dense", "sparse-lp", "blockwise"]
+    if n == m and not weighted:
+        out.append("assignment")
+    return out
+
+
+# ----------------------------------------------------------------------------- every route
 
 
 @pytest.mark.parametrize(("shape", "d", "n", "m", "weighted"), CASES)
-def test_refined_bracket_contains_exact_w1(shape, d, n, m, weighted):
+def test_every_route_brackets_pots_value(shape, d, n, m, weighted):
     a, b, wa, wb = make_problem(shape, d, n, m, weighted)
     exact = pot_w1(a, b, wa, wb)
-    result = estimate_w1(a, b, wa, wb, exact="always", **FAST)
-    assert result.exact == pytest.approx(exact, rel=1e-9)
-    assert result.error == pytest.approx(result.estimate - result.exact, abs=1e-12)
-    assert_bracket(result, exact)
-    assert (result.n_a, result.n_b, result.dim, result.steps) == (n, m, d, FAST["steps"])
-    # measured relative gaps: < 3e-15 on the LP path (n != m or weights: column
-    # generation reaches the optimum), 0.34%-0.41% on the uniform n == m assignment path,
-    # where the looser side is the c-transformed Sinkhorn dual: 1.5% is a 3.5x margin
-    assert result.relative_gap < 0.015
-    if result.upper_method.startswith("sparse LP"):
-        assert result.relative_gap < 1e-9
+    for route in routes(n, m, weighted):
+        result = estimate_w1(a, b, wa, wb, sample=SampleOptions(route=route, warm_start=50))
+        sample = result.sample
+        assert sample.route == route
+        assert_bracket(sample, exact)
+        if route != "blockwise":  # column generation and POT close the bracket
+            assert sample.relative_width < 1e-9, (route, sample.relative_width)
+        assert (result.n_a, result.n_b, result.dim) == (n, m, d)
 
 
-@pytest.mark.parametrize(
-    ("shape", "d", "n", "m", "weighted"),
-    [("shifted", 2, 200, 150, False), ("mixture", 16, 100, 100, True)],
-)
-def test_unrefined_bracket_contains_exact_w1(shape, d, n, m, weighted):
-    a, b, wa, wb = make_problem(shape, d, n, m, weighted)
-    exact = pot_w1(a, b, wa, wb)
-    result = estimate_w1(a, b, wa, wb, refine=False, exact="never", **FAST)
-    assert result.exact is None and result.error is None
-    assert_bracket(result, exact)
-    # no pass over the pairs: the critic's own bound, and a coupling built from it
-    assert result.lower == result.critic_lower
-    assert "critic" in result.lower_method
-    assert result.upper_method.startswith("monotone coupling")
+def test_routes_work_on_float32_passes():
+    """Uniform n == m above the float64-pass limit use fused float32 tiles (forced low)."""
+    import wassnet.w1.sample as sample_module
+
+    a, b, _, _ = make_problem("shifted", 4, 300, 300, False)
+    exact = pot_w1(a, b)
+    old = sample_module.FLOAT64_PASS_MAX_PAIRS
+    sample_module.FLOAT64_PASS_MAX_PAIRS = 1000
+    try:
+        sample = estimate_w1(a, b, sample=SampleOptions(route="assignment", warm_start=50)).sample
+    finally:
+        sample_module.FLOAT64_PASS_MAX_PAIRS = old
+    assert_bracket(sample, exact)
+    assert "float32" in sample.lower_method
+    assert sample.relative_width < 1e-4  # float32 passes certify to a few 1e-6
 
 
-def test_one_dimensional_inputs_are_exact():
+def test_plan_and_potentials_are_what_they_claim():
+    a, b, wa, wb = make_problem("mixture", 2, 90, 140, True)
+    sample = estimate_w1(a, b, wa, wb).sample
+    rows, cols, mass = sample.plan
+    pa, pb = wa / wa.sum(), wb / wb.sum()
+    np.testing.assert_allclose(np.bincount(rows, mass, len(a)), pa, atol=1e-15)
+    np.testing.assert_allclose(np.bincount(cols, mass, len(b)), pb, atol=1e-15)
+    cost = np.linalg.norm(a[rows] - b[cols], axis=1) @ mass
+    assert cost <= sample.upper * (1 + 1e-14)
+    u, v = sample.potentials
+    c = np.linalg.norm(a[:, None] - b[None], axis=2)
+    assert (u[:, None] - v[None, :] - c).max() <= 1e-12
+    assert pa @ u - pb @ v >= sample.lower * (1 - 1e-14)
+
+
+def test_route_table():
+    opts = SampleOptions()
+    rng = np.random.default_rng(0)
+
+    def route(n, m, d=2, weighted=False):
+        x, y = rng.normal(size=(n, d)), rng.normal(size=(m, d))
+        w = rng.random(n) + 0.1 if weighted else None
+        return choose_route(TransportProblem.build(x, y, w), opts)
+
+    assert route(10, 10, d=1) == "line"
+    assert route(1000, 800) == "dense"
+    assert route(3000, 3000) == "assignment"
+    assert route(3000, 2900) == "sparse-lp"
+    assert route(3000, 3000, weighted=True) == "sparse-lp"
+    tiny = SampleOptions(pass_max_pairs=1e6)
+    x = rng.normal(size=(3000, 2))
+    assert choose_route(TransportProblem.build(x, x), tiny) == "blockwise"
+
+
+def test_one_dimensional_inputs_use_the_line():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=50), rng.normal(size=37) * 2 + 0.5
     wa, wb = rng.random(50), rng.random(37)
@@ -134,102 +166,102 @@ def test_one_dimensional_inputs_are_exact():
         ((a, b, wa, wb), wasserstein_distance(a, b, wa, wb)),
         ((a[:, None], b), wasserstein_distance(a, b)),  # [n, 1] is the line too
     ):
-        result = estimate_w1(*args, **FAST)
-        assert result.lower == result.upper == result.estimate == result.exact
-        assert result.lower == pytest.approx(expected, rel=1e-12)
-        assert result.relative_gap == 0.0 and result.dim == 1
-        assert json.loads(json.dumps(result.to_dict()))["lower"] == result.lower
+        result = estimate_w1(*args)
+        s = result.sample
+        assert s.route == "line" and result.dim == 1
+        assert s.lower <= s.upper and s.upper - s.lower <= 16 * np.spacing(s.upper)
+        assert s.estimate == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="line"):
+        estimate_w1(np.zeros((3, 2)), np.ones((3, 2)), sample=SampleOptions(route="line"))
 
 
-# ----------------------------------------------------------------------------- held-out value
+def test_identical_clouds_bracket_zero_closed():
+    a = np.random.default_rng(1).normal(size=(40, 3))
+    s = estimate_w1(a, a[::-1].copy()).sample
+    assert s.lower <= 0.0 <= s.upper <= 1e-14
+    assert s.relative_width == 0.0 or s.upper < 1e-14
+    assert "100" not in f"{s.relative_width:.3%}"
 
 
-def test_holdout_estimates_the_population_w1_of_a_translation():
-    """b = a-distribution shifted by t: population W1 = |t| = 1. The held-out dual of a
-    1-Lipschitz critic is unbiased for a value <= |t|. Measured: value 1.047 (se 0.068)."""
-    rng = np.random.default_rng(100)
-    t = np.array([0.6, -0.8])
-    a, b = rng.normal(size=(1500, 2)), rng.normal(size=(1500, 2)) + t
-    result = estimate_w1(
-        a,
-        b,
-        hidden=(32, 32),
-        steps=200,
-        batch_size=256,
-        refine=False,
-        exact="never",
-        holdout=0.3,
-        progress=False,
-    )
-    h = result.holdout
-    assert (h.n_a, h.n_b) == (450, 450)
-    assert h.value > 0 and h.stderr > 0
-    assert h.ci_low <= h.value <= h.ci_high
-    assert h.ci_high - h.ci_low == pytest.approx(2 * 1.96 * h.stderr, rel=1e-9)
-    assert abs(h.value - 1.0) < 0.3  # ~4.5 standard errors
-    assert h.ci_low < 1.0
-    # the certified bracket is about all the given points (fitted and held out)
-    assert result.lower <= result.upper
-    assert 0.7 < result.lower <= result.upper < 1.3
-    d = result.to_dict()
-    assert set(d["holdout"]) == {"value", "stderr", "ci_low", "ci_high", "n_a", "n_b"}
-    assert json.loads(json.dumps(d))["holdout"]["value"] == h.value
+def test_time_budget_returns_a_certified_bracket():
+    a, b, _, _ = make_problem("shifted", 3, 400, 400, False)
+    exact = pot_w1(a, b)
+    for route in ("assignment", "sparse-lp"):
+        opts = SampleOptions(route=route, time_budget=1e-3, warm_start=20)
+        assert_bracket(estimate_w1(a, b, sample=opts).sample, exact)
 
 
-# ----------------------------------------------------------------------------- determinism, dict
+def test_floor_brackets_w1_between_two_halves_of_a():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(81, 2)), rng.normal(size=(60, 2)) + 2
+    result = estimate_w1(a, b, floor=True, seed=2)
+    perm = np.random.default_rng([2, 1]).permutation(81)
+    first, second = np.sort(perm[:40]), np.sort(perm[40:80])
+    assert_bracket(result.floor, pot_w1(a[first], a[second]))
+    assert result.floor.upper < result.sample.lower  # the shift is far above the floor
 
 
-def test_same_seed_same_result_other_seed_other_critic():
-    a, b, _, _ = make_problem("shifted", 3, 80, 60, False)
-    kw = dict(FAST, steps=50)
-    r1 = estimate_w1(a, b, seed=3, exact="never", **kw)
-    r2 = estimate_w1(a, b, seed=3, exact="never", **kw)
-    r3 = estimate_w1(a, b, seed=4, exact="never", **kw)
-    for field in ("lower", "upper", "critic_lower", "lipschitz", "lower_method", "upper_method"):
-        assert getattr(r1, field) == getattr(r2, field), field
-    assert r1.history == r2.history
+# ----------------------------------------------------------------------------- results
+
+
+def test_same_seed_same_result():
+    a, b, _, _ = make_problem("shifted", 3, 300, 300, False)
+    opts = SampleOptions(route="assignment", warm_start=30)
+    r1 = estimate_w1(a, b, sample=opts, seed=3).sample
+    r2 = estimate_w1(a, b, sample=opts, seed=3).sample
+    assert (r1.lower, r1.upper, r1.passes) == (r2.lower, r2.upper, r2.passes)
     np.testing.assert_array_equal(r1.potentials[0], r2.potentials[0])
-    np.testing.assert_array_equal(r1.potentials[1], r2.potentials[1])
-    assert r1.seed == 3 and r3.seed == 4
-    assert r3.critic_lower != r1.critic_lower
 
 
-EXPECTED_KEYS = {
+SAMPLE_KEYS = {
     "lower",
     "upper",
     "estimate",
-    "relative_gap",
-    "exact",
-    "error",
-    "critic_lower",
-    "lipschitz",
+    "relative_width",
+    "route",
     "lower_method",
     "upper_method",
+    "seconds",
+    "passes",
+    "rounds",
+    "exact",
+}
+RESULT_KEYS = {
+    "target",
+    "metric",
     "n_a",
     "n_b",
     "dim",
-    "steps",
+    "sample",
+    "floor",
     "seed",
     "device",
     "timings",
-    "holdout",
-    "floor",
 }
 
 
-def test_to_dict_keys_and_json():
+def test_to_dict_schema_is_stable_and_strict_json():
     a, b, wa, wb = make_problem("shifted", 2, 40, 30, True)
-    result = estimate_w1(a, b, wa, wb, exact="always", **dict(FAST, steps=20))
+    result = estimate_w1(a, b, wa, wb, exact="always", floor=True)
     d = result.to_dict()
-    assert set(d) == EXPECTED_KEYS
-    back = json.loads(json.dumps(d))
-    for key in ("lower", "upper", "estimate", "exact", "critic_lower", "lipschitz"):
-        assert back[key] == getattr(result, key)
-        assert type(back[key]) is float
-    assert back["holdout"] is None and back["floor"] is None
-    assert back["device"] == "cpu" or back["device"].startswith("cuda")
-    assert all(isinstance(v, float) for v in back["timings"].values())
-    assert set(estimate_w1(a[:, 0], b[:, 0], **FAST).to_dict()) == EXPECTED_KEYS
+    assert set(d) == RESULT_KEYS
+    assert set(d["sample"]) == SAMPLE_KEYS and set(d["floor"]) == SAMPLE_KEYS
+    back = json.loads(json.dumps(d, allow_nan=False))
+    for key in ("lower", "upper", "estimate", "exact"):
+        assert back["sample"][key] == getattr(result.sample, key)
+        assert type(back["sample"][key]) is float
+    assert back["target"] == "sample" and back["metric"] == "euclidean"
+    assert set(back["sample"]["rounds"][0]) == {"round", "lower", "upper", "seconds"}
+    assert set(estimate_w1(a[:, 0], b[:, 0]).to_dict()) == RESULT_KEYS
+
+
+def test_top_level_export_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, wassnet; assert 'torch' not in sys.modules; wassnet.estimate_w1"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert wassnet.estimate_w1 is estimate_w1
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -258,46 +290,34 @@ def _points(n=20, d=2, seed=0):
 )
 def test_bad_input_raises_input_error(a, b, wa, wb, match):
     with pytest.raises(InputError, match=match):
-        estimate_w1(a, b, wa, wb, **FAST)
+        estimate_w1(a, b, wa, wb)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"exact": "bogus"}, "exact"),
+        ({"target": "nope"}, "target"),
+        ({"metric": "cosine"}, "metric"),
+        ({"sample": "fast"}, "SampleOptions"),
+    ],
+)
+def test_bad_options_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_w1(_points(), _points(seed=1), **kwargs)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"exact": "bogus"},
-        {"exact": True},
-        {"holdout": 1.5},
-        {"holdout": 1.0},
-        {"holdout": 0.0},
-        {"holdout": -0.2},
-        {"holdout": 0.99},  # leaves fewer than 2 points to fit on
+        {"route": "magic"},
+        {"time_budget": float("nan")},
+        {"time_budget": -1.0},
+        {"tol": float("inf")},
+        {"rounds": 0},
+        {"backend": "gpu"},
     ],
 )
-def test_bad_options_raise_value_error(kwargs):
-    with pytest.raises(ValueError, match=r"exact|holdout"):
-        estimate_w1(_points(), _points(seed=1), **dict(FAST, **kwargs))
-
-
-# ------------------------------------------------- certification beyond float32 rounding
-
-
-@pytest.mark.parametrize(
-    ("seed", "radius", "shift"),
-    [(1, 1.0, 1e-7), (3, 1000.0, 1e-4)],  # measured: lower 6.2% above / upper 6.2% below W1
-)
-def test_bracket_is_certified_beyond_float32_rounding(seed, radius, shift):
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(100, 2)) * radius
-    b = a + np.array([shift, 0.0])
-    exact = pot_w1(a, b)
-    # a translation: the identity coupling is optimal, W1 = |t| (up to float64 rounding)
-    assert exact == pytest.approx(shift, rel=1e-6)
-    result = estimate_w1(a, b, exact="never", **dict(FAST, steps=30))
-    assert_bracket(result, exact, rtol=1e-9)
-
-
-def test_bracket_is_certified_to_float64_rounding_on_ordinary_data():
-    a, b, wa, wb = make_problem("mixture", 2, 90, 140, True)
-    exact = pot_w1(a, b, wa, wb)
-    result = estimate_w1(a, b, wa, wb, exact="never", **FAST)
-    assert_bracket(result, exact, rtol=1e-9)
+def test_bad_sample_options_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SampleOptions(**kwargs)

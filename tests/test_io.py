@@ -1,4 +1,4 @@
-"""Tests of wassnet.io: file formats, shape rules, and one clear InputError per problem."""
+"""Tests of wassnet.w1.io: file formats, shape rules, and one clear InputError per problem."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wassnet.io import (
+from wassnet.w1.io import (
     InputError,
     check_same_dimension,
     load_points,
@@ -174,9 +174,9 @@ def test_memory_mapped_int_file_is_converted(tmp_path):
 
 
 def test_memory_mapped_nan_is_found_across_chunks(tmp_path, monkeypatch):
-    import wassnet.io
+    import wassnet.w1.io
 
-    monkeypatch.setattr(wassnet.io, "_CHUNK_ELEMENTS", 6)  # 3 rows of d=2 per chunk
+    monkeypatch.setattr(wassnet.w1.io, "_CHUNK_ELEMENTS", 6)  # 3 rows of d=2 per chunk
     data = np.zeros((20, 2), dtype=np.float32)
     data[7, 1] = np.nan
     data[13, 0] = np.inf
@@ -440,7 +440,7 @@ def test_text_not_utf8(tmp_path):
 
 @pytest.mark.parametrize("name", ["a.npy", "a.csv"])
 def test_unreadable_file(tmp_path, monkeypatch, name):
-    import wassnet.io
+    import wassnet.w1.io
 
     p = tmp_path / name
     p.write_text("1 2\n")
@@ -448,7 +448,7 @@ def test_unreadable_file(tmp_path, monkeypatch, name):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(wassnet.io, "open", denied, raising=False)  # shadows builtins.open
+    monkeypatch.setattr(wassnet.w1.io, "open", denied, raising=False)  # shadows builtins.open
     with pytest.raises(InputError, match=rf"{name}: cannot read the file \(Permission denied\)"):
         load_points(p)
 
@@ -512,14 +512,18 @@ def test_validate_points_errors(value, message):
 # ----------------------------------------------------------------------------- weights
 
 
-def test_validate_weights_normalizes():
+def test_validate_weights_keeps_the_given_values():
+    """Weights are returned exactly as given (float64), not normalized: rounding
+    w / sum(w) would change the problem (the marginals are exact ratios downstream)."""
     w = validate_weights([1, 3, 0, 4], 4)
     assert w.dtype == np.float64 and w.shape == (4,)
-    np.testing.assert_allclose(w, [0.125, 0.375, 0.0, 0.5])
-    np.testing.assert_allclose(validate_weights(np.array([[2.0], [2.0]]), 2), [0.5, 0.5])
-    np.testing.assert_allclose(validate_weights(torch.tensor([1.0, 1.0]), 2), [0.5, 0.5])
-    huge = validate_weights([1e308, 1e308], 2)  # the naive sum overflows
-    np.testing.assert_allclose(huge, [0.5, 0.5])
+    np.testing.assert_array_equal(w, [1.0, 3.0, 0.0, 4.0])
+    np.testing.assert_array_equal(validate_weights(np.array([[2.0], [2.0]]), 2), [2.0, 2.0])
+    np.testing.assert_array_equal(validate_weights(torch.tensor([1.0, 1.0]), 2), [1.0, 1.0])
+    huge = validate_weights([1e308, 1e308], 2)  # a sum that would overflow is fine
+    np.testing.assert_array_equal(huge, [1e308, 1e308])
+    with pytest.raises(InputError, match="2\\^53"):
+        validate_weights(np.array([2**53 + 1, 1], dtype=np.int64), 2)
 
 
 def test_validate_weights_does_not_alias_input():
@@ -548,12 +552,12 @@ def test_validate_weights_errors(value, message):
 def test_load_weights_from_files(tmp_path):
     p = tmp_path / "w.txt"
     p.write_text("weight\n1\n1\n2\n")
-    np.testing.assert_allclose(load_weights(p, 3), [0.25, 0.25, 0.5])
+    np.testing.assert_array_equal(load_weights(p, 3), [1.0, 1.0, 2.0])
     q = tmp_path / "w.npz"
     np.savez(q, a=POINTS, w=np.array([1, 1, 1, 1], dtype=np.int32))
     w = load_weights(q, 4, key="w")
     assert w.dtype == np.float64
-    np.testing.assert_allclose(w, np.full(4, 0.25))
+    np.testing.assert_array_equal(w, np.ones(4))
 
 
 def test_load_weights_length_mismatch(tmp_path):

@@ -19,6 +19,7 @@ from scipy.stats import wasserstein_distance
 from wassnet.ot import (
     ExactSolverError,
     PairwiseCost,
+    TransportProblem,
     c_transform_bound,
     exact_w1,
     exact_w1_fits,
@@ -64,13 +65,21 @@ def check_plan(plan, x, y, wa, wb) -> float:
     np.testing.assert_allclose(row_sums, wa, rtol=0, atol=1e-9)
     np.testing.assert_allclose(col_sums, wb, rtol=0, atol=1e-9)
     recomputed = float(np.linalg.norm(x[plan.rows] - y[plan.cols], axis=1) @ plan.mass)
-    # the LP path charges its marginal residual |r|_1 times the diameter: value >= cost
-    residual = np.abs(row_sums - wa).sum() + np.abs(col_sums - wb).sum()
-    pts = np.concatenate([x, y])
-    diameter = 2.0 * np.linalg.norm(pts - pts[0], axis=1).max()
-    assert recomputed <= plan.value + 1e-12 * plan.value
-    assert plan.value - recomputed <= diameter * residual + 1e-12 * plan.value
+    # the residual is charged at the distance to a hub: value >= cost, and the charge
+    # is what plan_bound reports
+    assert recomputed <= plan.value * (1 + 1e-12)
+    assert plan.value - recomputed <= plan.residual_charge + 1e-12 * plan.value
     return recomputed
+
+
+def build(x, y, wa=None, wb=None) -> tuple[TransportProblem, PairwiseCost]:
+    p = TransportProblem.build(x, y, wa, wb)
+    return p, PairwiseCost(p)
+
+
+def scaled(p: TransportProblem, u) -> torch.Tensor:
+    """A potential in the input's units, in the problem's (power-of-two scaled) units."""
+    return torch.as_tensor(np.ldexp(np.asarray(u, dtype=np.float64), -p.exponent))
 
 
 # ----------------------------------------------------------------------------- w1_1d
@@ -166,10 +175,11 @@ def test_exact_w1_fits():
 @pytest.mark.parametrize("chunk_bytes", [1, 8 * 23 * 5, 10**9])
 def test_pairwise_cost_chunks_match_cdist(chunk_bytes):
     rng = np.random.default_rng(4)
-    x, y = t64(rng.normal(size=(37, 4))), t64(rng.normal(size=(23, 4)) + 0.5)
-    reference = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+    x, y = rng.normal(size=(37, 4)), rng.normal(size=(23, 4)) + 0.5
+    p = TransportProblem.build(x, y)
+    reference = torch.cdist(t64(p.x), t64(p.y), compute_mode="donot_use_mm_for_euclid_dist")
     for dense_bytes in (0, 10**9):  # recomputed chunks, and the stored dense matrix
-        cost = PairwiseCost(x, y, dense_bytes=dense_bytes, chunk_bytes=chunk_bytes)
+        cost = PairwiseCost(p, dense_bytes=dense_bytes, chunk_bytes=chunk_bytes)
         chunks = list(cost.chunks())
         starts = [s for s, _ in chunks]
         assert starts == list(range(0, 37, cost.chunk_rows))
@@ -180,23 +190,37 @@ def test_pairwise_cost_chunks_match_cdist(chunk_bytes):
         torch.testing.assert_close(full, reference, rtol=0, atol=1e-12)
         assert (full <= reference).all()  # certified lower bounds of the costs
     rows, cols = np.array([0, 5, 36, 36]), np.array([0, 22, 3, 22])
-    upper = torch.as_tensor(cost.pair_costs(rows, cols))
+    lower, upper = (torch.as_tensor(v) for v in cost.pair_bounds(rows, cols))
     torch.testing.assert_close(upper, reference[rows, cols], rtol=1e-14, atol=0)
-    assert (upper >= reference[rows, cols]).all()  # certified upper bounds
+    assert (upper >= reference[rows, cols]).all() and (lower <= reference[rows, cols]).all()
 
 
 def test_pairwise_cost_is_exact_for_coincident_points():
-    x = t64(np.random.default_rng(0).normal(size=(80, 3)))
-    cost = PairwiseCost(x, x.clone(), dense_bytes=0, chunk_bytes=1000)
+    x = np.random.default_rng(0).normal(size=(80, 3))
+    p = TransportProblem.build(x, x.copy())
+    cost = PairwiseCost(p, dense_bytes=0, chunk_bytes=1000)
     full = torch.cat([c for _, c in cost.chunks()])
-    assert float(full.diagonal().abs().max()) <= 1e-12
+    assert float(full.diagonal().abs().max()) == 0.0  # close pairs: direct differences
+
+
+def test_close_pairs_are_recomputed_by_direct_differences():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 3)) * 1000
+    y = x + rng.normal(size=(30, 3)) * 1e-4  # matched pairs 1e-7 of the radius apart
+    p = TransportProblem.build(x, y)
+    exact = np.diag(exact_cost(p.x, p.y))
+    tight = torch.cat([c for _, c in PairwiseCost(p).chunks()]).diagonal().numpy()
+    loose = torch.cat([c for _, c in PairwiseCost(p, exact_close_pairs=False).chunks()])
+    assert np.all(tight <= exact) and np.allclose(tight, exact, rtol=1e-12)
+    lost = loose.diagonal().numpy()
+    assert np.all(lost <= exact) and lost.sum() < 0.9 * exact.sum()  # the expansion loses them
 
 
 # ----------------------------------------------------------------------------- c_transform_bound
 
 
 def _max_violation(bound, c: np.ndarray) -> float:
-    """max_ij (u_i - v_j - c_ij) with the exact dense cost matrix."""
+    """max_ij (u_i - v_j - c_ij) with the exact dense cost matrix (problem units)."""
     u, v = bound.u.double().numpy(), bound.v.double().numpy()
     return float((u[:, None] - v[None, :] - c).max())
 
@@ -205,55 +229,52 @@ def _max_violation(bound, c: np.ndarray) -> float:
 def test_c_transform_bound_is_feasible_and_below_w1(n, m, weighted):
     rng, x, y, wa, wb = problem(5, n, m, 3, weighted)
     exact, _, _ = pot_solve(x, y, wa, wb)
-    c = exact_cost(x, y)
-    cost = PairwiseCost(t64(x), t64(y))
+    p, cost = build(x, y, wa, wb)
+    c = exact_cost(p.x, p.y)
     for scale in (0.1, 1.0, 10.0):
         u = t64(rng.normal(size=n) * scale)
-        bound = c_transform_bound(cost, u, t64(wa), t64(wb))
-        assert _max_violation(bound, c) <= 1e-12
+        bound = c_transform_bound(cost, u)
+        assert _max_violation(bound, c) <= 0.0
         assert bound.value <= exact * (1 + 1e-12)
-        # the value is the dual objective of the returned pair
-        assert bound.value == pytest.approx(
-            float(wa @ bound.u.numpy() - wb @ bound.v.numpy()), rel=1e-12, abs=1e-14
-        )
+        # the value is the dual objective of the returned pair (input units)
+        value = np.ldexp(float(wa @ bound.u.numpy() - wb @ bound.v.numpy()), p.exponent)
+        assert bound.value == pytest.approx(value, rel=1e-12, abs=1e-14)
     # a 1-Lipschitz potential f(x) = <x, e>: the transforms never lower its dual value
     e = rng.normal(size=3)
     e /= np.linalg.norm(e)
-    bound = c_transform_bound(cost, t64(x @ e), t64(wa), t64(wb))
+    bound = c_transform_bound(cost, t64(p.x @ e))
     assert bound.value >= float(wa @ (x @ e) - wb @ (y @ e)) - 1e-12
     assert bound.value <= exact * (1 + 1e-12)
-    assert _max_violation(bound, c) <= 1e-12
 
 
 @pytest.mark.parametrize(("n", "m", "weighted"), [(50, 50, False), (60, 40, True)])
 def test_c_transform_bound_of_optimal_potential_is_exact(n, m, weighted):
     _, x, y, wa, wb = problem(6, n, m, 4, weighted)
     exact, u_pot, _ = pot_solve(x, y, wa, wb)
-    bound = c_transform_bound(PairwiseCost(t64(x), t64(y)), t64(u_pot), t64(wa), t64(wb))
+    p, cost = build(x, y, wa, wb)
+    bound = c_transform_bound(cost, scaled(p, u_pot))
     assert bound.value == pytest.approx(exact, rel=1e-10)
-    assert _max_violation(bound, exact_cost(x, y)) <= 1e-12
+    assert _max_violation(bound, exact_cost(p.x, p.y)) <= 0.0
 
 
 def test_c_transform_bound_of_identical_clouds_is_at_most_zero():
     rng = np.random.default_rng(0)
-    x = t64(rng.normal(size=(80, 3)))
-    w = t64(uniform(80))
-    cost = PairwiseCost(x, x.clone())
-    worst = max(c_transform_bound(cost, t64(rng.normal(size=80)), w, w).value for _ in range(5))
+    x = rng.normal(size=(80, 3))
+    _, cost = build(x, x.copy())
+    worst = max(c_transform_bound(cost, t64(rng.normal(size=80))).value for _ in range(5))
     assert worst <= 0.0
 
 
 def test_sinkhorn_refined_potentials_stay_certified():
     _, x, y, wa, wb = problem(7, 60, 45, 2, True)
     exact, _, _ = pot_solve(x, y, wa, wb)
-    cost = PairwiseCost(t64(x), t64(y))
-    start = c_transform_bound(cost, t64(x[:, 0]), t64(wa), t64(wb))
-    u, _ = sinkhorn_refine(
-        cost, t64(wa), t64(wb), start.u.clone(), start.v.clone(), epsilons=[0.1, 0.03, 0.01]
-    )
-    refined = c_transform_bound(cost, u, t64(wa), t64(wb))
+    p, cost = build(x, y, wa, wb)
+    start = c_transform_bound(cost, t64(p.x[:, 0]))
+    eps = [np.ldexp(e, -p.exponent) for e in (0.1, 0.03, 0.01)]
+    u, _ = sinkhorn_refine(cost, start.u.clone(), start.v.clone(), epsilons=eps)
+    refined = c_transform_bound(cost, u)
     assert refined.value <= exact * (1 + 1e-12)
-    assert _max_violation(refined, exact_cost(x, y)) <= 1e-12
+    assert _max_violation(refined, exact_cost(p.x, p.y)) <= 0.0
     assert refined.value > start.value  # Sinkhorn sweeps improve a crude potential
 
 
@@ -263,15 +284,16 @@ def test_sinkhorn_refined_potentials_stay_certified():
 def test_sparse_upper_bound_assignment_path_random_potentials():
     rng, x, y, wa, wb = problem(8, 60, 60, 3)
     exact, _, _ = pot_solve(x, y, wa, wb)
-    cost = PairwiseCost(t64(x), t64(y))
+    _, cost = build(x, y)
     for k in (1, 3):
         u, v = t64(rng.normal(size=60)), t64(rng.normal(size=60))
-        plan = sparse_transport_upper_bound(cost, wa, wb, u, v, k=k, lp_max_pairs=0)
+        plan = sparse_transport_upper_bound(cost, u, v, k=k, lp_max_pairs=0)
         assert plan.method == "sparse assignment"
-        # a permutation
+        # a permutation, priced exactly as the assignment (nothing charged)
         assert sorted(plan.rows) == list(range(60)) and sorted(plan.cols) == list(range(60))
         recomputed = check_plan(plan, x, y, wa, wb)
         assert plan.value == pytest.approx(recomputed, rel=1e-12)
+        assert plan.residual_charge == 0.0
         assert plan.value >= exact * (1 - 1e-12)
 
 
@@ -279,44 +301,58 @@ def test_sparse_upper_bound_assignment_path_random_potentials():
 def test_sparse_upper_bound_lp_path_random_potentials(n, m, weighted):
     rng, x, y, wa, wb = problem(9, n, m, 3, weighted)
     exact, _, _ = pot_solve(x, y, wa, wb)
-    cost = PairwiseCost(t64(x), t64(y))
+    p, cost = build(x, y, wa, wb)
     u, v = t64(rng.normal(size=n)), t64(rng.normal(size=m))
-    plan = sparse_transport_upper_bound(cost, wa, wb, u, v, k=2)
+    plan = sparse_transport_upper_bound(cost, u, v, k=2)
     assert plan.method == "sparse LP (HiGHS)"
     check_plan(plan, x, y, wa, wb)
     assert plan.value >= exact * (1 - 1e-12)
     # column generation from the same poor potentials reaches the optimum, both sides
-    plan = sparse_transport_upper_bound(cost, wa, wb, u, v, k=3, rounds=30)
+    plan = sparse_transport_upper_bound(cost, u, v, k=3, rounds=30)
     check_plan(plan, x, y, wa, wb)
     assert plan.value == pytest.approx(exact, rel=1e-10)
     assert plan.value >= exact * (1 - 1e-12)
     assert plan.dual is not None
     assert plan.dual.value == pytest.approx(exact, rel=1e-10)
     assert plan.dual.value <= exact * (1 + 1e-12)
-    assert _max_violation(plan.dual, exact_cost(x, y)) <= 1e-12
+    assert _max_violation(plan.dual, exact_cost(p.x, p.y)) <= 0.0
 
 
 @pytest.mark.parametrize(("n", "m", "weighted"), [(60, 60, False), (70, 50, False), (45, 55, True)])
 def test_sparse_upper_bound_with_optimal_potentials_is_exact(n, m, weighted):
     _, x, y, wa, wb = problem(10, n, m, 3, weighted)
     exact, u_pot, v_pot = pot_solve(x, y, wa, wb)
-    cost = PairwiseCost(t64(x), t64(y))
+    p, cost = build(x, y, wa, wb)
     # POT's pair (u + v <= c) in wassnet's convention (u - v <= c), and its c-transform
-    dual = c_transform_bound(cost, t64(u_pot), t64(wa), t64(wb))
-    for u, v in ((t64(u_pot), t64(-v_pot)), (dual.u, dual.v)):
-        plan = sparse_transport_upper_bound(cost, wa, wb, u, v, k=10)
+    dual = c_transform_bound(cost, scaled(p, u_pot))
+    for u, v in ((scaled(p, u_pot), scaled(p, -v_pot)), (dual.u, dual.v)):
+        plan = sparse_transport_upper_bound(cost, u, v, k=10)
         check_plan(plan, x, y, wa, wb)
         assert plan.value == pytest.approx(exact, rel=1e-10)
         assert plan.value >= exact * (1 - 1e-12)
+
+
+def test_a_failed_lp_falls_back_to_a_certified_coupling(monkeypatch):
+    import wassnet.ot.plans as plans_module
+
+    rng, x, y, wa, wb = problem(12, 40, 30, 2, True)
+    exact, _, _ = pot_solve(x, y, wa, wb)
+    _, cost = build(x, y, wa, wb)
+    monkeypatch.setattr(plans_module, "_sparse_lp", lambda *args: None)
+    u, v = t64(rng.normal(size=40)), t64(rng.normal(size=30))
+    plan = sparse_transport_upper_bound(cost, u, v, k=3, rounds=5)
+    assert "failed or timed out" in plan.method
+    assert plan.value >= exact * (1 - 1e-12)
+    check_plan(plan, x, y, wa, wb)
 
 
 @pytest.mark.parametrize(("n", "m", "weighted"), [(60, 60, False), (70, 50, False), (45, 55, True)])
 def test_sparse_upper_bound_k0_is_a_feasible_coupling(n, m, weighted):
     rng, x, y, wa, wb = problem(11, n, m, 3, weighted)
     exact, _, _ = pot_solve(x, y, wa, wb)
-    cost = PairwiseCost(t64(x), t64(y))
+    _, cost = build(x, y, wa, wb)
     u, v = t64(rng.normal(size=n)), t64(rng.normal(size=m))
-    monotone = sparse_transport_upper_bound(cost, wa, wb, u, v, k=0, block=0)
+    monotone = sparse_transport_upper_bound(cost, u, v, k=0, block=0)
     assert monotone.method == "monotone coupling"
     assert monotone.value == pytest.approx(check_plan(monotone, x, y, wa, wb), rel=1e-12)
     assert monotone.value >= exact * (1 - 1e-12)
@@ -324,10 +360,10 @@ def test_sparse_upper_bound_k0_is_a_feasible_coupling(n, m, weighted):
         oa, ob = np.argsort(-u.numpy()), np.argsort(-v.numpy())
         expected = float(np.linalg.norm(x[oa] - y[ob], axis=1).mean())
         assert monotone.value == pytest.approx(expected, rel=1e-12)
-    default = sparse_transport_upper_bound(cost, wa, wb, u, v, k=0)
+    default = sparse_transport_upper_bound(cost, u, v, k=0)
     assert default.value == pytest.approx(check_plan(default, x, y, wa, wb), rel=1e-12)
     assert exact * (1 - 1e-12) <= default.value <= monotone.value
     # block refinement never raises the cost
-    blocks = sparse_transport_upper_bound(cost, wa, wb, u, v, k=0, block=20)
+    blocks = sparse_transport_upper_bound(cost, u, v, k=0, block=20)
     check_plan(blocks, x, y, wa, wb)
     assert exact * (1 - 1e-12) <= blocks.value <= monotone.value

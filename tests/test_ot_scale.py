@@ -17,6 +17,7 @@ import wassnet.ot.tiles as tiles_module
 from wassnet.ot import (
     PairwiseCost,
     TiledCost,
+    TransportProblem,
     assignment_bracket,
     c_transform_bound,
     tiled_c_transform_bound,
@@ -29,10 +30,17 @@ def t64(a) -> torch.Tensor:
 
 
 def clouds(seed: int, n: int, m: int, d: int, offset: float = 0.0, spread: float = 1.0):
+    """Two clouds, already in a problem's units (largest coordinate in [1/2, 1))."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)) * spread + offset
     y = rng.normal(size=(m, d)) * np.linspace(0.5, 2.0, d) + 0.5 + offset
-    return rng, x, y
+    p = TransportProblem.build(x, y)
+    return rng, p.x, p.y
+
+
+def problem(x, y) -> TransportProblem:
+    """The problem of two clouds (for clouds from ``clouds``, scaled by 2^0: the same)."""
+    return TransportProblem.build(x, y)
 
 
 def true_row_min(x: np.ndarray, y: np.ndarray, p: torch.Tensor) -> torch.Tensor:
@@ -54,7 +62,7 @@ def true_row_min(x: np.ndarray, y: np.ndarray, p: torch.Tensor) -> torch.Tensor:
 def test_row_min_is_a_certified_lower_bound(n, m, d, offset, spread, tile):
     rng, x, y = clouds(1, n, m, d, offset, spread)
     y[:5] = x[:5] + 1e-9  # near-coincident pairs: the worst case of the expansion
-    cost = TiledCost(x, y, backend="eager", tile=tile)
+    cost = TiledCost(problem(x, y), backend="eager", tile=tile)
     for scale in (0.0, 1.0, 1e3):
         p = cost.round_potential(rng.normal(size=m) * scale)
         lower, arg = cost.row_min(p, argmin=True)
@@ -72,7 +80,7 @@ def test_row_min_is_a_certified_lower_bound(n, m, d, offset, spread, tile):
 
 def test_transpose_serves_the_other_direction():
     _, x, y = clouds(2, 30, 45, 5)
-    cost = TiledCost(x, y, backend="eager", tile=16)
+    cost = TiledCost(problem(x, y), backend="eager", tile=16)
     assert cost.T.n == 45 and cost.T.m == 30 and cost.T.T is cost
     p = cost.T.round_potential(np.linspace(-1, 1, 30))
     lower = cost.T.row_min(p)
@@ -81,7 +89,7 @@ def test_transpose_serves_the_other_direction():
 
 def test_row_candidates_contain_each_rows_minimizer():
     rng, x, y = clouds(3, 60, 200, 4)
-    cost = TiledCost(x, y, backend="eager", tile=64)
+    cost = TiledCost(problem(x, y), backend="eager", tile=64)
     p = cost.round_potential(rng.normal(size=200))
     cand = cost.row_candidates(p, k=6, block=8)
     assert cand.shape == (60, 6) and int(cand.min()) >= 0 and int(cand.max()) < 200
@@ -92,23 +100,21 @@ def test_row_candidates_contain_each_rows_minimizer():
 
 def test_bad_potentials_and_shapes_are_refused():
     _, x, y = clouds(4, 10, 12, 3)
-    cost = TiledCost(x, y, backend="eager")
+    cost = TiledCost(problem(x, y), backend="eager")
     with pytest.raises(ValueError, match="shape"):
         cost.row_min(torch.zeros(10, dtype=torch.float64))
     with pytest.raises(ValueError, match="NaN or inf"):
         cost.row_min(torch.full((12,), float("nan"), dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"\[n, d\]"):
-        TiledCost(x, y[:, :2])
     with pytest.raises(ValueError, match="backend"):
-        TiledCost(x, y, backend="fast")
+        TiledCost(problem(x, y), backend="fast")
 
 
 def test_compiled_kernels_agree_with_eager_or_fall_back():
     """``backend="compiled"`` must give certified values; where this machine cannot
     compile, the fallback to eager torch is taken with a warning, not an error."""
     _, x, y = clouds(5, 100, 80, 6)
-    eager = TiledCost(x, y, backend="eager", tile=32)
-    compiled = TiledCost(x, y, backend="compiled", tile=32)
+    eager = TiledCost(problem(x, y), backend="eager", tile=32)
+    compiled = TiledCost(problem(x, y), backend="compiled", tile=32)
     p = eager.round_potential(np.linspace(0, 2, 80))
     with _maybe_warns():
         got = compiled.row_min(p)
@@ -147,7 +153,7 @@ def test_a_failing_compiled_kernel_falls_back_to_eager(monkeypatch, kernel, why)
     monkeypatch.setattr(tiles_module, "_COMPILED", {"min": kernel})
     monkeypatch.setattr(tiles_module, "_BROKEN", set())
     _, x, y = clouds(6, 20, 20, 3)
-    cost = TiledCost(x, y, backend="compiled", tile=8)
+    cost = TiledCost(problem(x, y), backend="compiled", tile=8)
     p = cost.round_potential(np.zeros(20))
     with pytest.warns(RuntimeWarning, match=why):
         lower = cost.row_min(p)
@@ -161,16 +167,15 @@ def test_a_failing_compiled_kernel_falls_back_to_eager(monkeypatch, kernel, why)
 @pytest.mark.parametrize(("n", "m"), [(50, 50), (64, 37)])
 def test_tiled_c_transform_is_feasible_below_w1_and_close_to_float64(n, m):
     rng, x, y = clouds(8, n, m, 4)
-    wa, wb = t64(np.full(n, 1 / n)), t64(np.full(m, 1 / m))
     exact = pot_w1(x, y)
     c = exact_cost(x, y)
-    tiles = TiledCost(x, y, backend="eager", tile=16)
+    tiles = TiledCost(problem(x, y), backend="eager", tile=16)
     for u in (t64(rng.normal(size=n)), t64(x[:, 0])):
-        bound = tiled_c_transform_bound(tiles, u, wa, wb)
+        bound = tiled_c_transform_bound(tiles, u)
         violation = (bound.u[:, None] - bound.v[None, :]).numpy() - c
         assert violation.max() <= 0.0
         assert bound.value <= exact
-        reference = c_transform_bound(PairwiseCost(x, y), u, wa, wb).value
+        reference = c_transform_bound(PairwiseCost(problem(x, y)), u).value
         assert bound.value == pytest.approx(reference, abs=1e-4)
 
 
@@ -212,8 +217,10 @@ def test_assignment_bracket_contains_and_reaches_exact_w1(seed, n, d, start, fus
         "random": rng.normal(size=n),
     }[start]
     v0 = np.zeros(n) if start != "linear" else y[:, 0]
-    tiles = TiledCost(x, y, backend="eager", tile=32) if fused else None
-    result = assignment_bracket(PairwiseCost(x, y), tiles, t64(u0), t64(v0), k=4, rounds=30)
+    tiles = TiledCost(problem(x, y), backend="eager", tile=32) if fused else None
+    result = assignment_bracket(
+        PairwiseCost(problem(x, y)), tiles, t64(u0), t64(v0), k=4, rounds=30
+    )
     plan, dual = result.plan, result.dual
     assert dual.value <= exact <= plan.value
     assert sorted(plan.cols.tolist()) == list(range(n))  # a permutation
@@ -238,8 +245,8 @@ def test_assignment_bracket_is_always_certified(seed, n, d, rounds):
     y = x[rng.permutation(n)] + rng.normal(size=(n, d)) * rng.choice([0.0, 1e-6, 1.0])
     exact = pot_w1(x, y)
     z = t64(rng.normal(size=n))
-    tiles = TiledCost(x, y, backend="eager", tile=8) if seed % 2 else None
-    result = assignment_bracket(PairwiseCost(x, y), tiles, z, z, k=2, rounds=rounds)
+    tiles = TiledCost(problem(x, y), backend="eager", tile=8) if seed % 2 else None
+    result = assignment_bracket(PairwiseCost(problem(x, y)), tiles, z, z, k=2, rounds=rounds)
     assert result.dual.value <= exact + 1e-12
     assert exact <= result.plan.value * (1 + 1e-12) + 1e-15
 
@@ -248,12 +255,15 @@ def test_assignment_bracket_refuses_unequal_sizes_and_respects_its_time_budget()
     _, x, y = clouds(13, 30, 31, 2)
     with pytest.raises(ValueError, match="same size"):
         assignment_bracket(
-            PairwiseCost(x, y), TiledCost(x, y), t64(np.zeros(30)), t64(np.zeros(31))
+            PairwiseCost(problem(x, y)),
+            TiledCost(problem(x, y)),
+            t64(np.zeros(30)),
+            t64(np.zeros(31)),
         )
     _, x, y = clouds(13, 60, 60, 2)
     result = assignment_bracket(
-        PairwiseCost(x, y),
-        TiledCost(x, y, backend="eager"),
+        PairwiseCost(problem(x, y)),
+        TiledCost(problem(x, y), backend="eager"),
         t64(np.zeros(60)),
         t64(np.zeros(60)),
         time_budget=0.0,
@@ -263,30 +273,10 @@ def test_assignment_bracket_refuses_unequal_sizes_and_respects_its_time_budget()
 
 
 @pytest.mark.parametrize("n", [1, 2, 40])
-def test_estimate_on_identical_clouds_brackets_zero(n):
-    from wassnet.estimate import estimate_w1
+def test_assignment_route_on_identical_clouds_brackets_zero(n):
+    from wassnet.w1 import SampleOptions, estimate_w1
 
     x = np.random.default_rng(n).normal(size=(n, 3))
-    r = estimate_w1(x, x[::-1].copy(), steps=5, progress=True)
-    assert r.upper_method == "sparse assignment"
-    assert r.lower <= 0.0 <= r.upper <= 1e-12
-
-
-def test_floor_brackets_w1_between_two_halves_of_a():
-    from wassnet.estimate import FloorResult, estimate_w1
-
-    rng = np.random.default_rng(14)
-    a, b = rng.normal(size=(81, 3)), rng.normal(size=(60, 3)) + 2.0
-    r = estimate_w1(a, b, steps=5, floor=True, progress=False)
-    assert isinstance(r.floor, FloorResult) and r.floor.n == 40
-    # reproduce the split: halves of a permutation drawn from the seed
-    perm = np.random.default_rng([0, 1]).permutation(81)
-    exact = pot_w1(a[np.sort(perm[:40])], a[np.sort(perm[40:80])])
-    assert r.floor.lower <= exact <= r.floor.upper
-    assert r.floor.upper == pytest.approx(exact, rel=1e-9)
-    assert r.floor.upper < r.lower  # the shift is far above the sampling floor
-    assert r.to_dict()["floor"] == {"lower": r.floor.lower, "upper": r.floor.upper, "n": 40}
-    line = estimate_w1(a[:, 0], b[:, 0], floor=True, progress=False).floor
-    assert line is not None and line.lower == line.upper  # the line: exact by sorting
-    with pytest.raises(ValueError, match="at least 2"):
-        estimate_w1(a[:1], b, floor=True, progress=False)
+    r = estimate_w1(x, x[::-1].copy(), sample=SampleOptions(route="assignment"), progress=True)
+    assert r.sample.upper_method.startswith("optimal assignment")
+    assert r.sample.lower <= 0.0 <= r.sample.upper == 0.0

@@ -60,13 +60,17 @@ def check_eps(eps: float | Sequence[float]) -> list[float]:
 
 
 def logit_margin(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(prediction, margin)`` of ``[batch, k]`` logits: argmax and top-1 minus top-2 (>= 0)."""
+    """``(prediction, margin)`` of ``[batch, k]`` logits: argmax and top-1 minus top-2
+    (float64, ``>= 0``, rounded down: never above the exact gap between the logits)."""
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(
             f"logits must be [batch, classes] with >= 2 classes, got {tuple(logits.shape)}"
         )
     top = logits.topk(2, dim=1)
-    return top.indices[:, 0], (top.values[:, 0] - top.values[:, 1])
+    first, second = top.values[:, 0].double(), top.values[:, 1].double()
+    gap = first - second  # float64: rounded at most once, then one step down
+    gap = torch.where(gap > 0, torch.nextafter(gap, torch.zeros_like(gap)), gap)
+    return top.indices[:, 0], gap.clamp_min(0)
 
 
 def resolve_lipschitz(
@@ -158,8 +162,16 @@ def certified_radius(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
     prediction, margin = _predict(model, x, batch_size)
-    radius = margin / (SQRT2 * bound)
+    radius = radius_from_margin(margin, bound)
     return (prediction, radius) if return_prediction else radius
+
+
+def radius_from_margin(margin: torch.Tensor, bound: float) -> torch.Tensor:
+    """``margin / (sqrt(2) L)`` rounded down: the denominator is rounded up (``sqrt(2)``
+    and the product), the quotient one step down (``0`` stays ``0``)."""
+    denominator = math.nextafter(math.nextafter(SQRT2, math.inf) * bound, math.inf)
+    radius = margin.to(torch.float64) / denominator
+    return torch.where(radius > 0, torch.nextafter(radius, torch.zeros_like(radius)), radius)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@
   :class:`BjorckLinear`, :func:`bjorck_orthonormalize`
 * orthogonal convolutions: :class:`BCOPConv2d`
 * certificates: :func:`lipschitz_bound` (per-layer breakdown in a
-  :class:`LipschitzCertificate`), :func:`power_iteration_norm`
+  :class:`LipschitzCertificate`), :func:`check_faithful` (refuses modules whose
+  function may differ from their type's), :func:`spectral_norm_upper` (verified
+  norms), :func:`power_iteration_norm`
 * deployment: :func:`export` to plain torch layers
 """
 
@@ -17,11 +19,13 @@ from wassnet.nn.lipschitz import (
     LayerBound,
     LipschitzBoundError,
     LipschitzCertificate,
+    check_faithful,
     conv2d_operator_norm,
     lipschitz_bound,
     power_iteration_norm,
     register_lipschitz_rule,
 )
+from wassnet.nn.spectral import spectral_norm_upper
 
 __all__ = [
     "BCOPConv2d",
@@ -36,9 +40,11 @@ __all__ = [
     "MaxMin",
     "bjorck",
     "bjorck_orthonormalize",
+    "check_faithful",
     "conv2d_operator_norm",
     "export",
     "lipschitz_bound",
     "power_iteration_norm",
     "register_lipschitz_rule",
+    "spectral_norm_upper",
 ]

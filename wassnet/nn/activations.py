@@ -74,6 +74,9 @@ class GroupSort(nn.Module):
 class MaxMin(GroupSort):
     """GroupSort with groups of two: each pair ``(a, b)`` becomes ``(max, min)``."""
 
+    #: a permutation of its input, like GroupSort: certified by GroupSort's rule
+    lipschitz_inherits_rule = True
+
     def __init__(self, dim: int = 1) -> None:
         super().__init__(group_size=2, dim=dim)
 
@@ -83,6 +86,9 @@ class MaxMin(GroupSort):
 
 class FullSort(GroupSort):
     """Sort all channels along ``dim`` in descending order (one group of size ``C``)."""
+
+    #: a permutation of its input, like GroupSort: certified by GroupSort's rule
+    lipschitz_inherits_rule = True
 
     def __init__(self, dim: int = 1) -> None:
         super().__init__(group_size=1, dim=dim)

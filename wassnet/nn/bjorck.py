@@ -176,6 +176,9 @@ class BjorckLinear(nn.Linear):
         iters, order, scaling: see :func:`bjorck_orthonormalize`.
     """
 
+    #: computes ``nn.Linear``'s function of its (parametrized) weight
+    lipschitz_inherits_rule = True
+
     def __init__(
         self,
         in_features: int,

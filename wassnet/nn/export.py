@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wassnet.nn.lipschitz import LipschitzBoundError, check_faithful, is_plain_sequential
+
 __all__ = ["export"]
 
 
@@ -49,13 +51,24 @@ def _plain_layer(module: nn.Linear | nn.Conv2d) -> nn.Module:
     return plain
 
 
-def _export(module: nn.Module) -> nn.Module:
+def _export(module: nn.Module, name: str = "") -> nn.Module:
+    check_faithful(module, name)  # hooks, instance forwards, undeclared subclasses
     if callable(getattr(module, "export", None)):
         return module.export()
     if isinstance(module, (nn.Linear, nn.Conv2d)) and type(module) not in (nn.Linear, nn.Conv2d):
-        return _plain_layer(module)  # subclasses and parametrized layers
+        return _plain_layer(module)  # declared subclasses and parametrized layers
     if isinstance(module, nn.Sequential):
-        return nn.Sequential(*(_export(child) for child in module))
+        if not is_plain_sequential(module):
+            raise LipschitzBoundError(
+                f"cannot export {name or '<model>'}: {type(module).__name__} overrides "
+                "nn.Sequential's forward methods"
+            )
+        return nn.Sequential(
+            *(
+                _export(child, f"{name}.{key}" if name else key)
+                for key, child in module.named_children()
+            )
+        )
     if parametrize.is_parametrized(module):
         raise TypeError(
             f"cannot export parametrized {type(module).__name__}: give it an export() method"
@@ -64,8 +77,8 @@ def _export(module: nn.Module) -> nn.Module:
     shell = copy.copy(module)
     shell._modules = {}
     shell = copy.deepcopy(shell)
-    for name, child in children.items():
-        setattr(shell, name, _export(child))
+    for key, child in children.items():
+        setattr(shell, key, _export(child, f"{name}.{key}" if name else key))
     return shell
 
 
@@ -77,6 +90,12 @@ def export(model: nn.Module) -> nn.Module:
     replaced by what it returns; Björck/BCOP weights are evaluated once and stored as
     ordinary parameters; the copy is in the same train/eval mode and on the same
     device as the original.
+
+    Raises:
+        LipschitzBoundError: a module whose function may differ from its type's (forward
+            hooks, an instance-level forward, a subclass overriding a forward method
+            without declaring ``lipschitz_inherits_rule``), which a plain layer would
+            not reproduce (:func:`wassnet.nn.lipschitz.check_faithful`).
     """
     with parametrize.cached():
         exported = _export(model)

@@ -5,11 +5,14 @@ layers it knows, computes a bound for each layer **from its weights as they are
 now**, and multiplies them (the Lipschitz constant of a composition is at most the
 product). Per layer:
 
-* ``nn.Linear`` (Björck or not): the largest singular value, by a float64 SVD.
+* ``nn.Linear`` (Björck or not): the largest singular value, by a verified float64
+  bound (:func:`wassnet.nn.spectral.spectral_norm_upper`: a few ``1e-15`` above the
+  exact value, proven, never below it).
 * ``nn.Conv2d`` with circular padding that keeps the spatial size, stride 1: the
   exact operator norm on the given input size, from the singular values of the
   kernel's 2-D DFT at every frequency of the ``H x W`` grid (Sedghi, Gupta & Long,
-  ICLR 2019).
+  ICLR 2019). The DFT is summed directly over the kernel's taps, so its rounding
+  error has an explicit bound that is charged to each frequency's verified norm.
 * ``nn.Conv2d`` with zero padding (any padding): the zero-padded convolution is a
   crop of the circular convolution on the padded grid ``(H + pad_h) x (W + pad_w)``
   applied to the zero-extended input; both the crop and the extension have norm 1,
@@ -25,8 +28,18 @@ assumed 1-Lipschitz. A custom container with its own ``forward`` is not walked f
 the same reason (its forward may add skip connections). Register rules for new
 layers with :func:`register_lipschitz_rule`.
 
-Rounding: bounds are computed in float64; each factor is multiplied by
-``1 + ROUNDING_MARGIN`` to cover the float64 rounding of the SVD/FFT computation.
+**Faithfulness.** A rule describes what its class computes. A module whose function
+may differ from its type's is refused with :class:`LipschitzBoundError` naming it
+(:func:`check_faithful`): forward hooks or forward pre-hooks (the module's own or
+global ones), an instance-level ``forward`` (or ``_call_impl``), and a subclass of a
+class with a rule, unless the subclass declares ``lipschitz_inherits_rule = True``
+in its own body and overrides none of the methods the forward pass goes through.
+Backward hooks do not change the function and are allowed.
+
+**Rounding.** Every factor is a proven upper bound in exact arithmetic on the weights
+as they are (float32 or float64 values, exactly), and the product is rounded up.
+Not covered: the rounding of the network's own forward pass (a certificate is about
+the function the weights define, not about a float32 evaluation of it).
 """
 
 from __future__ import annotations
@@ -40,26 +53,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wassnet.errors import WassnetError
 from wassnet.nn.activations import GroupSort
 from wassnet.nn.bcop import BCOPConv2d
+from wassnet.nn.spectral import spectral_norm_upper
+from wassnet.rounding import product_up
 
 __all__ = [
-    "ROUNDING_MARGIN",
     "LayerBound",
     "LipschitzBoundError",
     "LipschitzCertificate",
+    "check_faithful",
     "conv2d_operator_norm",
     "lipschitz_bound",
     "power_iteration_norm",
     "register_lipschitz_rule",
 ]
 
-ROUNDING_MARGIN = 1e-9
 Shape = tuple[int, ...]
 Rule = Callable[[nn.Module, Shape], tuple[float, str]]
 
 
-class LipschitzBoundError(TypeError):
+class LipschitzBoundError(WassnetError, TypeError):
     """Raised for a layer whose Lipschitz constant wassnet cannot certify."""
 
 
@@ -112,61 +127,171 @@ class LipschitzCertificate:
 
 _RULES: dict[type, Rule] = {}
 
+#: Methods a forward pass goes through: a subclass that overrides one of them may
+#: compute another function than its registered parent.
+FORWARD_METHODS = (
+    "forward",
+    "_conv_forward",
+    "__call__",
+    "_call_impl",
+    "_wrapped_call_impl",
+    "__iter__",
+)
+
 
 def register_lipschitz_rule(cls: type, rule: Rule) -> None:
-    """Teach :func:`lipschitz_bound` a layer type.
+    """Teach :func:`lipschitz_bound` a layer type (this exact class).
 
     ``rule(module, input_shape)`` returns ``(bound, method)``, where ``bound`` must be a
     proven upper bound on the module's L2 Lipschitz constant for inputs of
     ``input_shape`` (no batch dimension) and ``method`` says how it was obtained
-    (start it with ``"upper"`` when it is not the exact constant). Subclasses of
-    ``cls`` use the rule too unless they have their own.
+    (start it with ``"upper"`` when it is not the exact constant). A subclass of
+    ``cls`` uses the rule only if it declares ``lipschitz_inherits_rule = True`` in
+    its own body and overrides none of :data:`FORWARD_METHODS`.
     """
     _RULES[cls] = rule
 
 
-def _rule_for(module: nn.Module) -> Rule | None:
-    for cls in type(module).__mro__:
-        if cls in _RULES:
-            return _RULES[cls]
-    return None
+def _declared_class(module: nn.Module) -> type:
+    """The module's class, seen through ``torch.nn.utils.parametrize``'s generated one."""
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        cls = cls.__bases__[0]
+    return cls
 
 
-def _margin(value: float) -> float:
-    return value * (1.0 + ROUNDING_MARGIN)
+def _overridden(cls: type, base: type) -> list[str]:
+    """Forward methods that a class between ``cls`` and ``base`` (exclusive) redefines."""
+    found = []
+    for klass in cls.__mro__:
+        if klass is base:
+            break
+        found += [name for name in FORWARD_METHODS if name in vars(klass)]
+    return found
+
+
+def _hooks(module: nn.Module) -> list[str]:
+    kinds = []
+    if module._forward_hooks:
+        kinds.append("forward hooks")
+    if module._forward_pre_hooks:
+        kinds.append("forward pre-hooks")
+    return kinds
+
+
+def check_faithful(module: nn.Module, name: str = "") -> None:
+    """Refuse a module whose function may differ from what its type computes.
+
+    Raises:
+        LipschitzBoundError: forward hooks or pre-hooks on the module, an instance-level
+            ``forward`` (or call method), or a class that overrides a forward method of
+            a class with a registered rule without declaring ``lipschitz_inherits_rule``.
+    """
+    label = name or "<model>"
+    where = f"layer {label} ({type(module).__name__})"
+    hooks = _hooks(module)
+    if hooks:
+        raise LipschitzBoundError(
+            f"{where} has {' and '.join(hooks)}: they may change its function; remove them "
+            "before certifying or exporting"
+        )
+    own = [m for m in FORWARD_METHODS if m in vars(module)]
+    if own:
+        raise LipschitzBoundError(
+            f"{where} overrides {', '.join(own)} on the instance: its function is not its type's"
+        )
+    _rule_for(module, label)
+
+
+def _global_hooks() -> list[str]:
+    from torch.nn.modules import module as module_impl
+
+    kinds = []
+    if module_impl._global_forward_hooks:
+        kinds.append("global forward hooks")
+    if module_impl._global_forward_pre_hooks:
+        kinds.append("global forward pre-hooks")
+    return kinds
+
+
+def _rule_for(module: nn.Module, label: str = "<model>") -> Rule | None:
+    """The rule of the module's exact class, or an inherited one that the subclass
+    declares safe; ``None`` when no class in its MRO has a rule."""
+    cls = _declared_class(module)
+    if cls in _RULES:
+        return _RULES[cls]
+    base = next((k for k in cls.__mro__[1:] if k in _RULES), None)
+    if base is None:
+        return None
+    between = [k for k in cls.__mro__[: cls.__mro__.index(base)]]
+    undeclared = [k.__name__ for k in between if not vars(k).get("lipschitz_inherits_rule")]
+    if undeclared:
+        raise LipschitzBoundError(
+            f"layer {label}: {cls.__name__} subclasses {base.__name__} without declaring "
+            "lipschitz_inherits_rule = True (a subclass may compute another function); "
+            "declare it in the class body if its function is its parent's"
+        )
+    overridden = _overridden(cls, base)
+    if overridden:
+        raise LipschitzBoundError(
+            f"layer {label}: {cls.__name__} overrides {', '.join(sorted(set(overridden)))} of "
+            f"{base.__name__}: its function may differ from the rule's"
+        )
+    return _RULES[base]
 
 
 def _linear_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
-    weight = module.weight.detach().to("cpu", torch.float64)
-    return _margin(float(torch.linalg.svdvals(weight)[0])), "exact: SVD"
+    weight = module.weight
+    if isinstance(weight, nn.parameter.UninitializedParameter):
+        raise LipschitzBoundError("uninitialized lazy layer: run one forward pass first")
+    weight = weight.detach().to("cpu", torch.float64)
+    return spectral_norm_upper(weight), "exact (verified): spectral norm"
 
 
-def _fold(kernel: torch.Tensor, grid: Shape) -> torch.Tensor:
-    """Wrap a ``[o, i, kh, kw]`` kernel onto a periodic ``grid`` (sums aliased taps)."""
-    o, i, kh, kw = kernel.shape
-    gh, gw = grid
-    rows = torch.arange(kh) % gh
-    cols = torch.arange(kw) % gw
-    folded = kernel.new_zeros(o, i, gh, kw).index_add_(2, rows, kernel)
-    return folded.new_zeros(o, i, gh, gw).index_add_(3, cols, folded)
+_U = 2.0**-53
+
+
+def _dft_error_factor(taps: int) -> float:
+    """``c`` with ``|K_hat - K| <= c * sum_t |k_t|`` entrywise for the direct DFT:
+    twiddles within ``64 u`` (angle ``2 pi r / N`` to ``3 u`` relative, libm's cos/sin
+    to an ulp), and a complex-by-real sum of ``taps`` products (``2 sqrt(2) gamma``)."""
+    gamma = 2.0 * (taps + 2) * _U
+    return math.nextafter(64 * _U + 3.0 * gamma, math.inf)
 
 
 def conv2d_operator_norm(kernel: torch.Tensor, grid: Shape, chunk: int = 2**22) -> float:
-    """Exact operator norm of the circular (periodic) convolution by ``kernel`` on ``grid``.
+    """Operator norm of the circular (periodic) convolution by ``kernel`` on ``grid``,
+    a proven upper bound a few ``1e-15`` above the exact value.
 
     The circular convolution is block-diagonalized by the 2-D DFT: its singular values
     are those of the ``[out, in]`` matrices ``K_hat(u, v)`` over all frequencies of the
-    grid (Sedghi et al. 2019). Padding offsets only change phases, not singular values.
-    Computed in float64, in chunks of frequencies to bound memory. Conjugate
-    symmetry of a real kernel halves the work (``rfft2``).
+    grid (Sedghi et al. 2019). Padding offsets only change phases, not singular values;
+    taps beyond the grid alias (the phase is taken modulo the grid). ``K_hat`` is
+    summed directly over the taps (float64), its rounding bounded entrywise
+    (:func:`_dft_error_factor`) and charged to each frequency's verified norm
+    (:func:`wassnet.nn.spectral.spectral_norm_upper`). Conjugate symmetry of a real
+    kernel halves the frequencies; ``chunk`` bounds the memory per batch of them.
     """
-    k = _fold(kernel.detach().to("cpu", torch.float64), grid)
-    spectrum = torch.fft.rfft2(k).permute(2, 3, 0, 1).reshape(-1, k.shape[0], k.shape[1])
-    per_chunk = max(1, chunk // max(1, k.shape[0] * k.shape[1]))
+    k = kernel.detach().to("cpu", torch.float64)
+    o, i, kh, kw = k.shape
+    gh, gw = grid
+    taps = k.reshape(o * i, kh * kw).T  # [T, o * i]
+    a = torch.arange(kh).repeat_interleave(kw)
+    b = torch.arange(kw).repeat(kh)
+    u = torch.arange(gh).repeat_interleave(gw // 2 + 1)
+    v = torch.arange(gw // 2 + 1).repeat(gh)
+    period = gh * gw
+    # exact integer phases: angle = -2 pi ((u a gw + v b gh) mod (gh gw)) / (gh gw)
+    phase = (u[:, None] * a[None, :] * gw + v[:, None] * b[None, :] * gh) % period
+    absolute = taps.abs().sum(0).reshape(o, i)  # sum_t |k_t| per entry
+    error = _dft_error_factor(kh * kw) * float(absolute.pow(2).sum().sqrt()) * (1 + 1e-12)
+    per_chunk = max(1, chunk // max(1, kh * kw + o * i))
     best = 0.0
-    for start in range(0, spectrum.shape[0], per_chunk):
-        block = spectrum[start : start + per_chunk]
-        best = max(best, float(torch.linalg.matrix_norm(block, ord=2).max()))
+    for start in range(0, len(phase), per_chunk):
+        angle = phase[start : start + per_chunk].to(torch.float64) * (-2.0 * math.pi / period)
+        twiddle = torch.polar(torch.ones_like(angle), angle)  # [F, T]
+        spectrum = (twiddle @ taps.to(torch.complex128)).reshape(-1, o, i)
+        best = max(best, spectral_norm_upper(spectrum, error))
     return best
 
 
@@ -231,7 +356,7 @@ def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     norm = conv2d_operator_norm(_polyphase(kernel, (sh, sw)), grid)
     if (sh, sw) != (1, 1):
         exact += f", polyphase stride {sh}x{sw}"
-    return _margin(norm), exact
+    return norm, exact
 
 
 def _constant(value: float, method: str) -> Rule:
@@ -243,8 +368,14 @@ def _leaky_relu_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]
 
 
 def _dropout_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+    if module.training and module.p >= 1:
+        raise LipschitzBoundError(
+            "training-mode dropout with p = 1 is not certified (it zeroes every input); "
+            "certify the model in eval mode"
+        )
     if module.training and module.p > 0:
-        return 1.0 / (1.0 - module.p), "upper: training-mode dropout rescaling"
+        bound = math.nextafter(1.0 / (1.0 - module.p), math.inf)
+        return bound, "upper: training-mode dropout rescaling"
     return 1.0, "exact: identity in eval mode"
 
 
@@ -269,19 +400,17 @@ register_lipschitz_rule(nn.LeakyReLU, _leaky_relu_rule)
 register_lipschitz_rule(nn.Dropout, _dropout_rule)
 
 
-def _type_name(module: nn.Module) -> str:
-    cls = type(module)
-    return cls.__mro__[1].__name__ if parametrize.is_parametrized(module) else cls.__name__
-
-
-def _is_plain_sequential(module: nn.Module) -> bool:
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+def is_plain_sequential(module: nn.Module) -> bool:
+    """An ``nn.Sequential`` whose class overrides none of the forward methods."""
+    cls = _declared_class(module)
+    return issubclass(cls, nn.Sequential) and not _overridden(cls, nn.Sequential)
 
 
 def _walk(module: nn.Module, name: str, shape: Shape, out: list[LayerBound], probe: torch.Tensor):
     """Append the bounds of ``module``'s layers to ``out``; return the output probe."""
-    rule = _rule_for(module)
-    if rule is None and _is_plain_sequential(module):
+    check_faithful(module, name)
+    rule = _rule_for(module, name or "<model>")
+    if rule is None and is_plain_sequential(module):
         for child_name, child in module.named_children():
             probe = _walk(child, f"{name}.{child_name}" if name else child_name, shape, out, probe)
             shape = tuple(probe.shape[1:])
@@ -297,10 +426,24 @@ def _walk(module: nn.Module, name: str, shape: Shape, out: list[LayerBound], pro
     result = module(probe)
     out.append(
         LayerBound(
-            name or "<model>", _type_name(module), shape, tuple(result.shape[1:]), bound, method
+            name or "<model>",
+            _declared_class(module).__name__,
+            shape,
+            tuple(result.shape[1:]),
+            bound,
+            method,
         )
     )
     return result
+
+
+def _product_up(factors: Sequence[float]) -> float:
+    """The product of nonnegative factors, each multiplication rounded up (exact
+    products stay exact)."""
+    total = 1.0
+    for f in factors:
+        total = float(product_up(total, f))
+    return total
 
 
 @torch.no_grad()
@@ -319,11 +462,20 @@ def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCe
         are), never assumed from the construction.
 
     Raises:
-        LipschitzBoundError: for a layer without a rule, or an unsupported
-            configuration (grouped convolutions, reflect padding, ...).
+        LipschitzBoundError: for a layer without a rule, an unsupported configuration
+            (grouped convolutions, reflect padding, ...), or a module whose function may
+            differ from its type's (:func:`check_faithful`).
     """
     shape = tuple(int(s) for s in input_shape)
-    param = next(model.parameters(), None)
+    hooks = _global_hooks()
+    if hooks:
+        raise LipschitzBoundError(
+            f"{' and '.join(hooks)} are registered: they may change every module's function"
+        )
+    param = next(
+        (p for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)),
+        None,
+    )
     probe = torch.zeros(
         (1, *shape),
         device=None if param is None else param.device,
@@ -332,7 +484,7 @@ def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCe
     layers: list[LayerBound] = []
     with parametrize.cached():
         _walk(model, "", shape, layers, probe)
-    bound = math.prod(layer.bound for layer in layers)
+    bound = _product_up([layer.bound for layer in layers])
     return LipschitzCertificate(bound=bound, input_shape=shape, layers=layers)
 
 

@@ -27,23 +27,47 @@ Sinkhorn), :mod:`~wassnet.ot.plans` (couplings, sparse LP),
 from __future__ import annotations
 
 from wassnet.ot.assignment import AssignmentBracket, assignment_bracket
-from wassnet.ot.costs import PairwiseCost
-from wassnet.ot.dual import DualBound, c_transform_bound, sinkhorn_refine, tiled_c_transform_bound
+from wassnet.ot.costs import PairwiseCost, direct_cost_bounds
+from wassnet.ot.dual import (
+    DualBound,
+    c_transform,
+    c_transform_bound,
+    dual_value,
+    sinkhorn_refine,
+    tiled_c_transform_bound,
+)
 from wassnet.ot.exact import ExactSolverError, exact_w1, exact_w1_fits, w1_1d
-from wassnet.ot.plans import PrimalBound, sparse_transport_upper_bound
+from wassnet.ot.line import line_bracket
+from wassnet.ot.plans import (
+    PrimalBound,
+    blockwise_refinement,
+    monotone_coupling,
+    plan_bound,
+    sparse_transport_upper_bound,
+)
+from wassnet.ot.problem import Marginal, TransportProblem
 from wassnet.ot.tiles import TiledCost
 
 __all__ = [
     "AssignmentBracket",
     "DualBound",
     "ExactSolverError",
+    "Marginal",
     "PairwiseCost",
     "PrimalBound",
     "TiledCost",
+    "TransportProblem",
     "assignment_bracket",
+    "blockwise_refinement",
+    "c_transform",
     "c_transform_bound",
+    "direct_cost_bounds",
+    "dual_value",
     "exact_w1",
     "exact_w1_fits",
+    "line_bracket",
+    "monotone_coupling",
+    "plan_bound",
     "sinkhorn_refine",
     "sparse_transport_upper_bound",
     "tiled_c_transform_bound",

@@ -39,7 +39,13 @@ import torch
 
 from wassnet.ot.costs import PairwiseCost
 from wassnet.ot.dual import DualBound, c_transform_bound, tiled_c_transform_bound
-from wassnet.ot.plans import PrimalBound, _candidate_pairs, _monotone_coupling, _solve_assignment
+from wassnet.ot.plans import (
+    PrimalBound,
+    _candidate_pairs,
+    monotone_coupling,
+    plan_bound,
+    solve_assignment,
+)
 from wassnet.ot.tiles import TiledCost
 
 __all__ = ["AssignmentBracket", "assignment_bracket"]
@@ -125,8 +131,7 @@ def _candidates(
     (float64 passes without ``tiles``, fused float32 passes with them)."""
     n = cost.n
     if tiles is None:
-        dev = cost.x.device
-        i, j = _candidate_pairs(cost, u.to(dev).double(), v.to(dev).double(), k)
+        i, j = _candidate_pairs(cost, u, v, k)
         return np.unique(i.astype(np.int64) * n + j)
     by_row = tiles.row_candidates(tiles.round_potential(v), k).cpu().numpy()
     by_col = tiles.T.row_candidates(tiles.T.round_potential(-u), k).cpu().numpy()
@@ -171,11 +176,12 @@ def assignment_bracket(
     n = cost.n
     if cost.m != n or (tiles is not None and (tiles.n != n or tiles.m != n)):
         raise ValueError("assignment_bracket needs two clouds of the same size")
+    if not cost.problem.uniform_square:
+        raise ValueError("assignment_bracket needs uniform weights")
     t0 = time.perf_counter()
-    device = cost.x.device if tiles is None else tiles.device
-    weights = torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
+    device = cost.device if tiles is None else tiles.device
     uniform = np.full(n, 1.0 / n)
-    mi, mj, _ = _monotone_coupling(
+    mi, mj, _ = monotone_coupling(
         u0.double().cpu().numpy(), v0.double().cpu().numpy(), uniform, uniform
     )
     pairs = np.union1d(mi.astype(np.int64) * n + mj, _candidates(cost, tiles, u0, v0, k))
@@ -185,19 +191,18 @@ def assignment_bracket(
     best_dual: DualBound | None = None
     history: list[dict[str, float]] = []
     for round_ in range(rounds):
-        match = _solve_assignment(pairs, costs, n, u_prev, v_prev)
+        match = solve_assignment(pairs, costs, n, u_prev, v_prev)
         rows = np.arange(n, dtype=np.int64)
-        plan_costs = cost.pair_costs(rows, match)
-        upper = float(np.sort(plan_costs).sum() / n)  # sorted: a smaller rounding error
-        if best_plan is None or upper < best_plan.value:
-            best_plan = PrimalBound(upper, rows, match, uniform.copy(), "sparse assignment")
+        plan = plan_bound(cost.problem, rows, match, uniform, "sparse assignment")
+        if best_plan is None or plan.value < best_plan.value:
+            best_plan = plan
         u, v = _matching_potentials(pairs // n, pairs % n, costs, match, n)
         u_prev, v_prev = u, v
         u_t = torch.as_tensor(u, device=device)
         if tiles is None:
-            dual = c_transform_bound(cost, u_t, weights, weights)
+            dual = c_transform_bound(cost, u_t)
         else:
-            dual = tiled_c_transform_bound(tiles, u_t, weights, weights)
+            dual = tiled_c_transform_bound(tiles, u_t)
         if best_dual is None or dual.value > best_dual.value:
             best_dual = dual
         record = {

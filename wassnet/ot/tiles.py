@@ -42,6 +42,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from wassnet.ot.problem import TransportProblem
+
 __all__ = ["TiledCost"]
 
 Backend = Literal["auto", "compiled", "eager"]
@@ -119,11 +121,11 @@ def _augment(points32: torch.Tensor, kappa: float, first: bool) -> torch.Tensor:
 
 
 class TiledCost:
-    """Euclidean costs between ``x`` ``[n, d]`` and ``y`` ``[m, d]``, passed over in tiles.
+    """Euclidean costs of a :class:`TransportProblem` (scaled units), passed over in tiles.
 
     Args:
-        x, y: the two clouds (float64 or anything convertible).
-        device: where the passes run (default: where ``x`` lives).
+        problem: the two clouds ``x`` ``[n, d]`` and ``y`` ``[m, d]``.
+        device: where the passes run (default CPU).
         backend: ``"compiled"`` (``torch.compile``-fused tiles, falling back to eager
             with a warning when compiling fails), ``"eager"``, or ``"auto"``:
             compiled when ``n m >= 2^27`` (below, compiling costs more than it saves).
@@ -135,24 +137,19 @@ class TiledCost:
 
     def __init__(
         self,
-        x: torch.Tensor | np.ndarray,
-        y: torch.Tensor | np.ndarray,
+        problem: TransportProblem,
         *,
         device: torch.device | str | None = None,
         backend: Backend = "auto",
         tile: int | None = None,
         _center: torch.Tensor | None = None,
     ) -> None:
-        x64 = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
-        dev = torch.device(device) if device is not None else x64.device
-        x64 = x64.to(device=dev, dtype=torch.float64)
-        y64 = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y).to(
-            device=dev, dtype=torch.float64
-        )
-        if x64.dim() != 2 or y64.dim() != 2 or x64.shape[1] != y64.shape[1]:
-            raise ValueError(f"need [n, d] and [m, d] clouds, got {x64.shape} and {y64.shape}")
         if backend not in ("auto", "compiled", "eager"):
             raise ValueError(f"backend must be auto, compiled or eager, got {backend!r}")
+        self.problem = problem
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        x64 = torch.as_tensor(problem.x, dtype=torch.float64, device=dev)
+        y64 = torch.as_tensor(problem.y, dtype=torch.float64, device=dev)
         center = torch.cat([x64, y64]).mean(0) if _center is None else _center
         self._center = center
         self.device = dev
@@ -161,9 +158,11 @@ class TiledCost:
         self.backend = backend
         if backend == "auto":
             self.backend = "compiled" if self.n * self.m >= 2**27 else "eager"
-        self._x64, self._y64 = x64, y64
         x32, y32 = (x64 - center).float(), (y64 - center).float()
         self.kappa = 4.0 * (self.dim + 4) * _UNIT
+        # float32 products below the normal range err by up to 2^-150 each (absolute):
+        # at most (d + 4) 2^-149 on a square, so 2^-70 sqrt(d + 4) on a distance
+        self._underflow = 2.0**-70 * float(np.sqrt(self.dim + 4))
         # R: the radii of both float32 clouds, summed (rounded up generously)
         radius_x, radius_y = x32.double().norm(dim=1).max(), y32.double().norm(dim=1).max()
         self.radius = float(radius_x + radius_y) * (1 + 1e-6)
@@ -186,8 +185,7 @@ class TiledCost:
         """The same costs with the roles of the clouds swapped (built once, kept)."""
         if self._transposed is None:
             self._transposed = TiledCost(
-                self._y64,
-                self._x64,
+                self.problem.transposed(),
                 device=self.device,
                 backend=self.backend,
                 tile=self.tile,
@@ -208,7 +206,8 @@ class TiledCost:
 
     def margin(self, p: torch.Tensor) -> float:
         """The uniform rounding margin for potential ``p`` (see the module docstring)."""
-        return 2.0 * _UNIT * (3.0 * self.radius + float(p.abs().max())) * (1 + 1e-6) + 1e-300
+        relative = 2.0 * _UNIT * (3.0 * self.radius + float(p.abs().max())) * (1 + 1e-6)
+        return relative + self._underflow
 
     def _padded_potential(self, p64: torch.Tensor) -> list[torch.Tensor]:
         t = self.tile

@@ -9,7 +9,9 @@ or torch tensors (:func:`validate_points`). Both return the same normalized form
   dimensions (e.g. images ``[n, 28, 28]``) are flattened to ``[n, prod(rest)]``, and
   a single column ``[n, 1]`` is squeezed to ``[n]`` (points on the line).
 
-Values are float64 and C-contiguous, except that a memory-mapped ``.npy`` file of
+Values are float64 and C-contiguous (64-bit integers beyond ``2^53`` and
+extended-precision floats that float64 cannot hold exactly are refused, never
+rounded), except that a memory-mapped ``.npy`` file of
 native float32/float64 stays memory-mapped (read-only, no copy of a huge file).
 Every array returned is non-empty and finite.
 
@@ -30,6 +32,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from wassnet.errors import InputError
+
 __all__ = [
     "InputError",
     "check_same_dimension",
@@ -46,10 +50,6 @@ _TEXT_SUFFIXES = (".csv", ".txt")
 _CHUNK_ELEMENTS = 1 << 22
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"
-
-
-class InputError(ValueError):
-    """Bad user input: the message is one clear line, shown as-is by the CLI."""
 
 
 # ----------------------------------------------------------------------------- public
@@ -96,7 +96,9 @@ def load_weights(path: str | os.PathLike[str], n: int, key: str | None = None) -
     :func:`load_points`, never memory-mapped).
 
     Returns:
-        float64 ``[n]``, nonnegative, finite, normalized to sum 1.
+        float64 ``[n]``, nonnegative, finite, with a positive sum; **not** normalized
+        (the marginals are the exact ratios ``w / sum(w)``, see
+        :class:`wassnet.ot.problem.Marginal`).
 
     Raises:
         InputError: any file problem of :func:`load_points`; a shape other than ``[n]``
@@ -133,7 +135,9 @@ def validate_weights(w: Any, n: int, name: str = "weights") -> np.ndarray:
     """Check and normalize sample weights for ``n`` points (array, list or tensor).
 
     Returns:
-        A new float64 ``[n]`` array, nonnegative, finite, normalized to sum 1.
+        A new float64 ``[n]`` array holding the given weights exactly, nonnegative,
+        finite, with a positive sum (not normalized: rounding ``w / sum(w)`` would
+        change the problem).
 
     Raises:
         InputError: non-numeric dtype, a shape other than ``[n]`` or ``[n, 1]``,
@@ -238,10 +242,47 @@ def _as_points(arr: np.ndarray, label: str) -> np.ndarray:
     )
     is_float = arr.dtype.kind == "f"
     if not mapped:
+        _check_exact_in_float64(arr, label, shape)
         arr = np.ascontiguousarray(arr, dtype=np.float64)
     if is_float:  # ints and bools are always finite
         _check_finite(arr, label, shape)
     return arr
+
+
+def _check_exact_in_float64(arr: np.ndarray, label: str, shape: tuple[int, ...]) -> None:
+    """Refuse values that float64 cannot hold exactly (64-bit integers beyond 2^53,
+    extended precision): wassnet certifies the input as given, never a rounded copy."""
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if not ((kind in "iu" and size > 4) or (kind == "f" and size > 8)):
+        return
+    flat = arr.reshape(-1)
+    step = _CHUNK_ELEMENTS
+    bad_count, first = 0, None
+    for start in range(0, len(flat), step):
+        chunk = np.asarray(flat[start : start + step])
+        as_float = chunk.astype(np.float64)
+        if kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                bad = ~((as_float.astype(chunk.dtype) == chunk) | np.isnan(chunk))
+        else:
+            limit = 2.0**63 if kind == "i" else 2.0**64
+            fits = np.abs(as_float) < limit
+            bad = ~fits
+            bad[fits] = as_float[fits].astype(chunk.dtype) != chunk[fits]
+        if bad.any():
+            bad_count += int(bad.sum())
+            if first is None:
+                first = start + int(np.flatnonzero(bad)[0])
+    if first is None:
+        return
+    index = np.unravel_index(first, shape) if shape else ()
+    where = str(int(index[0])) if len(shape) == 1 else str(tuple(int(i) for i in index))
+    what = "integers beyond 2^53" if kind in "iu" else f"{arr.dtype} values"
+    raise InputError(
+        f"{label}: {bad_count} values cannot be represented exactly in float64 ({what}; "
+        f"first {flat[first]!r} at index {where}); wassnet certifies the input as given, "
+        "so round or rescale them first"
+    )
 
 
 def _check_finite(arr: np.ndarray, label: str, shape: tuple[int, ...]) -> None:
@@ -283,6 +324,7 @@ def _as_weights(arr: np.ndarray, n: int, label: str) -> np.ndarray:
         )
     if arr.shape[0] != n:
         raise InputError(f"{label} have {arr.shape[0]} entries for {n} points")
+    _check_exact_in_float64(arr, label, arr.shape)
     w = np.array(arr, dtype=np.float64, order="C")  # always a fresh copy
     _check_finite(w, label, w.shape)
     negative = np.flatnonzero(w < 0)
@@ -291,11 +333,8 @@ def _as_weights(arr: np.ndarray, n: int, label: str) -> np.ndarray:
             f"{label}: {negative.size} negative values, first at index {int(negative[0])}; "
             "weights must be nonnegative"
         )
-    top = w.max() if n else 0.0
-    if not top > 0:
+    if not (n and w.max() > 0):
         raise InputError(f"{label}: all weights are zero; need a positive sum")
-    w /= top  # avoids overflow of the sum for huge weights
-    w /= w.sum()
     return w
 
 

@@ -1,0 +1,283 @@
+"""Lipschitz bounds that cannot be contradicted: faithful modules, verified norms.
+
+* Modules whose function may differ from their type's (hooks, overridden forwards,
+  undeclared subclasses) are refused by ``lipschitz_bound`` and ``export`` with a
+  ``LipschitzBoundError`` that names the module.
+* Bounds are checked in exact rational arithmetic: ``B^2 I - W^T W`` must be positive
+  semidefinite for the bound ``B`` of a matrix ``W`` (an exact LDL^T in ``Fraction`` s),
+  on the explicit operator matrix for convolutions.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from conftest import examples, operator_matrix
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from wassnet.certify import certified_radius
+from wassnet.nn import (
+    BjorckLinear,
+    GroupSort,
+    LipschitzBoundError,
+    MaxMin,
+    conv2d_operator_norm,
+    export,
+    lipschitz_bound,
+    spectral_norm_upper,
+)
+
+# ----------------------------------------------------------------------------- exact check
+
+
+def psd_exact(matrix: list[list[Fraction]]) -> bool:
+    """Exact test of positive semidefiniteness (symmetric LDL^T with zero pivots)."""
+    a = [row[:] for row in matrix]
+    n = len(a)
+    for k in range(n):
+        pivot = a[k][k]
+        if pivot < 0:
+            return False
+        if pivot == 0:
+            if any(a[k][j] != 0 for j in range(k + 1, n)):
+                return False
+            continue
+        for i in range(k + 1, n):
+            factor = a[i][k] / pivot
+            for j in range(k + 1, n):
+                a[i][j] -= factor * a[k][j]
+    return True
+
+
+def norm_at_most(w: np.ndarray, bound: float) -> bool:
+    """Exactly: is ``||W||_2 <= bound`` for the float64 matrix ``W``?"""
+    f = [[Fraction(float(v)) for v in row] for row in w]
+    n = len(f[0])
+    b2 = Fraction(bound) ** 2
+    gram = [
+        [(b2 if i == j else 0) - sum(f[r][i] * f[r][j] for r in range(len(f))) for j in range(n)]
+        for i in range(n)
+    ]
+    return psd_exact(gram)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.sampled_from([1.0, 1e-8, 1e8, 1e-150]),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_verified_norm_is_never_below_the_exact_norm(m, n, scale, seed, structured):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(m, n)) * scale
+    if structured:  # orthogonal rows/columns: the norm is 1 exactly in exact arithmetic
+        q, _ = np.linalg.qr(rng.normal(size=(max(m, n), max(m, n))))
+        w = q[:m, :n]
+    bound = spectral_norm_upper(torch.as_tensor(w))
+    assert norm_at_most(w, bound)
+    assert bound <= np.linalg.svd(w, compute_uv=False)[0] * (1 + 1e-12) + 1e-300
+
+
+def test_the_exact_check_can_fail():
+    """The oracle is not vacuous: a value slightly below the norm is rejected."""
+    w = np.array([[1.0, 0.0], [0.0, 0.5]])
+    assert norm_at_most(w, 1.0)
+    assert not norm_at_most(w, math.nextafter(1.0, 0.0))
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3))
+    bound = spectral_norm_upper(torch.as_tensor(w))
+    assert not norm_at_most(w, bound * (1 - 1e-12))
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "k", "grid"), [(1, 2, 3, (4, 4)), (2, 2, 2, (3, 5)), (2, 1, 5, (3, 3))]
+)
+def test_conv_bound_is_above_the_exact_operator_norm(cin, cout, k, grid):
+    """Kernels larger than the grid alias: the explicit operator matrix is the reference."""
+    torch.manual_seed(cin + 10 * k)
+    kernel = torch.randn(cout, cin, k, k, dtype=torch.float64)
+    bound = conv2d_operator_norm(kernel, grid)
+    pad = (k - 1) // 2, k - 1 - (k - 1) // 2
+
+    def conv(x):
+        x = torch.nn.functional.pad(x, (pad[1], pad[0], pad[1], pad[0]), mode="circular")
+        return torch.nn.functional.conv2d(x, kernel)
+
+    if k > min(grid):  # circular padding beyond the grid: wrap by tiling
+
+        def conv(x):
+            tiled = x.repeat(1, 1, 3, 3)
+            h, w = grid
+            out = torch.nn.functional.conv2d(tiled, kernel)
+            return out[:, :, h - pad[0] : 2 * h - pad[0], w - pad[1] : 2 * w - pad[1]]
+
+    matrix = operator_matrix(conv, (cin, *grid)).numpy()
+    assert norm_at_most(matrix, bound)
+    assert bound <= np.linalg.svd(matrix, compute_uv=False)[0] * (1 + 1e-12)
+
+
+def test_layer_bounds_and_products_round_up():
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    cert = lipschitz_bound(net, (3,))
+    for layer, module in zip(cert.layers[::2], (net[0], net[2]), strict=True):
+        assert norm_at_most(module.weight.detach().double().numpy(), layer.bound)
+    assert Fraction(cert.bound) >= Fraction(cert.layers[0].bound) * Fraction(cert.layers[2].bound)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+class Linear10(nn.Linear):
+    def forward(self, x):
+        return 10 * super().forward(x)
+
+
+class Bjorck10(BjorckLinear):
+    lipschitz_inherits_rule = True
+
+    def forward(self, x):
+        return 10 * super().forward(x)
+
+
+class Sort5(GroupSort):
+    def forward(self, x):
+        return 5 * super().forward(x)
+
+
+class DeclaredLinear(nn.Linear):
+    """Same function as nn.Linear, and says so."""
+
+    lipschitz_inherits_rule = True
+
+
+class UndeclaredLinear(nn.Linear):
+    pass
+
+
+def _hooked_bjorck():
+    layer = BjorckLinear(4, 4)
+    layer.register_forward_hook(lambda m, i, o: 100 * o)
+    return layer
+
+
+def _pre_hooked_linear():
+    layer = nn.Linear(4, 4)
+    layer.register_forward_pre_hook(lambda m, args: (50 * args[0],))
+    return layer
+
+
+def _hooked_sequential():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    net.register_forward_hook(lambda m, i, o: 30 * o)
+    return net
+
+
+def _instance_forward():
+    layer = nn.Linear(4, 4)
+    plain = layer.forward
+    layer.forward = lambda x: 7 * plain(x)
+    return layer
+
+
+def _train_dropout_p1():
+    return nn.Sequential(nn.Linear(4, 4), nn.Dropout(p=1.0)).train()
+
+
+REFUSED = {
+    "Linear subclass x10": (lambda: Linear10(4, 4), "Linear10"),
+    "BjorckLinear subclass x10": (lambda: Bjorck10(4, 4), "overrides forward"),
+    "GroupSort subclass x5": (lambda: nn.Sequential(nn.Linear(4, 4), Sort5(2)), "Sort5"),
+    "undeclared subclass": (lambda: UndeclaredLinear(4, 4), "lipschitz_inherits_rule"),
+    "forward hook": (_hooked_bjorck, "forward hooks"),
+    "forward pre-hook": (_pre_hooked_linear, "forward pre-hooks"),
+    "hook on a Sequential": (_hooked_sequential, "forward hooks"),
+    "instance forward": (_instance_forward, "on the instance"),
+    "dropout p=1 in training": (_train_dropout_p1, "p = 1"),
+    "uninitialized lazy layer": (lambda: nn.LazyLinear(4), "LazyLinear|lazy"),
+}
+
+
+def measured_ratio(model: nn.Module, dim: int, pairs: int = 200) -> float:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(pairs, dim, generator=gen)
+    y = x + torch.randn(pairs, dim, generator=gen) * 0.1
+    with torch.no_grad():
+        return float(((model(x) - model(y)).norm(dim=1) / (x - y).norm(dim=1)).max())
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_unfaithful_modules_are_refused_by_bound_and_export(case):
+    build, message = REFUSED[case]
+    model = build()
+    with pytest.raises(LipschitzBoundError, match=message):
+        lipschitz_bound(model, (4,))
+    if case not in ("uninitialized lazy layer", "dropout p=1 in training"):  # export: same function
+        with pytest.raises(LipschitzBoundError):
+            export(model)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "Linear subclass x10",
+        "forward hook",
+        "forward pre-hook",
+        "hook on a Sequential",
+        "instance forward",
+    ],
+)
+def test_refused_modules_really_exceed_their_types_bound(case):
+    """The refusals are not cosmetic: each of these modules is far from 1-Lipschitz."""
+    build, _ = REFUSED[case]
+    assert measured_ratio(build(), 4) > 2.0
+
+
+def test_global_forward_hooks_are_refused():
+    from torch.nn.modules.module import register_module_forward_hook
+
+    handle = register_module_forward_hook(lambda m, i, o: o)
+    try:
+        with pytest.raises(LipschitzBoundError, match="global forward hooks"):
+            lipschitz_bound(nn.Linear(3, 3), (3,))
+    finally:
+        handle.remove()
+    lipschitz_bound(nn.Linear(3, 3), (3,))
+
+
+def test_declared_subclasses_and_backward_hooks_are_accepted():
+    layer = DeclaredLinear(4, 4)
+    layer.register_full_backward_hook(lambda m, gi, go: None)  # does not change the function
+    net = nn.Sequential(layer, MaxMin(), BjorckLinear(4, 4))
+    cert = lipschitz_bound(net, (4,))
+    assert cert.bound >= measured_ratio(net, 4)
+    plain = export(net)
+    x = torch.randn(5, 4)
+    assert torch.allclose(plain(x), net(x), atol=1e-6)
+
+
+def test_lazy_layer_after_a_forward_pass_is_a_linear():
+    layer = nn.LazyLinear(3)
+    layer(torch.zeros(1, 5))
+    assert lipschitz_bound(layer, (5,)).bound >= measured_ratio(layer, 5)
+
+
+def test_certified_radius_rounds_down():
+    """radius = margin / (sqrt(2) L): the division by an upward-rounded denominator
+    and a downward step keep it below the exact quotient."""
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    x = torch.tensor([[0.3, 0.1]])
+    radius = float(certified_radius(net, x)[0])
+    margin = Fraction(float(np.float32(0.3))) - Fraction(float(np.float32(-0.1)))
+    bound = Fraction(lipschitz_bound(net, (2,)).bound)
+    # radius <= margin / (sqrt(2) L)  <=>  radius^2 * 2 * L^2 <= margin^2 (all exact)
+    assert Fraction(radius) ** 2 * 2 * bound**2 <= margin**2

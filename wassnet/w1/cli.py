@@ -1,0 +1,132 @@
+"""``wassnet estimate``: the W1 job's command (registered by :mod:`wassnet.cli`).
+
+Heavy imports (torch, POT) happen inside the command, so ``wassnet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from wassnet.clitools import emit
+
+__all__ = ["estimate"]
+
+_ROUTES = ("auto", "line", "dense", "assignment", "sparse-lp", "blockwise")
+
+
+def _check_plot_path(path: str | None) -> None:
+    """Fail before the computation when the figure cannot be written."""
+    if path is None:
+        return
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"folder {folder} does not exist", param_hint="--plot")
+    if not path.lower().endswith((".png", ".pdf", ".svg", ".jpg", ".jpeg")):
+        raise click.BadParameter(
+            f"{path}: use a .png, .pdf, .svg or .jpg file name", param_hint="--plot"
+        )
+
+
+@click.command()
+@click.argument("a_path", metavar="A", type=click.Path(dir_okay=False))
+@click.argument("b_path", metavar="B", type=click.Path(dir_okay=False))
+@click.option("--key", help="array name inside .npz files (when they hold several)")
+@click.option("--weights-a", type=click.Path(dir_okay=False), help="sample weights for A")
+@click.option("--weights-b", type=click.Path(dir_okay=False), help="sample weights for B")
+@click.option(
+    "--target",
+    type=click.Choice(["sample"]),
+    default="sample",
+    show_default=True,
+    help="sample: W1 between the two given samples (certified bracket)",
+)
+@click.option(
+    "--route",
+    type=click.Choice(_ROUTES),
+    default="auto",
+    show_default=True,
+    help="how the sample bracket is computed (auto: by size and weights)",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(0, min_open=True),
+    help="seconds: return the best certified bracket found by then",
+)
+@click.option(
+    "--tol",
+    type=click.FloatRange(0),
+    default=1e-9,
+    show_default=True,
+    help="stop once upper - lower <= tol * upper",
+)
+@click.option(
+    "--exact",
+    type=click.Choice(["auto", "always", "never"]),
+    default="never",
+    show_default=True,
+    help="also compute POT's exact W1 as a reference (auto: when the matrix is small)",
+)
+@click.option("--floor", is_flag=True, help="also bracket W1 between two random halves of A")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if present)")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="save a figure (2-D: points, plan and potential; else potential histograms)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def estimate(
+    a_path: str,
+    b_path: str,
+    key: str | None,
+    weights_a: str | None,
+    weights_b: str | None,
+    target: str,
+    route: str,
+    time_budget: float | None,
+    tol: float,
+    exact: str,
+    floor: bool,
+    seed: int,
+    device: str | None,
+    plot_path: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Wasserstein-1 distance between the point clouds in files A and B.
+
+    A and B hold [n, d] and [m, d] arrays (.npy, .npz, .csv, .txt); 1-D arrays are
+    points on the line. Prints a certified bracket lower <= W1 <= upper on W1 between
+    the two given samples: it holds exactly, for the input as given.
+    """
+    _check_plot_path(plot_path)
+    from wassnet.w1 import SampleOptions, estimate_w1
+    from wassnet.w1.io import check_same_dimension, load_points, load_weights
+
+    a = load_points(a_path, key)
+    b = load_points(b_path, key)
+    check_same_dimension(a, b)
+    wa = load_weights(weights_a, len(a)) if weights_a else None
+    wb = load_weights(weights_b, len(b)) if weights_b else None
+    result = estimate_w1(
+        a,
+        b,
+        wa,
+        wb,
+        target=target,  # type: ignore[arg-type]
+        sample=SampleOptions(route=route, time_budget=time_budget, tol=tol),  # type: ignore[arg-type]
+        exact=exact,  # type: ignore[arg-type]
+        floor=floor,
+        seed=seed,
+        device=device,
+        progress=not quiet,
+    )
+    emit(result, as_json, result.summary)
+    if plot_path:
+        from wassnet.w1.plots import plot_estimate
+
+        plot_estimate(result, a, b, plot_path)

@@ -1,0 +1,77 @@
+"""Options of the W1 estimator, grouped by the question they serve.
+
+:class:`SampleOptions` configures the certified bracket on W1 between the two given
+samples; each field says when it applies. The defaults are the measured fastest
+choices on this project's benchmark suite (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ROUTES", "Route", "SampleOptions", "Target"]
+
+Target = Literal["sample", "population", "both"]
+Route = Literal["auto", "line", "dense", "assignment", "sparse-lp", "blockwise"]
+
+#: The sample routes, in the order :func:`wassnet.w1.sample.choose_route` considers them.
+ROUTES: tuple[str, ...] = ("line", "dense", "assignment", "sparse-lp", "blockwise")
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How the certified bracket on W1 between the two samples is computed.
+
+    Attributes:
+        route: ``"auto"`` (chosen from the problem's size and weights, see
+            :func:`wassnet.w1.sample.choose_route`) or one route by name:
+            ``"line"`` (d = 1, exact CDFs), ``"dense"`` (POT's network simplex on the
+            full cost matrix, then its plan and potentials certified), ``"assignment"``
+            (uniform clouds with n == m: sparse assignments by column generation with
+            certified passes over all pairs), ``"sparse-lp"`` (any weights: sparse LPs
+            by column generation), ``"blockwise"`` (no pass over all pairs: a
+            monotone coupling solved exactly in blocks, and sliced lower bounds).
+        time_budget: seconds for the bracket; when spent, no new round starts and the
+            best certified bracket so far is returned. ``None``: no limit.
+        tol: stop refining once ``upper - lower <= tol * upper``.
+        rounds: at most this many rounds of column generation.
+        candidates: candidate pairs per point and round (column generation).
+        dense_max_pairs: the dense route is used up to this many pairs ``n * m``.
+        pass_max_pairs: beyond this many pairs, no pass over all pairs is made
+            (route ``"blockwise"``).
+        warm_start: points per side of the subsample whose exact potentials start the
+            column generation (:func:`wassnet.ot.multiscale.warm_start`).
+        backend: the passes over all pairs: ``"compiled"`` (``torch.compile``-fused
+            float32 tiles), ``"eager"``, or ``"auto"``.
+    """
+
+    route: Route = "auto"
+    time_budget: float | None = None
+    tol: float = 1e-9
+    rounds: int = 30
+    candidates: int = 8
+    dense_max_pairs: int = 6_250_000
+    pass_max_pairs: float = 2e12
+    warm_start: int = 2000
+    backend: Literal["auto", "compiled", "eager"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.route != "auto" and self.route not in ROUTES:
+            raise ValueError(
+                f"route must be auto or one of {', '.join(ROUTES)}, got {self.route!r}"
+            )
+        if self.time_budget is not None and not (
+            math.isfinite(self.time_budget) and self.time_budget > 0
+        ):
+            raise ValueError(
+                f"time_budget must be a positive number of seconds, got {self.time_budget}"
+            )
+        if not (math.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol}")
+        for name in ("rounds", "candidates", "warm_start"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backend not in ("auto", "compiled", "eager"):
+            raise ValueError(f"backend must be auto, compiled or eager, got {self.backend!r}")

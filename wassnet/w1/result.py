@@ -1,0 +1,160 @@
+"""Results of the W1 estimator: one object per question, never confused.
+
+* :class:`SampleBracket`: W1 between **the two given samples** (a finite LP), with a
+  certified bracket ``lower <= W1 <= upper`` (exact arithmetic, the input as given).
+* :class:`W1Result`: what :func:`wassnet.estimate_w1` returns: the ``sample`` part,
+  the sampling ``floor`` (W1 between two halves of A), and the problem's description.
+  ``to_dict()`` is JSON-ready (strict JSON: no NaN), ``summary()`` readable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["SampleBracket", "W1Result"]
+
+
+def _relative_width(lower: float, upper: float) -> float:
+    """``(upper - lower) / upper``; ``0`` for a closed bracket at zero (``upper == 0``)."""
+    if upper <= 0:
+        return 0.0
+    return max(0.0, (upper - lower) / upper)
+
+
+@dataclass
+class SampleBracket:
+    """Certified W1 between the two given samples (input units).
+
+    Attributes:
+        lower, upper: ``lower <= W1 <= upper`` holds exactly for the input as given
+            (float64 points, marginals ``w / sum(w)`` as exact rationals).
+        route: how the bracket was computed (``line``, ``dense``, ``assignment``,
+            ``sparse-lp``, ``blockwise``; see :class:`wassnet.w1.SampleOptions`).
+        lower_method, upper_method: the certified object behind each side (a dual pair
+            feasible on every pair, a transport plan, exact CDFs).
+        seconds: wall-clock time of the bracket.
+        passes: passes over all ``n * m`` pairs made (float64 or fused float32).
+        rounds: per round of refinement, ``{"round", "lower", "upper", "seconds"}``.
+        exact: POT's exact W1 (``ot.emd2``) when it was asked for, else ``None``: a
+            reference computed in float64, not certified.
+        plan: the transport plan behind ``upper`` as sparse triplets ``(rows, cols,
+            mass)`` (``None`` on the line): ``mass[k]`` moves from ``A[rows[k]]`` to
+            ``B[cols[k]]``.
+        potentials: the dual pair ``(u, v)`` behind ``lower`` (``None`` on the line),
+            with ``u[i] - v[j] <= |A[i] - B[j]|`` for every pair (exactly, up to the
+            rounding of the power-of-two rescale in subnormal range);
+            ``sum_i a_i u_i - sum_j b_j v_j >= lower``.
+    """
+
+    lower: float
+    upper: float
+    route: str
+    lower_method: str
+    upper_method: str
+    seconds: float
+    passes: int = 0
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    exact: float | None = None
+    plan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    potentials: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def estimate(self) -> float:
+        """The bracket's midpoint: ``|estimate - W1| <= (upper - lower) / 2``."""
+        return 0.5 * (self.lower + self.upper)
+
+    @property
+    def relative_width(self) -> float:
+        """``(upper - lower) / upper`` (``0`` when ``upper == 0``: W1 is exactly 0)."""
+        return _relative_width(self.lower, self.upper)
+
+    def to_dict(self) -> dict:
+        """JSON-ready; the plan and the potentials are left out (use the attributes)."""
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "estimate": self.estimate,
+            "relative_width": self.relative_width,
+            "route": self.route,
+            "lower_method": self.lower_method,
+            "upper_method": self.upper_method,
+            "seconds": self.seconds,
+            "passes": self.passes,
+            "rounds": [dict(r) for r in self.rounds],
+            "exact": self.exact,
+        }
+
+    def summary_lines(self, label: str = "sample W1") -> list[str]:
+        lines = [
+            f"{label:<16} in [{self.lower:.6g}, {self.upper:.6g}]   "
+            f"(width {self.upper - self.lower:.2g}, relative {self.relative_width:.1e}; certified)",
+            f"{'':16} lower: {self.lower_method}",
+            f"{'':16} upper: {self.upper_method}",
+            f"{'':16} route {self.route}, {self.seconds:.2f} s, "
+            f"{self.passes} passes over all pairs",
+        ]
+        if self.exact is not None:
+            lines.append(
+                f"{'exact (POT)':<16} {self.exact:.6g}   (reference, float64; not certified)"
+            )
+        return lines
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+@dataclass
+class W1Result:
+    """The result of :func:`wassnet.estimate_w1`.
+
+    Attributes:
+        sample: W1 between the two given samples (``target`` ``sample`` or ``both``).
+        floor: W1 between two disjoint random halves of A (when asked for): two finite
+            samples of one distribution are not at distance 0, and this is the scale
+            against which ``sample`` should be read.
+        n_a, n_b, dim: sizes and dimension (``dim == 1``: points on the line).
+        target: the question(s) answered.
+        metric: the ground cost (``euclidean``).
+        seed, device: reproducibility and where the passes ran.
+        timings: seconds per stage.
+    """
+
+    sample: SampleBracket | None
+    n_a: int
+    n_b: int
+    dim: int
+    target: str
+    metric: str = "euclidean"
+    floor: SampleBracket | None = None
+    seed: int = 0
+    device: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "metric": self.metric,
+            "n_a": self.n_a,
+            "n_b": self.n_b,
+            "dim": self.dim,
+            "sample": None if self.sample is None else self.sample.to_dict(),
+            "floor": None if self.floor is None else self.floor.to_dict(),
+            "seed": self.seed,
+            "device": self.device,
+            "timings": {k: _finite_or_none(v) for k, v in self.timings.items()},
+        }
+
+    def summary(self) -> str:
+        lines = [f"W1 between A (n={self.n_a}) and B (n={self.n_b}), d={self.dim}, {self.metric}"]
+        if self.sample is not None:
+            lines += self.sample.summary_lines("sample W1")
+        if self.floor is not None:
+            lines += self.floor.summary_lines("sampling floor")[:1]
+            lines.append(f"{'':16} (W1 between two random halves of A)")
+        timing = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
+        lines.append(f"{'time':<16} {timing}; seed {self.seed}, device {self.device}")
+        return "\n".join(lines)

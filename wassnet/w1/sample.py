@@ -1,0 +1,316 @@
+r"""W1 between the two given samples: a certified bracket by the fastest route.
+
+The problem is a finite LP. Every route ends with the same two certificates
+(:mod:`wassnet.ot`): a transport plan whose cost, marginal residuals charged, is an
+upper bound (:func:`~wassnet.ot.plan_bound`), and a dual pair made feasible on every
+pair by outward-rounded c-transforms, whose value is a lower bound
+(:func:`~wassnet.ot.c_transform_bound`). Routes differ in how they find a good plan
+and good potentials, and are chosen from a table (:func:`choose_route`):
+
+==============  ==========================================  ===============================
+route           when (``auto``)                             how
+==============  ==========================================  ===============================
+``line``        ``d == 1``                                  exact CDFs in integers
+``dense``       ``n m <= dense_max_pairs``                  POT's network simplex on the
+                                                            full matrix, then certified
+``assignment``  uniform weights, ``n == m``                 warm start from a solved
+                                                            subsample, sparse assignments
+                                                            by column generation, fused
+                                                            passes over all pairs
+``sparse-lp``   other weights or ``n != m``                 warm start, sparse LPs (HiGHS)
+                                                            by column generation
+``blockwise``   ``n m > pass_max_pairs``                    monotone coupling solved
+                                                            exactly in blocks; sliced
+                                                            lower bounds; no pass over
+                                                            all pairs
+==============  ==========================================  ===============================
+
+No critic is trained for this question: a critic's values are only potentials, and
+cheaper ones (a solved subsample) start the column generation as well.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wassnet.ot import (
+    DualBound,
+    PairwiseCost,
+    PrimalBound,
+    TiledCost,
+    TransportProblem,
+    assignment_bracket,
+    blockwise_refinement,
+    c_transform_bound,
+    line_bracket,
+    monotone_coupling,
+    plan_bound,
+    sparse_transport_upper_bound,
+)
+from wassnet.ot.exact import ExactSolverError, network_simplex
+from wassnet.ot.multiscale import warm_start
+from wassnet.ot.plans import polish_forest_masses
+from wassnet.ot.projections import sliced_lower_bound
+from wassnet.w1.options import SampleOptions
+from wassnet.w1.result import SampleBracket
+
+__all__ = ["choose_route", "sample_bracket"]
+
+#: float64 passes (exact to ~1e-13) up to this many pairs; fused float32 tiles above.
+FLOAT64_PASS_MAX_PAIRS = 1e8
+
+
+def choose_route(problem: TransportProblem, options: SampleOptions) -> str:
+    """The route ``auto`` picks for ``problem`` (see the module's table)."""
+    pairs = problem.n * problem.m
+    if problem.dim == 1:
+        return "line"
+    if pairs <= options.dense_max_pairs:
+        return "dense"
+    if pairs > options.pass_max_pairs:
+        return "blockwise"
+    return "assignment" if problem.uniform_square else "sparse-lp"
+
+
+@dataclass
+class _Run:
+    """One computation of the bracket: the problem, its options, the clock, the display."""
+
+    problem: TransportProblem
+    options: SampleOptions
+    device: torch.device
+    rng: np.random.Generator
+    bar: tqdm
+    start: float = field(default_factory=time.perf_counter)
+    passes: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def remaining(self) -> float | None:
+        if self.options.time_budget is None:
+            return None
+        return self.options.time_budget - (time.perf_counter() - self.start)
+
+    def record(self, lower: float, upper: float) -> None:
+        entry = {
+            "round": len(self.history) + 1,
+            "lower": lower,
+            "upper": upper,
+            "seconds": time.perf_counter() - self.start,
+        }
+        self.history.append(entry)
+        self.bar.update()
+        self.bar.set_postfix(lower=f"{lower:.6g}", upper=f"{upper:.6g}")
+
+    def bracket(
+        self, route: str, plan: PrimalBound | None, dual: DualBound | None, **fixed: object
+    ) -> SampleBracket:
+        """The :class:`SampleBracket` of a plan and a dual (potentials in input units)."""
+        p = self.problem
+        potentials = None
+        if dual is not None:
+            u = np.ldexp(dual.u.detach().cpu().numpy(), p.exponent)
+            v = np.ldexp(dual.v.detach().cpu().numpy(), p.exponent)
+            potentials = (u, v)
+        return SampleBracket(
+            lower=fixed.get("lower", max(dual.value, 0.0) if dual else 0.0),  # type: ignore[arg-type]
+            upper=fixed.get("upper", plan.value if plan else math.inf),  # type: ignore[arg-type]
+            route=route,
+            lower_method=str(fixed.get("lower_method", "")),
+            upper_method=str(fixed.get("upper_method", plan.method if plan else "")),
+            seconds=time.perf_counter() - self.start,
+            passes=self.passes,
+            rounds=self.history,
+            plan=None if plan is None else (plan.rows, plan.cols, plan.mass),
+            potentials=potentials,
+        )
+
+    def starting_potentials(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self.problem
+        return warm_start(
+            p.x,
+            p.y,
+            p.a.probabilities(),
+            p.b.probabilities(),
+            size=self.options.warm_start,
+            rng=self.rng,
+            device=self.device,
+        )
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def _line(run: _Run) -> SampleBracket:
+    lower, upper = run.problem.to_input_units(*line_bracket(run.problem))
+    run.record(lower, upper)
+    method = "exact CDFs on the line (integer arithmetic)"
+    return run.bracket(
+        "line", None, None, lower=lower, upper=upper, lower_method=method, upper_method=method
+    )
+
+
+def _dense(run: _Run) -> SampleBracket:
+    p = run.problem
+    cost = PairwiseCost(p, device=run.device, dense_bytes=2**62)
+    run.passes += 1
+    a, b = p.a.probabilities(), p.b.probabilities()
+    try:
+        rows, cols, mass, u, _ = network_simplex(cost.dense_matrix(), a, b)
+    except ExactSolverError:  # fall back to column generation from cheap potentials
+        return _sparse_lp(run, route="dense (network simplex stopped early: sparse LP)")
+    mass = polish_forest_masses(rows, cols, mass, a, b)
+    plan = plan_bound(p, rows, cols, mass, "optimal plan of POT's network simplex")
+    dual = c_transform_bound(cost, u)
+    run.passes += 2
+    run.record(dual.value, plan.value)
+    if plan.value - dual.value > run.options.tol * plan.value:
+        plan, dual = _refine(run, cost, plan, dual)
+    return run.bracket(
+        "dense", plan, dual, lower_method="POT's potentials, c-transformed on every pair"
+    )
+
+
+def _refine(
+    run: _Run, cost: PairwiseCost, plan: PrimalBound, dual: DualBound
+) -> tuple[PrimalBound, DualBound]:
+    """Column generation from a dual pair, for brackets not yet closed to ``tol``."""
+    refined = _column_generation(run, cost, dual)
+    if refined.value < plan.value:
+        plan = refined
+    if refined.dual is not None and refined.dual.value > dual.value:
+        dual = refined.dual
+    run.record(dual.value, plan.value)
+    return plan, dual
+
+
+def _column_generation(run: _Run, cost: PairwiseCost, dual: DualBound) -> PrimalBound:
+    """Sparse LPs by column generation from a dual pair, within the time budget."""
+    left = run.remaining()
+
+    def count(record: dict[str, float]) -> None:
+        run.passes += int(record["passes"])
+        run.record(record["lower"], record["upper"])
+
+    return sparse_transport_upper_bound(
+        cost,
+        dual.u,
+        dual.v,
+        k=run.options.candidates,
+        rounds=run.options.rounds,
+        tol=run.options.tol,
+        time_limit=600.0 if left is None else max(left, 0.0),
+        callback=count,
+    )
+
+
+def _assignment(run: _Run) -> SampleBracket:
+    p = run.problem
+    if not p.uniform_square:
+        raise ValueError("the assignment route needs uniform weights and n == m")
+    u0, v0 = run.starting_potentials()
+    pairs = p.n * p.m
+    cost = PairwiseCost(p, device=run.device)
+    tiles = None
+    if pairs > FLOAT64_PASS_MAX_PAIRS:
+        tiles = TiledCost(p, device=run.device, backend=run.options.backend)
+    solved = assignment_bracket(
+        cost,
+        tiles,
+        torch.as_tensor(u0),
+        torch.as_tensor(v0),
+        k=run.options.candidates,
+        rounds=run.options.rounds,
+        tol=run.options.tol,
+        time_budget=run.remaining(),
+        callback=lambda r: run.record(r["lower"], r["upper"]),
+    )
+    run.passes += 2 + 4 * len(solved.rounds) - 2
+    where = "fused float32 passes" if tiles is not None else "float64 passes"
+    return run.bracket(
+        "assignment",
+        solved.plan,
+        solved.dual,
+        lower_method=f"assignment potentials, c-transformed on every pair ({where})",
+        upper_method="optimal assignment within candidate pairs (sparse Jonker-Volgenant)",
+    )
+
+
+def _sparse_lp(run: _Run, route: str = "sparse-lp") -> SampleBracket:
+    p = run.problem
+    u0, _ = run.starting_potentials()
+    cost = PairwiseCost(p, device=run.device)
+    dual = c_transform_bound(cost, u0)
+    run.passes += 2
+    plan = _column_generation(run, cost, dual)
+    if plan.dual is not None and plan.dual.value > dual.value:
+        dual = plan.dual
+    run.record(dual.value, plan.value)
+    return run.bracket(route, plan, dual, lower_method="LP potentials, c-transformed on every pair")
+
+
+def _blockwise(run: _Run) -> SampleBracket:
+    p = run.problem
+    u0, v0 = run.starting_potentials()
+    a, b = p.a.probabilities(), p.b.probabilities()
+    mi, mj, mmass = monotone_coupling(u0, v0, a, b)
+    plan = blockwise_refinement(p, plan_bound(p, mi, mj, mmass, "monotone coupling"), 1000)
+    lower_scaled, _ = sliced_lower_bound(p)
+    lower = p.to_input_units(lower_scaled, lower_scaled)[0]
+    run.record(lower, plan.value)
+    return run.bracket(
+        "blockwise",
+        plan,
+        None,
+        lower=lower,
+        lower_method="sliced: exact W1 of projections on lines (mean difference, principal axes)",
+    )
+
+
+_ROUTES: dict[str, Callable[[_Run], SampleBracket]] = {
+    "line": _line,
+    "dense": _dense,
+    "assignment": _assignment,
+    "sparse-lp": _sparse_lp,
+    "blockwise": _blockwise,
+}
+
+
+def sample_bracket(
+    problem: TransportProblem,
+    options: SampleOptions | None = None,
+    *,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> SampleBracket:
+    """Certified bracket on W1 between the two samples of ``problem``.
+
+    Args:
+        problem: the clouds and their exact marginals
+            (:meth:`wassnet.ot.TransportProblem.build`).
+        options: route, time budget, tolerance (:class:`SampleOptions`).
+        device: where passes over all pairs run (CPU by default; a GPU when given).
+        seed: picks the warm start's subsample.
+        progress: show a progress bar with the bracket as it narrows.
+
+    Returns:
+        A :class:`SampleBracket`: ``lower <= W1 <= upper`` exactly, in the input's units.
+    """
+    options = options or SampleOptions()
+    route = choose_route(problem, options) if options.route == "auto" else options.route
+    if route == "line" and problem.dim != 1:
+        raise ValueError(f"the line route needs points on the line (d = 1), got d={problem.dim}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    bar = tqdm(desc=f"W1 bracket ({route})", unit="round", disable=not progress, leave=False)
+    run = _Run(problem, options, dev, np.random.default_rng(seed), bar)
+    try:
+        return _ROUTES[route](run)
+    finally:
+        bar.close()
