@@ -30,7 +30,7 @@ from exact_reference import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import wassnet.ot.dual as dual_module
+import wassnet.ot.costs as costs_module
 import wassnet.ot.plans as plans_module
 from wassnet.errors import InputError
 from wassnet.ot import (
@@ -41,7 +41,6 @@ from wassnet.ot import (
     line_bracket,
     plan_bound,
     sparse_transport_upper_bound,
-    tiled_c_transform_bound,
 )
 from wassnet.ot.costs import direct_cost_bounds
 from wassnet.ot.projections import sliced_lower_bound
@@ -171,7 +170,7 @@ def test_any_potential_gives_a_lower_bound(problem, seed, offset):
     hi = w1_enclosure(x, y, wa, wb)[1]
     bound = c_transform_bound(PairwiseCost(p), u)
     assert below(bound.value, hi)
-    tiled = tiled_c_transform_bound(TiledCost(p, backend="eager", tile=2), u)
+    tiled = c_transform_bound(TiledCost(p, backend="eager", tile=2), u)
     assert below(tiled.value, hi)
     # the pair is feasible on every pair, exactly (scaled units: exact rationals)
     lo_cost, _ = cost_enclosures(p.x, p.y)
@@ -419,30 +418,32 @@ def test_weights_too_far_apart_for_an_exact_scale_are_refused():
 
 
 def test_the_outward_rounding_of_c_transforms_is_needed(monkeypatch):
-    """Without rounding v up and u' down, some potential breaks feasibility: the
-    margin is not decorative."""
+    """u'_i - v_j <= c_ij must hold exactly against the cost bounds the passes use
+    (which are themselves below the true costs). Without rounding v up and u' down,
+    round-to-nearest breaks it for some pairs: the margin is not decorative."""
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(6, 2)) + 3e9
-    y = rng.normal(size=(6, 2)) + 3e9
+    x = rng.normal(size=(12, 3))
+    y = rng.normal(size=(12, 3))
     p = TransportProblem.build(x, y)
-    lo_cost, _ = cost_enclosures(p.x, p.y)
 
     def violations() -> int:
         count = 0
-        for seed in range(40):
-            u = torch.as_tensor(np.random.default_rng(seed).normal(size=6) * 1e-3 + 1.0)
-            d = c_transform_bound(PairwiseCost(p), u)
+        for seed in range(30):
+            cost = PairwiseCost(p)
+            c = torch.cat([ch for _, ch in cost.chunks()]).numpy()
+            u = torch.as_tensor(np.random.default_rng(seed).normal(size=12) * 0.3)
+            d = c_transform_bound(cost, u)
             uu, vv = d.u.numpy(), d.v.numpy()
             count += sum(
-                Fraction(float(uu[i])) - Fraction(float(vv[j])) > lo_cost[i][j]
-                for i in range(6)
-                for j in range(6)
+                Fraction(float(uu[i])) - Fraction(float(vv[j])) > Fraction(float(c[i, j]))
+                for i in range(12)
+                for j in range(12)
             )
         return count
 
     assert violations() == 0
-    monkeypatch.setattr(dual_module, "_up", lambda t: t)
-    monkeypatch.setattr(dual_module, "_down", lambda t: t)
+    monkeypatch.setattr(costs_module, "_up_t", lambda t: t)
+    monkeypatch.setattr(costs_module, "_down_t", lambda t: t)
     assert violations() > 0
 
 
@@ -475,7 +476,65 @@ def test_the_expansion_margin_is_needed(monkeypatch):
         return any(Fraction(float(c[i, j])) > lo_exact[i][j] for i in range(30) for j in range(30))
 
     assert not worst(PairwiseCost(p))
-    broken = PairwiseCost(p, dense_bytes=0)
-    broken._kappa = 0.0
-    broken._sigma = 0.0
-    assert worst(broken)
+    monkeypatch.setattr(costs_module, "UNIT", 0.0)
+    monkeypatch.setattr(costs_module, "gamma", lambda k: 0.0)
+    assert worst(PairwiseCost(p, exact_close_pairs=False))
+
+
+# ----------------------------------------------------------------------------- red-team
+
+
+def test_tiny_direction_does_not_inflate_the_sliced_bound():
+    """Was: a direction whose squared norm is subnormal made the sliced lower bound
+    1.63 against an exact 1.41 (its norm was underestimated)."""
+    d, c = 8, np.sqrt(1.49) * 2.0**-537
+    x = np.array([np.full(d, 0.5), np.full(d, -0.5)])
+    y = np.array([np.full(d, c), np.full(d, c)])
+    r = estimate_w1(x, y, sample=SampleOptions(route="blockwise")).sample
+    assert_certified(r.lower, r.upper, w1_enclosure(x, y))
+    p = TransportProblem.build(np.full((1, 8), 0.5), np.full((1, 8), -0.5))
+    value, _ = sliced_lower_bound(p, np.full((1, 8), c))
+    assert below(p.to_input_units(value, value)[0], w1_enclosure(p.x * 2, p.y * 2)[1])
+
+
+@pytest.mark.parametrize("route", ["dense", "sparse-lp", "assignment"])
+def test_potentials_stay_feasible_in_input_units_when_subnormal(route):
+    t = 2.0**-1074
+    x, y = np.array([[2 * t, 2 * t]]), np.array([[0.0, 0.0]])
+    u, v = estimate_w1(x, y, sample=SampleOptions(route=route)).sample.potentials
+    lo, _ = cost_enclosures(x, y)
+    assert Fraction(float(u[0])) - Fraction(float(v[0])) <= lo[0][0]
+
+
+def test_potentials_that_overflow_are_not_reported():
+    r = estimate_w1(np.array([[-1.7e308, 0.0], [1.7e308, 0.0]]), np.array([[-1.7e308, 0.0]]))
+    assert r.sample.potentials is None
+    assert_certified(
+        r.sample.lower,
+        r.sample.upper,
+        w1_enclosure(np.array([[-1.7e308, 0.0], [1.7e308, 0.0]]), np.array([[-1.7e308, 0.0]])),
+    )
+
+
+def test_huge_potentials_and_absurd_plans_are_handled():
+    p = TransportProblem.build(np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 0.0]]))
+    exact = w1_enclosure(p.x * 2, p.y * 2)
+    for cost in (PairwiseCost(p), TiledCost(p, backend="eager")):
+        assert below(c_transform_bound(cost, np.array([1e308, -1e308])).value, exact[1])
+    with pytest.raises(ValueError, match="overflow"):
+        plan_bound(p, np.array([0, 1]), np.array([0, 0]), np.array([1e308, 1e308]), "big")
+    with pytest.raises(ValueError, match="finite"):
+        plan_bound(p, np.array([0]), np.array([0]), np.array([np.inf]), "inf")
+
+
+def test_python_integers_beyond_2_53_in_lists_and_text_are_refused(tmp_path):
+    with pytest.raises(InputError, match="2\\^53"):
+        estimate_w1([[2**53 + 1, 0.5]], [[2**53, 0.5]])
+    path = tmp_path / "big.csv"
+    path.write_text("9007199254740993,1\n1,2\n")
+    from wassnet.w1.io import load_points, validate_points
+
+    with pytest.raises(InputError, match="line 1"):
+        load_points(path)
+    exact = validate_points(np.array([-(2**63), 0], dtype=np.int64))  # representable
+    assert exact[0] == -(2.0**63)

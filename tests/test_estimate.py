@@ -107,20 +107,20 @@ def test_every_route_brackets_pots_value(shape, d, n, m, weighted):
 
 
 def test_routes_work_on_float32_passes():
-    """Uniform n == m above the float64-pass limit use fused float32 tiles (forced low)."""
+    """Uniform n == m above the dense-matrix limit use fused float32 screens (forced low)."""
     import wassnet.w1.sample as sample_module
 
     a, b, _, _ = make_problem("shifted", 4, 300, 300, False)
     exact = pot_w1(a, b)
-    old = sample_module.FLOAT64_PASS_MAX_PAIRS
-    sample_module.FLOAT64_PASS_MAX_PAIRS = 1000
+    old = sample_module.DENSE_PASS_MAX_PAIRS
+    sample_module.DENSE_PASS_MAX_PAIRS = 1000
     try:
         sample = estimate_w1(a, b, sample=SampleOptions(route="assignment", warm_start=50)).sample
     finally:
-        sample_module.FLOAT64_PASS_MAX_PAIRS = old
+        sample_module.DENSE_PASS_MAX_PAIRS = old
     assert_bracket(sample, exact)
     assert "float32" in sample.lower_method
-    assert sample.relative_width < 1e-4  # float32 passes certify to a few 1e-6
+    assert sample.relative_width < 1e-12  # float32 screens, exact float64 recomputation
 
 
 def test_plan_and_potentials_are_what_they_claim():

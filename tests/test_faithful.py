@@ -281,3 +281,58 @@ def test_certified_radius_rounds_down():
     bound = Fraction(lipschitz_bound(net, (2,)).bound)
     # radius <= margin / (sqrt(2) L)  <=>  radius^2 * 2 * L^2 <= margin^2 (all exact)
     assert Fraction(radius) ** 2 * 2 * bound**2 <= margin**2
+
+
+# ----------------------------------------------------------------------------- red-team
+
+
+def test_tiny_and_huge_weights_are_bounded_exactly():
+    for s in (1e-200, 3.4e-162, 1e200, 5e-324):
+        w = np.array([[s, -s / 3], [s / 7, s]])
+        assert norm_at_most(w, spectral_norm_upper(torch.as_tensor(w)))
+    lin = nn.Linear(1, 2).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1e-170], [-1e-170]], dtype=torch.float64))
+        lin.bias.copy_(torch.tensor([1e-160, 0.0], dtype=torch.float64))
+    assert lipschitz_bound(lin, (1,)).bound >= math.sqrt(2) * 1e-170
+    radius = float(certified_radius(lin, torch.zeros(1, 1, dtype=torch.float64))[0])
+    assert radius < 1e11  # at -1e11 the prediction changes
+
+
+@pytest.mark.parametrize("fill", [1e160, float("inf"), float("nan")])
+def test_huge_or_non_finite_kernels_are_bounded_or_refused(fill):
+    conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular").double()
+    with torch.no_grad():
+        conv.weight.fill_(fill)
+    if math.isfinite(fill):
+        assert lipschitz_bound(conv, (1, 4, 4)).bound >= 9 * fill  # the all-ones frequency
+    else:
+        with pytest.raises(LipschitzBoundError, match="non-finite"):
+            lipschitz_bound(conv, (1, 4, 4))
+    with pytest.raises(ValueError, match="non-finite"):
+        spectral_norm_upper(
+            torch.tensor([[fill, 0.0]]) * (0 if math.isfinite(fill) else 1) + float("nan")
+        )
+
+
+def test_hooks_inside_a_bcop_layer_and_fake_parametrizations_are_refused():
+    from wassnet.nn import BCOPConv2d
+
+    layer = BCOPConv2d(2, 2, 3)
+    layer.conv.register_forward_hook(lambda m, i, o: 100 * o)
+    with pytest.raises(LipschitzBoundError, match="forward hooks"):
+        lipschitz_bound(layer, (2, 6, 6))
+
+    evil = Linear10(2, 2)
+    evil.parametrizations = nn.ModuleDict({"weight": nn.ModuleList([nn.Identity()])})
+    with pytest.raises(LipschitzBoundError, match="Linear10"):
+        lipschitz_bound(evil, (2,))
+    with pytest.raises(LipschitzBoundError):
+        export(evil)
+
+
+def test_nan_slopes_and_unrunnable_shapes_are_refused():
+    with pytest.raises(LipschitzBoundError, match="non-finite slope"):
+        lipschitz_bound(nn.LeakyReLU(float("nan")), (2,))
+    with pytest.raises(LipschitzBoundError, match="cannot run"):
+        lipschitz_bound(nn.Linear(3, 2), (4,))

@@ -153,11 +153,22 @@ def register_lipschitz_rule(cls: type, rule: Rule) -> None:
 
 
 def _declared_class(module: nn.Module) -> type:
-    """The module's class, seen through ``torch.nn.utils.parametrize``'s generated one."""
+    """The module's class, seen through the class that ``torch.nn.utils.parametrize``
+    generates (``Parametrized<Name>``, a direct subclass that only adds properties);
+    any other class is taken as it is."""
     cls = type(module)
-    if parametrize.is_parametrized(module):
-        cls = cls.__bases__[0]
-    return cls
+    bases = cls.__bases__
+    generated = (
+        parametrize.is_parametrized(module)
+        and len(bases) == 1
+        and cls.__name__ == f"Parametrized{bases[0].__name__}"
+        and not any(name in vars(cls) for name in FORWARD_METHODS)
+        and isinstance(getattr(module, "parametrizations", None), nn.ModuleDict)
+        and all(
+            isinstance(p, parametrize.ParametrizationList) for p in module.parametrizations.values()
+        )
+    )
+    return bases[0] if generated else cls
 
 
 def _overridden(cls: type, base: type) -> list[str]:
@@ -245,7 +256,11 @@ def _linear_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     if isinstance(weight, nn.parameter.UninitializedParameter):
         raise LipschitzBoundError("uninitialized lazy layer: run one forward pass first")
     weight = weight.detach().to("cpu", torch.float64)
-    return spectral_norm_upper(weight), "exact (verified): spectral norm"
+    try:
+        bound = spectral_norm_upper(weight)
+    except (ValueError, ArithmeticError, torch.linalg.LinAlgError) as exc:
+        raise LipschitzBoundError(f"cannot bound the weight's norm: {exc}") from None
+    return bound, "exact (verified): spectral norm"
 
 
 _U = 2.0**-53
@@ -273,6 +288,16 @@ def conv2d_operator_norm(kernel: torch.Tensor, grid: Shape, chunk: int = 2**22) 
     kernel halves the frequencies; ``chunk`` bounds the memory per batch of them.
     """
     k = kernel.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(k).all()):
+        raise LipschitzBoundError("the convolution kernel has non-finite entries")
+    if not bool((k != 0).any()):
+        return 0.0
+    # one exact power-of-two scale (largest tap in [1/2, 1)); taps pushed into the
+    # subnormal range move by at most 2^-1075 each, charged below
+    exponent = math.frexp(float(k.abs().max()))[1]
+    scaled = torch.ldexp(k, torch.tensor(-exponent))
+    moved = 0.0 if bool((torch.ldexp(scaled, torch.tensor(exponent)) == k).all()) else 1.0
+    k = scaled
     o, i, kh, kw = k.shape
     gh, gw = grid
     taps = k.reshape(o * i, kh * kw).T  # [T, o * i]
@@ -285,6 +310,7 @@ def conv2d_operator_norm(kernel: torch.Tensor, grid: Shape, chunk: int = 2**22) 
     phase = (u[:, None] * a[None, :] * gw + v[:, None] * b[None, :] * gh) % period
     absolute = taps.abs().sum(0).reshape(o, i)  # sum_t |k_t| per entry
     error = _dft_error_factor(kh * kw) * float(absolute.pow(2).sum().sqrt()) * (1 + 1e-12)
+    error += moved * kh * kw * math.sqrt(o * i) * 2.0**-1074  # the scale's rounding
     per_chunk = max(1, chunk // max(1, kh * kw + o * i))
     best = 0.0
     for start in range(0, len(phase), per_chunk):
@@ -292,7 +318,10 @@ def conv2d_operator_norm(kernel: torch.Tensor, grid: Shape, chunk: int = 2**22) 
         twiddle = torch.polar(torch.ones_like(angle), angle)  # [F, T]
         spectrum = (twiddle @ taps.to(torch.complex128)).reshape(-1, o, i)
         best = max(best, spectral_norm_upper(spectrum, error))
-    return best
+    result = math.nextafter(math.ldexp(best, exponent), math.inf)
+    if not math.isfinite(result):
+        raise LipschitzBoundError("the convolution's norm exceeds the float64 range")
+    return result
 
 
 def _dilated(kernel: torch.Tensor, dilation: tuple[int, int]) -> torch.Tensor:
@@ -364,7 +393,10 @@ def _constant(value: float, method: str) -> Rule:
 
 
 def _leaky_relu_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
-    return max(1.0, abs(module.negative_slope)), "exact: max(1, |slope|)"
+    slope = float(module.negative_slope)
+    if not math.isfinite(slope):
+        raise LipschitzBoundError(f"LeakyReLU with a non-finite slope {slope}")
+    return max(1.0, abs(slope)), "exact: max(1, |slope|)"
 
 
 def _dropout_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
@@ -381,6 +413,7 @@ def _dropout_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
 
 def _bcop_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     bcop: BCOPConv2d = module  # type: ignore[assignment]
+    check_faithful(bcop.conv, "conv")  # the rule reads the inner convolution
     c, h, w = input_shape
     s = bcop.downsample
     bound, method = _conv2d_rule(bcop.conv, (c * s * s, h // s, w // s))
@@ -423,7 +456,12 @@ def _walk(module: nn.Module, name: str, shape: Shape, out: list[LayerBound], pro
     bound, method = rule(module, shape)
     if not math.isfinite(bound):
         raise LipschitzBoundError(f"layer {name} has a non-finite bound {bound}")
-    result = module(probe)
+    try:
+        result = module(probe)
+    except RuntimeError as exc:
+        raise LipschitzBoundError(
+            f"layer {name or '<model>'} cannot run on input shape {shape}: {exc}"
+        ) from None
     out.append(
         LayerBound(
             name or "<model>",

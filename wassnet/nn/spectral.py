@@ -22,11 +22,14 @@ complex matrices :math:`A_b` and any perturbations with
 4. :math:`\|A\|_2^2 = \lambda_{\max}(G) \le \lambda_{\max}(\hat G) + \|\hat G - G\|_2` and
    :math:`\|A + E\|_2 \le \|A\|_2 + \|E\|_F`.
 
-Sums of nonnegative terms are bounded by the factor of
-:func:`wassnet.rounding.nonneg_sum_factor`, and the scalar steps are rounded up
-(:func:`math.nextafter`). The only assumption is IEEE arithmetic with a standard
-(backward-stable per entry) matrix product, as every BLAS provides; LAPACK's accuracy is
-never relied on. The result exceeds the exact norm by a few ``1e-15`` relative.
+The matrices are first multiplied by one power of two so that their largest entry lies
+in ``[1/2, 1)`` (exact; entries pushed into the subnormal range move by at most
+``2^-1075`` each, charged to ``E``), so nothing overflows and underflow is a charged
+absolute error (``2^-1074`` per product) instead of a silent loss. Scalar steps are
+rounded up (:func:`math.nextafter`). The only assumption is IEEE arithmetic with a
+standard (backward-stable per entry) matrix product, as every BLAS provides; LAPACK's
+accuracy is never relied on. The result exceeds the exact norm by a few ``1e-15``
+relative. Non-finite entries raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 __all__ = ["spectral_norm_upper"]
 
 _U = 2.0**-53
+_ETA = 2.0**-1074  # absolute error of a product that underflows
 
 
 def _gamma(k: int) -> float:
@@ -65,6 +69,7 @@ def _gram(a: torch.Tensor) -> tuple[torch.Tensor, float, int]:
         g, k = a @ a.mH, n
     frob_sq = (a.abs() ** 2).sum((-2, -1))
     eps = _gamma(k + extra + 2) * frob_sq * (1.0 + _gamma(m * n + 1))
+    eps = eps + 4.0 * (k + extra + 2) * min(m, n) * _ETA  # underflowing products
     return g, eps, k
 
 
@@ -75,7 +80,7 @@ def _gershgorin_upper(g: torch.Tensor) -> torch.Tensor:
     _, v = torch.linalg.eigh(g)
     extra = 4 if g.is_complex() else 0
     m_hat = v.mH @ (g @ v)
-    err = _gamma(2 * n + 4 + extra) * (v.abs().mT @ (g.abs() @ v.abs()))
+    err = _gamma(2 * n + 4 + extra) * (v.abs().mT @ (g.abs() @ v.abs())) + 8 * n * _ETA
     diag = m_hat.diagonal(dim1=-2, dim2=-1).real
     off = m_hat.abs().sum(-1) - m_hat.diagonal(dim1=-2, dim2=-1).abs()
     slack = _gamma(2 * n + 2)
@@ -85,11 +90,19 @@ def _gershgorin_upper(g: torch.Tensor) -> torch.Tensor:
     # plus the product's rounding
     eye = torch.eye(n, dtype=v.dtype, device=v.device)
     residual = v.mH @ v - eye
-    round_err = _gamma(n + 2 + extra) * (v.abs().mT @ v.abs())
+    round_err = _gamma(n + 2 + extra) * (v.abs().mT @ v.abs()) + 8 * n * _ETA
     delta = ((residual.abs() + round_err) ** 2).sum((-2, -1)).sqrt() * (1 + 4 * slack)
     if bool((delta >= 0.5).any()):
         raise ArithmeticError("eigenvectors too far from unitary for a verified bound")
     return torch.where(mu > 0, mu / (1 - delta) * (1 + 4 * _U), mu)
+
+
+def _ldexp(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``t * 2^exponent`` (exact unless it over- or underflows), real or complex."""
+    e = torch.tensor(exponent)
+    if t.is_complex():
+        return torch.complex(torch.ldexp(t.real, e), torch.ldexp(t.imag, e))
+    return torch.ldexp(t, e)
 
 
 @torch.no_grad()
@@ -106,11 +119,22 @@ def spectral_norm_upper(matrices: torch.Tensor, perturbation: torch.Tensor | flo
     a = a.to(torch.complex128 if a.is_complex() else torch.float64)
     if a.dim() == 2:
         a = a[None]
-    if a.numel() == 0:
-        return 0.0
-    g, eps, _ = _gram(a)
+    pert = torch.as_tensor(perturbation, dtype=torch.float64).expand(len(a))
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(pert).all())):
+        raise ValueError("spectral_norm_upper: the matrix has non-finite entries")
+    if a.numel() == 0 or not bool((a != 0).any()):
+        return _up(float(pert.max())) if len(pert) else 0.0
+    # one exact power-of-two scale: the largest entry in [1/2, 1)
+    exponent = math.frexp(float(a.abs().max()))[1]
+    scaled = _ldexp(a, -exponent)
+    exact = bool((_ldexp(scaled, exponent) == a).all())
+    moved = 0.0 if exact else math.sqrt(a.shape[-1] * a.shape[-2]) * 2.0**-1073
+    g, eps, _ = _gram(scaled)
     lam = _gershgorin_upper(g)
     norm_sq = (lam.clamp_min(0) + eps) * (1 + 4 * _U)
-    pert = torch.as_tensor(perturbation, dtype=torch.float64).expand(len(a))
-    bound = (norm_sq.sqrt() * (1 + 2 * _U) + pert) * (1 + 2 * _U)
-    return _up(float(bound.max()))
+    norm = norm_sq.sqrt() * (1 + 2 * _U) + moved
+    bound = (_ldexp(norm, exponent) + pert) * (1 + 2 * _U)
+    result = _up(float(bound.max()))
+    if not math.isfinite(result):
+        raise ValueError("spectral_norm_upper: the norm exceeds the float64 range")
+    return result

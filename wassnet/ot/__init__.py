@@ -30,11 +30,11 @@ from wassnet.ot.assignment import AssignmentBracket, assignment_bracket
 from wassnet.ot.costs import PairwiseCost, direct_cost_bounds
 from wassnet.ot.dual import (
     DualBound,
+    Transform,
     c_transform,
     c_transform_bound,
     dual_value,
     sinkhorn_refine,
-    tiled_c_transform_bound,
 )
 from wassnet.ot.exact import ExactSolverError, exact_w1, exact_w1_fits, w1_1d
 from wassnet.ot.line import line_bracket
@@ -56,6 +56,7 @@ __all__ = [
     "PairwiseCost",
     "PrimalBound",
     "TiledCost",
+    "Transform",
     "TransportProblem",
     "assignment_bracket",
     "blockwise_refinement",
@@ -70,6 +71,5 @@ __all__ = [
     "plan_bound",
     "sinkhorn_refine",
     "sparse_transport_upper_bound",
-    "tiled_c_transform_bound",
     "w1_1d",
 ]

@@ -3,29 +3,29 @@ r"""A certified W1 bracket at scale for two uniform clouds of equal size.
 With uniform weights and ``n == m``, optimal transport is an assignment problem: some
 permutation :math:`\sigma` is an optimal plan, and :math:`W_1 = \frac1n \sum_i
 c_{i\sigma(i)}`. :func:`assignment_bracket` solves it by **column generation** on a
-sparse graph of candidate pairs, never holding the ``n x n`` matrix:
+sparse graph of candidate pairs, never holding the ``n x n`` matrix. Each round:
 
-1. Candidates: for each point, the pairs of smallest reduced cost
-   :math:`c_{ij} - u_i + v_j` for the current potentials (a 1-Lipschitz critic's values
-   to start with), found by a fused pass over all pairs
-   (:meth:`~wassnet.ot.tiles.TiledCost.row_candidates`), plus a permutation that
-   keeps the graph's perfect matching feasible.
-2. Primal: the optimal permutation within the graph (sparse Jonker–Volgenant,
-   :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`); its cost,
-   recomputed pair by pair in float64 and rounded up, is a **certified upper bound**.
-3. Dual: potentials for which every graph edge has nonnegative reduced cost and every
+1. Primal: the optimal permutation within the graph (sparse Jonker–Volgenant on
+   quantized reduced costs, :func:`~wassnet.ot.plans.solve_assignment`); read as the
+   exact assignment, its cost (certified cost bounds, rounded up) is a **certified
+   upper bound** (:func:`~wassnet.ot.plans.plan_bound`).
+2. Dual: potentials for which every graph edge has nonnegative reduced cost and every
    matched edge zero: shortest paths in the matching's residual graph
-   (:func:`_matching_potentials`). Exact c-transforms over *all* pairs
-   (:func:`~wassnet.ot.dual.tiled_c_transform_bound`) make them feasible everywhere:
-   a **certified lower bound**.
-4. Pairs whose reduced cost under these potentials is smallest join the graph; repeat
-   until the bracket is closed to ``tol``, no new pair has a negative reduced cost
-   (then the graph's optimum is the global one), ``rounds`` are done, or time is up.
+   (:func:`_matching_potentials`). Their c-transforms over *all* pairs
+   (:func:`~wassnet.ot.dual.c_transform`) are feasible everywhere: a **certified lower
+   bound**. The same two passes price the pairs: per row and per column, the ``k``
+   pairs of smallest reduced cost.
+3. Priced pairs with a negative reduced cost join the graph; repeat until the bracket
+   is closed to ``tol``, no pair prices out (the graph's optimum is then the global
+   one), ``rounds`` are done, or time is up.
 
-At the optimum the bracket's width is the float32 passes' certified margin, a few
-``1e-6`` relative; :func:`wassnet.ot.dual.c_transform_bound` in float64 closes it
-further where ``n^2`` float64 passes are affordable. Each round costs four fused
-passes over the ``n^2`` pairs and one sparse assignment.
+The starting potentials (e.g. from a solved subsample,
+:func:`~wassnet.ot.multiscale.warm_start`) are c-transformed first: a certified lower
+bound before any assignment, and the first candidates. Passes are float64 chunks
+(:class:`~wassnet.ot.costs.PairwiseCost`) or fused float32 screens with exact float64
+recomputation (:class:`~wassnet.ot.tiles.TiledCost`): either way the bracket closes to
+float64 rounding. Each round costs two passes over the ``n^2`` pairs and one sparse
+assignment.
 """
 
 from __future__ import annotations
@@ -38,14 +38,8 @@ import numpy as np
 import torch
 
 from wassnet.ot.costs import PairwiseCost
-from wassnet.ot.dual import DualBound, c_transform_bound, tiled_c_transform_bound
-from wassnet.ot.plans import (
-    PrimalBound,
-    _candidate_pairs,
-    monotone_coupling,
-    plan_bound,
-    solve_assignment,
-)
+from wassnet.ot.dual import DualBound, Transform, c_transform, dual_value
+from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, solve_assignment
 from wassnet.ot.tiles import TiledCost
 
 __all__ = ["AssignmentBracket", "assignment_bracket"]
@@ -56,12 +50,14 @@ class AssignmentBracket:
     """The result of :func:`assignment_bracket`: a plan, a feasible dual, the history.
 
     ``plan.value`` and ``dual.value`` bracket W1; ``rounds`` lists, per round, the
-    number of candidate pairs, both bounds and the elapsed seconds.
+    number of candidate pairs, both bounds and the elapsed seconds; ``passes`` counts
+    the passes over all pairs.
     """
 
     plan: PrimalBound
     dual: DualBound
     rounds: list[dict[str, float]]
+    passes: int
 
 
 def _matching_potentials(
@@ -124,27 +120,42 @@ def _matching_potentials(
     return u, v
 
 
-def _candidates(
-    cost: PairwiseCost, tiles: TiledCost | None, u: torch.Tensor, v: torch.Tensor, k: int
-) -> np.ndarray:
-    """Keys ``i n + j`` of the ``k`` smallest reduced costs per row and per column
-    (float64 passes without ``tiles``, fused float32 passes with them)."""
-    n = cost.n
-    if tiles is None:
-        i, j = _candidate_pairs(cost, u, v, k)
-        return np.unique(i.astype(np.int64) * n + j)
-    by_row = tiles.row_candidates(tiles.round_potential(v), k).cpu().numpy()
-    by_col = tiles.T.row_candidates(tiles.T.round_potential(-u), k).cpu().numpy()
-    rows = np.repeat(np.arange(n, dtype=np.int64), by_row.shape[1])
-    keys_row = rows * n + by_row.reshape(-1)
-    cols = np.repeat(np.arange(n, dtype=np.int64), by_col.shape[1])
-    keys_col = by_col.reshape(-1).astype(np.int64) * n + cols
-    return np.union1d(keys_row, keys_col)
+def _candidate_keys(t: Transform, n: int) -> np.ndarray:
+    """Keys ``i n + j`` of the pricing candidates of a transform (rows and columns)."""
+    rows_c = t.row_candidates.cpu().numpy()
+    cols_c = t.col_candidates.cpu().numpy()
+    by_row = np.repeat(np.arange(n, dtype=np.int64), rows_c.shape[1]) * n + rows_c.reshape(-1)
+    by_col = cols_c.reshape(-1).astype(np.int64) * n + np.repeat(np.arange(n), cols_c.shape[1])
+    return np.union1d(by_row, by_col)
+
+
+@dataclass
+class _Graph:
+    """The sparse graph of candidate pairs (sorted keys ``i n + j``) and their costs."""
+
+    cost: PairwiseCost | TiledCost
+    keys: np.ndarray
+    costs: np.ndarray
+
+    @classmethod
+    def of(cls, cost: PairwiseCost | TiledCost, keys: np.ndarray) -> _Graph:
+        n = cost.n
+        keys = np.unique(keys)
+        return cls(cost, keys, _pair_costs(cost, keys // n, keys % n))
+
+    def add(self, new: np.ndarray, new_costs: np.ndarray) -> None:
+        self.keys, order = np.unique(np.concatenate([self.keys, new]), return_index=True)
+        self.costs = np.concatenate([self.costs, new_costs])[order]
+
+
+def _pair_costs(cost: PairwiseCost | TiledCost, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    from wassnet.ot.costs import pair_cost_bounds
+
+    return pair_cost_bounds(cost.problem, rows, cols)[1]
 
 
 def assignment_bracket(
-    cost: PairwiseCost,
-    tiles: TiledCost | None,
+    cost: PairwiseCost | TiledCost,
     u0: torch.Tensor,
     v0: torch.Tensor,
     *,
@@ -157,82 +168,76 @@ def assignment_bracket(
     """Certified bracket for uniform clouds with ``n == m`` by column generation.
 
     Args:
-        cost: the float64 costs of the two clouds (plan costs, pair by pair).
-        tiles: the same clouds for fused float32 passes over all pairs, or None for
-            float64 passes with ``cost`` (exact to ``1e-13``, slower: for small
-            problems).
-        u0, v0: starting potentials (e.g. a 1-Lipschitz critic's values on both clouds),
-            used to choose the first candidate pairs.
-        k: candidate pairs per point and round.
+        cost: the passes over all pairs: :class:`PairwiseCost` (float64 chunks, for
+            small problems) or :class:`TiledCost` (fused float32 screens).
+        u0, v0: starting potentials (problem units), e.g. from a solved subsample.
+        k: pricing candidates per point and pass.
         rounds: at most this many assignments are solved.
-        tol: stop when ``(upper - lower) <= tol * upper``.
+        tol: stop when ``upper - lower <= tol * upper``.
         time_budget: seconds; no new round starts once it is spent.
         callback: called with each round's record (for progress display).
 
     Returns:
-        :class:`AssignmentBracket`; ``plan.value`` (a permutation's cost, rounded up)
-        and ``dual.value`` (a dual pair feasible on every pair) bracket W1.
+        :class:`AssignmentBracket`; ``plan.value`` (the exact assignment's certified
+        cost) and ``dual.value`` (a dual pair feasible on every pair) bracket W1.
     """
+    problem = cost.problem
     n = cost.n
-    if cost.m != n or (tiles is not None and (tiles.n != n or tiles.m != n)):
+    if cost.m != n:
         raise ValueError("assignment_bracket needs two clouds of the same size")
-    if not cost.problem.uniform_square:
+    if not problem.uniform_square:
         raise ValueError("assignment_bracket needs uniform weights")
     t0 = time.perf_counter()
-    device = cost.device if tiles is None else tiles.device
+    transform = c_transform(cost, u0, k)
+    passes = 2
+    best_dual = DualBound(dual_value(problem, transform.u, transform.v), transform.u, transform.v)
     uniform = np.full(n, 1.0 / n)
-    mi, mj, _ = monotone_coupling(
-        u0.double().cpu().numpy(), v0.double().cpu().numpy(), uniform, uniform
-    )
-    pairs = np.union1d(mi.astype(np.int64) * n + mj, _candidates(cost, tiles, u0, v0, k))
-    costs = cost.pair_costs(pairs // n, pairs % n)
-    u_prev, v_prev = u0.double().cpu().numpy(), v0.double().cpu().numpy()
+    u_np, v_np = u0.double().cpu().numpy(), v0.double().cpu().numpy()
+    mi, mj, _ = monotone_coupling(u_np, v_np, uniform, uniform)
+    graph = _Graph.of(cost, np.union1d(mi.astype(np.int64) * n + mj, _candidate_keys(transform, n)))
+    u_prev, v_prev = transform.u.cpu().numpy(), transform.v.cpu().numpy()
     best_plan: PrimalBound | None = None
-    best_dual: DualBound | None = None
     history: list[dict[str, float]] = []
-    for round_ in range(rounds):
-        match = solve_assignment(pairs, costs, n, u_prev, v_prev)
-        rows = np.arange(n, dtype=np.int64)
-        plan = plan_bound(cost.problem, rows, match, uniform, "sparse assignment")
-        if best_plan is None or plan.value < best_plan.value:
-            best_plan = plan
-        u, v = _matching_potentials(pairs // n, pairs % n, costs, match, n)
-        u_prev, v_prev = u, v
-        u_t = torch.as_tensor(u, device=device)
-        if tiles is None:
-            dual = c_transform_bound(cost, u_t)
-        else:
-            dual = tiled_c_transform_bound(tiles, u_t)
-        if best_dual is None or dual.value > best_dual.value:
-            best_dual = dual
-        record = {
-            "round": round_ + 1,
-            "pairs": float(len(pairs)),
+
+    def record(round_: int) -> float:
+        assert best_plan is not None
+        entry = {
+            "round": round_,
+            "pairs": float(len(graph.keys)),
             "lower": best_dual.value,
             "upper": best_plan.value,
             "seconds": time.perf_counter() - t0,
         }
-        history.append(record)
+        history.append(entry)
         if callback is not None:
-            callback(record)
+            callback(entry)
+        return best_plan.value - best_dual.value
+
+    for round_ in range(1, rounds + 1):
+        match = solve_assignment(graph.keys, graph.costs, n, u_prev, v_prev)
+        plan = plan_bound(problem, np.arange(n), match, uniform, "sparse assignment")
+        if best_plan is None or plan.value < best_plan.value:
+            best_plan = plan
         gap = best_plan.value - best_dual.value
-        # a plan of cost 0 is optimal whatever the dual says
-        if gap <= tol * best_plan.value or best_plan.value <= 0 or round_ + 1 == rounds:
-            break
         elapsed = time.perf_counter() - t0
-        if time_budget is not None and elapsed * (round_ + 2) / (round_ + 1) > time_budget:
+        out_of_time = time_budget is not None and elapsed * (round_ + 1) / round_ > time_budget
+        if gap <= tol * best_plan.value or best_plan.value <= 0 or round_ == rounds or out_of_time:
+            record(round_)
             break
-        new = np.setdiff1d(
-            _candidates(cost, tiles, u_t, torch.as_tensor(v, device=device), k),
-            pairs,
-            assume_unique=True,
-        )
-        new_costs = cost.pair_costs(new // n, new % n)
-        reduced = new_costs - u[new // n] + v[new % n]
-        noise = 1e-12 if tiles is None else 1e-9  # float32 pricing cannot see below
-        if len(new) == 0 or reduced.min() >= -noise * float(costs.max()):
+        u_m, v_m = _matching_potentials(graph.keys // n, graph.keys % n, graph.costs, match, n)
+        transform = c_transform(cost, torch.as_tensor(u_m, device=cost.device), k)
+        passes += 2
+        dual = DualBound(dual_value(problem, transform.u, transform.v), transform.u, transform.v)
+        if dual.value > best_dual.value:
+            best_dual = dual
+        if record(round_) <= tol * best_plan.value:
+            break
+        new = np.setdiff1d(_candidate_keys(transform, n), graph.keys, assume_unique=True)
+        new_costs = _pair_costs(cost, new // n, new % n)
+        reduced = new_costs - u_m[new // n] + v_m[new % n]
+        if len(new) == 0 or reduced.min() >= -1e-12 * float(graph.costs.max()):
             break  # no pair outside the graph prices out: its optimum is the global one
-        pairs, order = np.unique(np.concatenate([pairs, new]), return_index=True)
-        costs = np.concatenate([costs, new_costs])[order]
-    assert best_plan is not None and best_dual is not None
-    return AssignmentBracket(best_plan, best_dual, history)
+        graph.add(new, new_costs)
+        u_prev, v_prev = u_m, v_m
+    assert best_plan is not None
+    return AssignmentBracket(best_plan, best_dual, history, passes)

@@ -16,14 +16,16 @@ Two kinds of certified values, both in the problem's (power-of-two scaled) units
   :math:`x' = \mathrm{fl}(x - c)` (a matrix product). Proof of the margins, with
   :math:`T = |x'|^2 + |y'|^2` and :math:`u = 2^{-53}`:
 
-  - the expansion is a sum of :math:`3d` products through at most :math:`d + 2`
-    roundings each, so :math:`|\hat s - s'| \le \gamma_{d+2} \cdot 2T` for
-    :math:`s' = |x' - y'|^2`;
-  - products below the normal range err by at most :math:`\eta = 2^{-1074}` each,
-    absolutely: :math:`(3d + 8)\eta` more is subtracted;
-  - subtracting :math:`\kappa T` with :math:`\kappa = 2\gamma_{d+2} + 16u` leaves
-    :math:`s' - 13uT` after the subtraction's own rounding (:math:`s' \le 2T`), and the
-    rounded square root of that is at most :math:`\sqrt{s'}(1 - 2u)`;
+  - one matrix product of augmented vectors
+    :math:`[x', (1-\kappa)|x'|^2, 1] \cdot [-2y', 1, (1-\kappa)|y'|^2 - (3d+8)\eta]`
+    computes :math:`s' - \kappa T` (:math:`s' = |x' - y'|^2`) up to
+    :math:`\gamma_{d+2}` times the sum of the terms' magnitudes, at most
+    :math:`2\gamma_{d+2} T (1 + u)`, plus :math:`uT` for storing the squared norms;
+    products below the normal range err by at most :math:`\eta = 2^{-1074}` each,
+    absolutely, which the :math:`(3d + 8)\eta` covers;
+  - with :math:`\kappa = 2\gamma_{d+2} + 16u` the computed value is at most
+    :math:`s' - 13uT` (:math:`s' \le 2T`), and the rounded square root of that is at
+    most :math:`\sqrt{s'}(1 - 2u)`;
   - centring moves each coordinate by at most :math:`u |x - c|`, so the true distance
     is at least :math:`|x' - y'| - u(|x'| + |y'|)/(1-u)`; subtracting
     :math:`\sigma = 2u(|x'| + |y'|)` after the square root covers it and the last
@@ -47,7 +49,7 @@ import torch
 from wassnet.ot.problem import TransportProblem
 from wassnet.rounding import UNIT, down, gamma, up
 
-__all__ = ["PairwiseCost", "direct_cost_bounds", "pair_cost_bounds"]
+__all__ = ["PairwiseCost", "direct_cost_bounds", "direct_cost_bounds_torch", "pair_cost_bounds"]
 
 _ETA = 2.0**-1074  # smallest subnormal: the absolute error of an underflowing square
 
@@ -61,23 +63,43 @@ def _sum_factors(dim: int) -> tuple[float, float]:
     return float(down(f_lo)), float(up(f_hi))
 
 
+def _up_t(t: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(t, torch.full_like(t, torch.inf))
+
+
+def _down_t(t: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(t, torch.full_like(t, -torch.inf))
+
+
+def direct_cost_bounds_torch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` with ``lo_k <= |x_k - y_k| <= hi_k`` exactly, for rows of two float64
+    ``[k, d]`` tensors (any device; see the module notes)."""
+    dim = x.shape[1]
+    f_lo, f_hi = _sum_factors(dim)
+    floor = dim * _ETA
+    diff = x - y
+    sq = (diff * diff).sum(1)
+    same = ~(diff != 0).any(1)  # equal points: the cost is exactly 0
+    hi = _up_t(torch.sqrt(_up_t(_up_t(sq * f_hi) + floor)))
+    lo = _down_t(torch.sqrt((_down_t(_down_t(sq * f_lo) - floor)).clamp_min(0)))
+    zero = torch.zeros_like(hi)
+    return torch.where(same, zero, lo.clamp_min(0)), torch.where(same, zero, hi)
+
+
 def direct_cost_bounds(
     x: np.ndarray, y: np.ndarray, chunk: int = 1 << 16
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(lo, hi)`` with ``lo_k <= |x_k - y_k| <= hi_k`` exactly, for rows of two
-    ``[k, d]`` float64 arrays (see the module notes)."""
-    k, dim = x.shape
-    f_lo, f_hi = _sum_factors(dim)
-    floor = dim * _ETA
+    """:func:`direct_cost_bounds_torch` for NumPy ``[k, d]`` arrays (chunked); ``y`` may
+    be a single row ``[1, d]``, paired with every row of ``x``."""
+    k = len(x)
     lo, hi = np.empty(k), np.empty(k)
+    one = len(y) == 1
+    y_one = torch.tensor(np.asarray(y, dtype=np.float64)) if one else None
     for s in range(0, k, chunk):
-        diff = x[s : s + chunk] - y[s : s + chunk]
-        sq = np.einsum("ij,ij->i", diff, diff)
-        same = ~diff.any(axis=1)  # equal points: the cost is exactly 0
-        hi_c = up(np.sqrt(up(up(sq * f_hi) + floor)))
-        lo_c = down(np.sqrt(np.maximum(down(down(sq * f_lo) - floor), 0.0)))
-        hi[s : s + chunk] = np.where(same, 0.0, hi_c)
-        lo[s : s + chunk] = np.where(same, 0.0, np.maximum(lo_c, 0.0))
+        xs = torch.tensor(np.asarray(x[s : s + chunk], dtype=np.float64))
+        ys = y_one if one else torch.tensor(np.asarray(y[s : s + chunk], dtype=np.float64))
+        lo_t, hi_t = direct_cost_bounds_torch(xs, ys)
+        lo[s : s + chunk], hi[s : s + chunk] = lo_t.numpy(), hi_t.numpy()
     return lo, hi
 
 
@@ -122,16 +144,22 @@ class PairwiseCost:
         self.x, self.y = x64 - self.center, y64 - self.center  # x' = fl(x - c)
         self.n, self.m = len(self.x), len(self.y)
         dim = self.x.shape[1]
-        self._x_sq, self._y_sq = (self.x * self.x).sum(1), (self.y * self.y).sum(1)
+        x_sq, y_sq = (self.x * self.x).sum(1), (self.y * self.y).sum(1)
         self._kappa = float(up(2.0 * gamma(dim + 2) + 16 * UNIT))
-        self._x_norm, self._y_norm = self._x_sq.sqrt(), self._y_sq.sqrt()
+        self._x_norm, self._y_norm = x_sq.sqrt(), y_sq.sqrt()
         self._sigma = 2.0 * UNIT
         self._floor = (3 * dim + 8) * _ETA  # products that underflow err absolutely
+        # [x', (1-k)|x'|^2, 1] . [-2y', 1, (1-k)|y'|^2 - floor] = |x'-y'|^2 - k T - floor,
+        # one matrix product (its rounding is within the margin, see the module notes)
+        one_x, one_y = torch.ones_like(x_sq)[:, None], torch.ones_like(y_sq)[:, None]
+        self._xa = torch.cat([self.x, ((1 - self._kappa) * x_sq)[:, None], one_x], 1)
+        ya = torch.cat([-2.0 * self.y, one_y, ((1 - self._kappa) * y_sq - self._floor)[:, None]], 1)
+        self._ya_t = ya.T.contiguous()
         # pairs closer than 1% of the radius scale: the expansion's margin would exceed
         # ~1e-10 of their cost, so they are recomputed by direct differences
-        self._close = 1e-4
+        self._close_ratio = 1e-2 / 2.0**0.5  # c < ratio (|x'| + |y'|)  =>  c^2 < 1e-4 T
         self.exact_close_pairs = exact_close_pairs
-        self.chunk_rows = max(1, chunk_bytes // (8 * max(self.m, 1)))
+        self.chunk_rows = max(1, min(chunk_bytes // (8 * max(self.m, 1)), 1 << 18))
         self._dense = None
         if self.n * self.m * 8 <= dense_bytes:
             self._dense = torch.cat([c for _, c in self._compute_chunks()])
@@ -143,17 +171,15 @@ class PairwiseCost:
     def _compute_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
         for start in range(0, self.n, self.chunk_rows):
             stop = start + self.chunk_rows
-            xc, xsq = self.x[start:stop], self._x_sq[start:stop, None]
-            total = xsq + self._y_sq
-            sq = total - 2.0 * (xc @ self.y.T)
-            close = sq < self._close * total  # the expansion is loose: recompute exactly
-            sq.sub_(self._kappa * total).sub_(self._floor).clamp_min_(0).sqrt_()
-            sq.sub_(self._sigma * (self._x_norm[start:stop, None] + self._y_norm)).clamp_min_(0)
+            cost = (self._xa[start:stop] @ self._ya_t).clamp_min_(0).sqrt_()
+            norms = self._x_norm[start:stop, None] + self._y_norm
+            close = cost < self._close_ratio * norms  # the expansion is loose there
+            cost.sub_(norms, alpha=self._sigma).clamp_min_(0)
             if self.exact_close_pairs and bool(close.any()):
                 r, c = torch.nonzero(close, as_tuple=True)
                 lo, _ = self.pair_bounds(r.cpu().numpy() + start, c.cpu().numpy())
-                sq[r, c] = torch.as_tensor(lo, dtype=sq.dtype, device=sq.device)
-            yield start, sq
+                cost[r, c] = torch.as_tensor(lo, dtype=cost.dtype, device=cost.device)
+            yield start, cost
 
     def dense_matrix(self) -> np.ndarray:
         """The ``n x m`` lower bounds as a NumPy array (only when held densely)."""
@@ -168,6 +194,43 @@ class PairwiseCost:
                 yield start, self._dense[start : start + self.chunk_rows]
         else:
             yield from self._compute_chunks()
+
+    @torch.no_grad()
+    def row_pass(self, p: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)` for every row (rounded
+        down once after the minimum), and ``[n, k]`` columns of smallest
+        :math:`c_{ij} + p_j` (pricing candidates; nothing certified rests on them)."""
+        p = p.to(self.device, torch.float64)
+        lower = torch.empty(self.n, dtype=torch.float64, device=self.device)
+        k = min(k, self.m)
+        cand = torch.empty((self.n, k), dtype=torch.long, device=self.device)
+        for start, c in self.chunks():
+            values = c + p[None, :]
+            lower[start : start + len(c)] = values.min(1).values
+            if k:
+                cand[start : start + len(c)] = values.topk(k, dim=1, largest=False).indices
+        return _down_t(lower), cand
+
+    @torch.no_grad()
+    def col_pass(self, q: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Certified upper bounds of :math:`\max_i (q_i - c_{ij})` for every column
+        (rounded up once after the maximum), and ``[m, k]`` rows of largest
+        :math:`q_i - c_{ij}` (pricing candidates)."""
+        q = q.to(self.device, torch.float64)
+        upper = torch.full((self.m,), -torch.inf, dtype=torch.float64, device=self.device)
+        k = min(k, self.n)
+        best = torch.full((k, self.m), -torch.inf, dtype=torch.float64, device=self.device)
+        best_i = torch.zeros((k, self.m), dtype=torch.long, device=self.device)
+        for start, c in self.chunks():
+            values = q[start : start + len(c), None] - c
+            upper = torch.maximum(upper, values.max(0).values)
+            if k:
+                kk = min(k, len(c))
+                top_v, top_i = values.topk(kk, dim=0)
+                merged, order = torch.cat([best, top_v]).topk(k, dim=0)
+                best_i = torch.cat([best_i, top_i + start]).gather(0, order)
+                best = merged
+        return _up_t(upper), best_i.T.contiguous()
 
     def pair_bounds(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(lo, hi)``: certified bounds on ``c_ij`` for the given pairs (direct differences)."""

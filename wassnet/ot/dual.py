@@ -18,6 +18,7 @@ Potentials are in the problem's scaled units; ``value`` is in the input's units.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +31,11 @@ from wassnet.rounding import down
 
 __all__ = [
     "DualBound",
+    "Transform",
     "c_transform",
     "c_transform_bound",
     "dual_value",
     "sinkhorn_refine",
-    "tiled_c_transform_bound",
 ]
 
 
@@ -48,36 +49,47 @@ class DualBound:
     v: torch.Tensor
 
 
-def _as_potential(u: torch.Tensor | np.ndarray, size: int, device: torch.device) -> torch.Tensor:
-    u = torch.as_tensor(u).to(device=device, dtype=torch.float64)
-    if u.shape != (size,):
-        raise ValueError(f"potential must have shape ({size},), got {tuple(u.shape)}")
+Costs = PairwiseCost | TiledCost
+
+
+def _as_potential(cost: Costs, u: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``u`` shifted so that its maximum is 0, and clipped from below at minus a bound
+    on the diameter: neither changes the c-transform ``v_j = max_i (u_i - c_ij)``
+    (a common shift cancels in the value since both marginals sum to 1; a row with
+    ``u_i < max u - diameter`` never attains a maximum), and all values stay small."""
+    u = torch.as_tensor(u).to(device=cost.device, dtype=torch.float64)
+    if u.shape != (cost.n,):
+        raise ValueError(f"potential must have shape ({cost.n},), got {tuple(u.shape)}")
     if not bool(torch.isfinite(u).all()):
         raise ValueError("potential contains NaN or inf")
-    return u - u.median()  # a common shift changes no value; centred sums round less
+    # scaled coordinates are below 1 in magnitude: every cost is below 2 sqrt(d)
+    diameter = 2.0 * math.sqrt(cost.problem.dim) + 1.0
+    top = u.max()
+    return torch.clamp_min(u - top, -diameter) if top - u.min() > diameter else u - top
 
 
-def _up(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, torch.inf))
+@dataclass(frozen=True)
+class Transform:
+    """The c-transforms of a potential: ``(u, v)`` feasible on every pair (problem
+    units), and the pricing candidates the two passes found: for each row, ``k``
+    columns of small ``c_ij + v_j``; for each column, ``k`` rows of large ``u_i - c_ij``."""
+
+    u: torch.Tensor
+    v: torch.Tensor
+    row_candidates: torch.Tensor
+    col_candidates: torch.Tensor
 
 
-def _down(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, -torch.inf))
+def c_transform(cost: Costs, u: torch.Tensor | np.ndarray, k: int = 0) -> Transform:
+    """The c-transforms of any finite potential ``u``, feasible on every pair (exactly).
 
-
-def c_transform(
-    cost: PairwiseCost, u: torch.Tensor | np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(u', v)``, feasible on every pair (exactly), from any finite potential ``u``."""
-    u = _as_potential(u, cost.n, cost.device)
-    v = torch.full((cost.m,), -torch.inf, dtype=torch.float64, device=cost.device)
-    for start, c in cost.chunks():
-        v = torch.maximum(v, (u[start : start + len(c), None] - c).max(dim=0).values)
-    v = _up(v)
-    u_new = torch.empty_like(u)
-    for start, c in cost.chunks():
-        u_new[start : start + len(c)] = (v[None, :] + c).min(dim=1).values
-    return _down(u_new), v
+    Two passes over all pairs: float64 chunks (:class:`PairwiseCost`) or fused float32
+    screens with exact float64 recomputation (:class:`TiledCost`); both round ``v``
+    up and ``u'`` down (see the module notes)."""
+    u = _as_potential(cost, u)
+    v, col_candidates = cost.col_pass(u, k)
+    u_new, row_candidates = cost.row_pass(v, k)
+    return Transform(u_new, v, row_candidates, col_candidates)
 
 
 def dual_value(problem: TransportProblem, u: torch.Tensor, v: torch.Tensor) -> float:
@@ -86,41 +98,17 @@ def dual_value(problem: TransportProblem, u: torch.Tensor, v: torch.Tensor) -> f
     a_lo, _ = problem.a.weighted_sum(u.detach().cpu().numpy())
     _, b_hi = problem.b.weighted_sum(v.detach().cpu().numpy())
     value = float(down(a_lo - b_hi))
-    return problem.to_input_units(value, value)[0] if value > 0 else _negative(problem, value)
+    if value >= 0:
+        return problem.to_input_units(value, value)[0]
+    return -problem.to_input_units(-value, -value)[1]  # rounded down, negative
 
 
-def _negative(problem: TransportProblem, value: float) -> float:
-    """A negative lower bound in the input's units (rounded down)."""
-    return -problem.to_input_units(-value, -value)[1]
-
-
-def c_transform_bound(cost: PairwiseCost, u: torch.Tensor | np.ndarray) -> DualBound:
-    """Certified lower bound on W1 from any potential ``u`` on the first cloud."""
-    u_new, v = c_transform(cost, u)
-    return DualBound(dual_value(cost.problem, u_new, v), u_new, v)
-
-
-def _round_up_float32(v: torch.Tensor) -> torch.Tensor:
-    """The smallest float32 values ``>= v`` (as float64)."""
-    v32 = v.float()
-    low = v32.double() < v
-    v32 = torch.where(low, torch.nextafter(v32, torch.full_like(v32, torch.inf)), v32)
-    return v32.double()
-
-
-def tiled_c_transform_bound(cost: TiledCost, u: torch.Tensor | np.ndarray) -> DualBound:
-    """:func:`c_transform_bound` at scale: two fused float32 passes (:class:`TiledCost`).
-
-    ``v_j`` is an upper bound of ``max_i (u_i - c_ij)`` (rounded up to float32) and
-    ``u'_i`` a lower bound of ``min_j (v_j + c_ij)``, both certified by the passes'
-    rounding margins, so ``u'_i - v_j <= c_ij`` holds for every pair. The loss against
-    the exact c-transforms is a few ``1e-6`` relative on ordinary data.
-    """
-    u = _as_potential(u, cost.n, cost.device)
-    u32 = cost.T.round_potential(-u)
-    v = _round_up_float32(-cost.T.row_min(u32))  # >= max_i (u_i - c_ij), u as rounded
-    u_new = cost.row_min(v)
-    return DualBound(dual_value(cost.problem, u_new, v), u_new, v)
+def c_transform_bound(cost: Costs, u: torch.Tensor | np.ndarray) -> DualBound:
+    """Certified lower bound on W1 from any potential ``u`` on the first cloud (problem
+    units): its c-transforms (:func:`c_transform`) and their value (:func:`dual_value`).
+    With :class:`TiledCost` the passes are float32 screens, tight to float64."""
+    t = c_transform(cost, u)
+    return DualBound(dual_value(cost.problem, t.u, t.v), t.u, t.v)
 
 
 def sinkhorn_refine(

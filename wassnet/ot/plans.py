@@ -89,9 +89,8 @@ def _hub_charge(points: np.ndarray, residual: np.ndarray, hub: np.ndarray) -> fl
     keep = residual > 0
     if not keep.any():
         return 0.0
-    pts = points[keep]
-    _, dist = direct_cost_bounds(pts, np.broadcast_to(hub, pts.shape))
-    return sum_up(up(residual[keep] * dist))
+    _, dist = direct_cost_bounds(points[keep], hub[None, :])
+    return sum_up(np.where(dist == 0, 0.0, product_up(residual[keep], dist)))
 
 
 def _residual_charge(problem: TransportProblem, ea: np.ndarray, eb: np.ndarray) -> float:
@@ -127,8 +126,14 @@ def plan_bound(
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     mass = np.asarray(mass, dtype=np.float64)
+    if not np.all(np.isfinite(mass)):
+        raise ValueError("plan masses must be finite")
     keep = mass > 0
     rows, cols, mass = rows[keep], cols[keep], mass[keep]
+    with np.errstate(over="ignore"):
+        total = mass.sum()
+    if not np.isfinite(total):
+        raise ValueError("plan masses overflow float64 when summed (a plan's total is 1)")
     _, c_hi = pair_cost_bounds(problem, rows, cols)
     if _is_uniform_permutation(problem, rows, cols, mass):
         # read as exactly 1/n per pair: an exact assignment, nothing to charge

@@ -204,6 +204,22 @@ class TransportProblem:
             hi = float(up(hi))
         return max(lo, 0.0), hi
 
+    def potentials_in_input_units(
+        self, u: np.ndarray, v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A feasible pair of the scaled problem (``u_i - v_j <= c_ij``) as a feasible
+        pair of the given one: times ``2^exponent``, ``u`` rounded down and ``v`` up
+        where that is inexact (subnormal results), so feasibility holds exactly;
+        ``None`` when they overflow float64. (A nonzero ``perturbation`` is not
+        charged to them: they are then feasible up to it.)"""
+        with np.errstate(over="ignore"):
+            u_in, v_in = np.ldexp(u, self.exponent), np.ldexp(v, self.exponent)
+        if not (np.all(np.isfinite(u_in)) and np.all(np.isfinite(v_in))):
+            return None
+        u_in = np.where(np.ldexp(u_in, -self.exponent) == u, u_in, down(u_in))
+        v_in = np.where(np.ldexp(v_in, -self.exponent) == v, v_in, up(v_in))
+        return u_in, v_in
+
     def to_problem_units(self, value: float) -> float:
         """A length in the input's units, in the scaled problem's units (nearest)."""
         return math.ldexp(value, -self.exponent)

@@ -44,9 +44,11 @@ def default_directions(problem: TransportProblem, count: int = 4, sample: int = 
 
 
 def _projection(points: np.ndarray, e: np.ndarray, g: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rounded projections and upper bounds on their errors."""
+    """Rounded projections and upper bounds on their errors: ``gamma_d`` of the terms'
+    magnitudes, plus ``2^-1074`` per product that underflows."""
     p = points @ e
-    delta = up(up(np.abs(points) @ np.abs(e)) * (2.0 * g))
+    floor = 2.0 * len(e) * 2.0**-1074
+    delta = up(up(up(np.abs(points) @ np.abs(e)) * (2.0 * g)) + floor)
     return p, delta
 
 
@@ -60,9 +62,14 @@ def sliced_lower_bound(
     g = gamma(problem.dim + 1)
     best, best_dir = 0.0, None
     for e in np.asarray(directions, dtype=np.float64).reshape(-1, problem.dim):
-        norm_sq = float(np.dot(e, e))
-        if not norm_sq > 0:
+        if not (np.all(np.isfinite(e)) and np.any(e != 0)):
             continue
+        # an exact power-of-two rescale: the largest component in [1/2, 1), so |e|^2
+        # neither under- nor overflows (components that would turn subnormal are
+        # dropped: any direction is valid)
+        e = np.ldexp(e, -int(np.frexp(np.abs(e).max())[1]))
+        e = np.where(np.abs(e) < 2.0**-1000, 0.0, e)
+        norm_sq = float(np.dot(e, e))
         norm_hi = float(up(np.sqrt(up(norm_sq * (1.0 + 2.0 * g)))))
         p, dp = _projection(problem.x, e, g)
         q, dq = _projection(problem.y, e, g)

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
 import torch
 
+from wassnet.ot.costs import direct_cost_bounds_torch
 from wassnet.ot.problem import TransportProblem
 
 __all__ = ["TiledCost"]
@@ -158,6 +159,7 @@ class TiledCost:
         self.backend = backend
         if backend == "auto":
             self.backend = "compiled" if self.n * self.m >= 2**27 else "eager"
+        self._x64, self._y64 = x64, y64  # exact scaled points, for exact recomputation
         x32, y32 = (x64 - center).float(), (y64 - center).float()
         self.kappa = 4.0 * (self.dim + 4) * _UNIT
         # float32 products below the normal range err by up to 2^-150 each (absolute):
@@ -287,6 +289,49 @@ class TiledCost:
         lower = values[: self.n].double() - delta
         return (lower, index[: self.n]) if argmin else lower
 
+    def _block_size(self, block: int) -> int:
+        t = self.tile
+        block = max(1, min(block, t))
+        while t % block:
+            block //= 2
+        return block
+
+    def _block_minima(
+        self, p32: torch.Tensor, block: int
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """For each tile of rows: ``(first_row, vals, args)``, the float32 minima of
+        ``c_ij + p_j`` over consecutive blocks of ``block`` columns and their columns."""
+        pots = self._padded_potential(p32)
+        t = self.tile
+        fn = self._kernel("block_min")
+        per = t // block
+        n_blocks = len(self._ya_t) * per
+        delta = self.margin(p32)
+        with _full_float32():
+            for r0 in range(0, self.n, t):
+                xa = self._xa[r0 : r0 + t]
+                vals = torch.empty((t, n_blocks), dtype=torch.float32, device=self.device)
+                args = torch.empty((t, n_blocks), dtype=torch.long, device=self.device)
+                for c, (ya_t, pc) in enumerate(zip(self._ya_t, pots, strict=True)):
+                    if r0 == 0 and c == 0:
+                        fn, (v, a) = self._verified("block_min", fn, delta, xa, ya_t, pc, block)
+                    else:
+                        v, a = fn(xa, ya_t, pc, block)
+                    vals[:, c * per : (c + 1) * per] = v
+                    offsets = torch.arange(per, device=self.device) * block + c * t
+                    args[:, c * per : (c + 1) * per] = a + offsets
+                rows = min(t, self.n - r0)
+                yield r0, vals[:rows], args[:rows]
+
+    @staticmethod
+    def _best_blocks(vals: torch.Tensor, args: torch.Tensor, k: int, m: int) -> torch.Tensor:
+        """The minimizers of the ``k`` best blocks of each row (``k`` distinct columns)."""
+        kk = min(k, vals.shape[1])
+        cols = args.gather(1, vals.topk(kk, dim=1, largest=False).indices)
+        if kk < k:
+            cols = torch.cat([cols, cols[:, :1].expand(-1, k - kk)], 1)
+        return cols.clamp_max_(m - 1)
+
     @torch.no_grad()
     def row_candidates(self, p: torch.Tensor, k: int, block: int = 32) -> torch.Tensor:
         r"""``[n, k]`` columns with small :math:`c_{ij} + p_j` for every row (heuristic).
@@ -297,39 +342,80 @@ class TiledCost:
         to choose candidate pairs; nothing certified rests on it.
         """
         p64 = self.round_potential(p)
-        pots = self._padded_potential(p64)
-        t = self.tile
-        block = max(1, min(block, t))
-        while t % block:
-            block //= 2
-        fn = self._kernel("block_min")
-        n_blocks = len(self._ya_t) * (t // block)
         k = max(1, min(k, self.m))
         out = torch.empty((self.n, k), dtype=torch.long, device=self.device)
-        with _full_float32():
-            for r0 in range(0, self.n, t):
-                xa = self._xa[r0 : r0 + t]
-                vals = torch.empty((t, n_blocks), dtype=torch.float32, device=self.device)
-                args = torch.empty((t, n_blocks), dtype=torch.long, device=self.device)
-                per = t // block
-                for c, (ya_t, pc) in enumerate(zip(self._ya_t, pots, strict=True)):
-                    if r0 == 0 and c == 0:
-                        fn, (v, a) = self._verified(
-                            "block_min", fn, self.margin(p64), xa, ya_t, pc, block
-                        )
-                    else:
-                        v, a = fn(xa, ya_t, pc, block)
-                    vals[:, c * per : (c + 1) * per] = v
-                    offsets = torch.arange(per, device=self.device) * block + c * t
-                    args[:, c * per : (c + 1) * per] = a + offsets
-                kk = min(k, n_blocks)
-                best = vals.topk(kk, dim=1, largest=False).indices
-                cols = args.gather(1, best)
-                rows = min(t, self.n - r0)
-                out[r0 : r0 + rows, :kk] = cols[:rows]
-                if kk < k:
-                    out[r0 : r0 + rows, kk:] = cols[:rows, :1]
-        return out.clamp_max_(self.m - 1)
+        for r0, vals, args in self._block_minima(p64, self._block_size(block)):
+            out[r0 : r0 + len(vals)] = self._best_blocks(vals, args, k, self.m)
+        return out
+
+    @torch.no_grad()
+    def row_pass(
+        self, p: torch.Tensor, k: int = 0, block: int = 256, max_columns: int = 64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)`, **tight to float64**,
+        at the speed of a float32 pass, and ``[n, k]`` pricing candidates.
+
+        The float32 pass (potential rounded to float32) is a screen. Every float32
+        evaluation :math:`f_{ij}` of :math:`c_{ij} + p_j`, in any order, is a certified
+        lower bound once :math:`\Delta' = \Delta + \max_j |p_j - \mathrm{fl}_{32}(p_j)|`
+        is subtracted (:meth:`margin`); it may be *far* below the exact value (the
+        expansion loses digits on close pairs), never above it by more than that. Let
+        :math:`U_i` be a certified upper bound of the exact value at the float32
+        minimizer (direct differences, float64). A column with
+        :math:`f_{ij} - \Delta' > U_i` cannot be the exact minimizer. Blocks of ``block``
+        columns whose float32 minimum passes the test are re-evaluated column by column
+        in float32, and the columns that pass are recomputed exactly: certified float64
+        lower bounds of the costs (:func:`~wassnet.ot.costs.direct_cost_bounds_torch`)
+        plus the float64 potential, the minimum rounded down. A row with more than
+        ``max_columns`` such columns keeps the float32 bound: its minimum minus
+        :math:`\Delta'`.
+        """
+        p64 = torch.as_tensor(p).to(device=self.device, dtype=torch.float64)
+        if p64.shape != (self.m,):
+            raise ValueError(f"potential must have shape ({self.m},), got {tuple(p64.shape)}")
+        if not bool(torch.isfinite(p64).all()):
+            raise ValueError("potential contains NaN or inf")
+        p32 = p64.float().double()
+        delta = (self.margin(p32) + float((p64 - p32).abs().max())) * (1 + 1e-6)
+        block = self._block_size(block)
+        k = min(k, self.m)
+        lower = torch.empty(self.n, dtype=torch.float64, device=self.device)
+        cand = torch.empty((self.n, k), dtype=torch.long, device=self.device)
+        pots = torch.cat(self._padded_potential(p32)).view(-1, block)
+        ya_blocks = torch.cat(self._ya_t, 1).view(self.dim + 2, -1, block).permute(1, 0, 2)
+        for r0, vals, args in self._block_minima(p32, block):
+            rows = torch.arange(len(vals), device=self.device)
+            row_min, best_block = vals.min(1)
+            # U_i: the exact value at the float32 minimizer, rounded up
+            j_star = args[rows, best_block].clamp_max(self.m - 1)
+            _, hi = direct_cost_bounds_torch(self._x64[r0 + rows], self._y64[j_star])
+            upper = torch.nextafter(hi + p64[j_star], torch.full_like(hi, torch.inf))
+            threshold = upper + delta
+            r_idx, b_idx = (vals.double() <= threshold[:, None]).nonzero(as_tuple=True)
+            # float32 values of every column of those blocks (any evaluation order)
+            within = torch.bmm(self._xa[r0 + r_idx][:, None, :], ya_blocks[b_idx])[:, 0, :]
+            within = within.clamp_min(0).sqrt() + pots[b_idx]
+            pair, offset = (within.double() <= threshold[r_idx, None]).nonzero(as_tuple=True)
+            rr, cols = r_idx[pair], b_idx[pair] * block + offset
+            exact_rows = torch.bincount(rr, minlength=len(vals)) <= max_columns
+            keep = exact_rows[rr] & (cols < self.m)
+            rr, cols = rr[keep], cols[keep]
+            lo, _ = direct_cost_bounds_torch(self._x64[rr + r0], self._y64[cols])
+            exact = torch.full((len(vals),), torch.inf, dtype=torch.float64, device=self.device)
+            exact.scatter_reduce_(0, rr, lo + p64[cols], "amin")
+            bound = torch.where(exact_rows, exact, row_min.double() - delta)
+            lower[r0 : r0 + len(vals)] = torch.nextafter(bound, torch.full_like(bound, -torch.inf))
+            if k:
+                cand[r0 : r0 + len(vals)] = self._best_blocks(vals, args, k, self.m)
+        return lower, cand
+
+    @torch.no_grad()
+    def col_pass(self, q: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Certified upper bounds of :math:`\max_i (q_i - c_{ij})` (tight to float64) and
+        ``[m, k]`` rows of largest :math:`q_i - c_{ij}`: :meth:`row_pass` on the
+        transposed costs with potential ``-q``."""
+        lower, cand = self.T.row_pass(-torch.as_tensor(q).to(self.device, torch.float64), k)
+        return -lower, cand
 
 
 class _full_float32:

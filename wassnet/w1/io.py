@@ -189,12 +189,35 @@ def _to_numpy(x: Any, label: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.asarray(x)
+            arr = np.asarray(x)
     except (ValueError, TypeError) as exc:
         raise InputError(
             f"{label}: not a rectangular numeric array, e.g. rows of different lengths "
             f"({_line(exc)})"
         ) from None
+    if arr.dtype.kind == "f":  # NumPy may have rounded Python ints mixed with floats
+        _check_python_ints(x, label)
+    return arr
+
+
+def _check_python_ints(x: Any, label: str) -> None:
+    """Refuse Python ints in a nested sequence that float64 cannot hold exactly."""
+    stack = [x]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and abs(item) > 2**53
+            and int(float(item)) != item
+        ):
+            raise InputError(
+                f"{label}: the integer {item} cannot be represented exactly in float64 "
+                "(beyond 2^53); wassnet certifies the input as given, so round or "
+                "rescale it first"
+            )
 
 
 def _check_dtype(arr: np.ndarray, label: str) -> None:
@@ -265,8 +288,8 @@ def _check_exact_in_float64(arr: np.ndarray, label: str, shape: tuple[int, ...])
             with np.errstate(over="ignore", invalid="ignore"):
                 bad = ~((as_float.astype(chunk.dtype) == chunk) | np.isnan(chunk))
         else:
-            limit = 2.0**63 if kind == "i" else 2.0**64
-            fits = np.abs(as_float) < limit
+            low, high = (-(2.0**63), 2.0**63) if kind == "i" else (0.0, 2.0**64)
+            fits = (as_float >= low) & (as_float < high)  # converting back cannot overflow
             bad = ~fits
             bad[fits] = as_float[fits].astype(chunk.dtype) != chunk[fits]
         if bad.any():
@@ -465,7 +488,7 @@ def _read_text(p: str) -> np.ndarray:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "input contained no data"
-                    return np.loadtxt(
+                    values = np.loadtxt(
                         (c for _, c in _data_lines(f, skip)),
                         delimiter=delimiter,
                         comments=None,
@@ -475,12 +498,30 @@ def _read_text(p: str) -> np.ndarray:
             except ValueError as exc:
                 f.seek(0)
                 raise InputError(_text_error(p, f, skip, delimiter, exc)) from None
+            if values.size and float(np.abs(values).max()) >= 2.0**53:
+                f.seek(0)
+                _check_text_integers(p, f, skip, delimiter)
+            return values
     except InputError:
         raise
     except UnicodeDecodeError:
         raise InputError(f"{p}: not a UTF-8 text file") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot read the file ({exc.strerror or _line(exc)})") from None
+
+
+def _check_text_integers(p: str, f: TextIO, skip: int, delimiter: str | None) -> None:
+    """Refuse integer literals that float64 rounds (beyond 2^53). Decimal literals are
+    read as the nearest float64, as every numeric parser does; that float64 is the
+    input wassnet certifies."""
+    for lineno, content in _data_lines(f, skip):
+        for token in _split(content, delimiter):
+            digits = token.lstrip("+-")
+            if digits.isdigit() and len(digits) >= 16 and int(float(token)) != int(token):
+                raise InputError(
+                    f"{p}: line {lineno}: the integer {token} cannot be represented exactly "
+                    "in float64 (beyond 2^53); round or rescale it first"
+                )
 
 
 def _text_error(p: str, f: TextIO, skip: int, delimiter: str | None, exc: Exception) -> str:

@@ -43,10 +43,11 @@ class SampleBracket:
         plan: the transport plan behind ``upper`` as sparse triplets ``(rows, cols,
             mass)`` (``None`` on the line): ``mass[k]`` moves from ``A[rows[k]]`` to
             ``B[cols[k]]``.
-        potentials: the dual pair ``(u, v)`` behind ``lower`` (``None`` on the line),
-            with ``u[i] - v[j] <= |A[i] - B[j]|`` for every pair (exactly, up to the
-            rounding of the power-of-two rescale in subnormal range);
-            ``sum_i a_i u_i - sum_j b_j v_j >= lower``.
+        potentials: the dual pair ``(u, v)`` behind ``lower`` (``None`` on the line, or
+            when they would overflow float64), with ``u[i] - v[j] <= |A[i] - B[j]|``
+            for every pair, exactly; ``lower`` is the certified value of this pair
+            (before the power-of-two rescale to input units, which is exact unless
+            the potentials are subnormal).
     """
 
     lower: float

@@ -63,8 +63,9 @@ from wassnet.w1.result import SampleBracket
 
 __all__ = ["choose_route", "sample_bracket"]
 
-#: float64 passes (exact to ~1e-13) up to this many pairs; fused float32 tiles above.
-FLOAT64_PASS_MAX_PAIRS = 1e8
+#: Passes over a float64 cost matrix held in memory up to this many pairs; above, fused
+#: float32 screens with exact float64 recomputation (both tight to float64 rounding).
+DENSE_PASS_MAX_PAIRS = 64 * 2**20
 
 
 def choose_route(problem: TransportProblem, options: SampleOptions) -> str:
@@ -115,9 +116,9 @@ class _Run:
         p = self.problem
         potentials = None
         if dual is not None:
-            u = np.ldexp(dual.u.detach().cpu().numpy(), p.exponent)
-            v = np.ldexp(dual.v.detach().cpu().numpy(), p.exponent)
-            potentials = (u, v)
+            potentials = p.potentials_in_input_units(
+                dual.u.detach().cpu().numpy(), dual.v.detach().cpu().numpy()
+            )
         return SampleBracket(
             lower=fixed.get("lower", max(dual.value, 0.0) if dual else 0.0),  # type: ignore[arg-type]
             upper=fixed.get("upper", plan.value if plan else math.inf),  # type: ignore[arg-type]
@@ -190,6 +191,14 @@ def _refine(
     return plan, dual
 
 
+def _passes(run: _Run) -> PairwiseCost | TiledCost:
+    """A float64 matrix in memory for moderate sizes, fused tiles beyond."""
+    p = run.problem
+    if p.n * p.m <= DENSE_PASS_MAX_PAIRS:
+        return PairwiseCost(p, device=run.device, dense_bytes=2**62)
+    return TiledCost(p, device=run.device, backend=run.options.backend)
+
+
 def _column_generation(run: _Run, cost: PairwiseCost, dual: DualBound) -> PrimalBound:
     """Sparse LPs by column generation from a dual pair, within the time budget."""
     left = run.remaining()
@@ -215,14 +224,9 @@ def _assignment(run: _Run) -> SampleBracket:
     if not p.uniform_square:
         raise ValueError("the assignment route needs uniform weights and n == m")
     u0, v0 = run.starting_potentials()
-    pairs = p.n * p.m
-    cost = PairwiseCost(p, device=run.device)
-    tiles = None
-    if pairs > FLOAT64_PASS_MAX_PAIRS:
-        tiles = TiledCost(p, device=run.device, backend=run.options.backend)
+    cost = _passes(run)
     solved = assignment_bracket(
         cost,
-        tiles,
         torch.as_tensor(u0),
         torch.as_tensor(v0),
         k=run.options.candidates,
@@ -231,8 +235,8 @@ def _assignment(run: _Run) -> SampleBracket:
         time_budget=run.remaining(),
         callback=lambda r: run.record(r["lower"], r["upper"]),
     )
-    run.passes += 2 + 4 * len(solved.rounds) - 2
-    where = "fused float32 passes" if tiles is not None else "float64 passes"
+    run.passes += solved.passes
+    where = "fused float32 screens" if isinstance(cost, TiledCost) else "float64 passes"
     return run.bracket(
         "assignment",
         solved.plan,
