@@ -5,26 +5,29 @@ permutation :math:`\sigma` is an optimal plan, and :math:`W_1 = \frac1n \sum_i
 c_{i\sigma(i)}`. :func:`assignment_bracket` solves it by **column generation** on a
 sparse graph of candidate pairs, never holding the ``n x n`` matrix. Each round:
 
-1. Primal: the optimal permutation within the graph (sparse Jonker–Volgenant on
-   quantized reduced costs, :func:`~wassnet.ot.plans.solve_assignment`); read as the
-   exact assignment, its cost (certified cost bounds, rounded up) is a **certified
-   upper bound** (:func:`~wassnet.ot.plans.plan_bound`).
-2. Dual: potentials for which every graph edge has nonnegative reduced cost and every
-   matched edge zero: shortest paths in the matching's residual graph
-   (:func:`_matching_potentials`). Their c-transforms over *all* pairs
-   (:func:`~wassnet.ot.dual.c_transform`) are feasible everywhere: a **certified lower
-   bound**. The same two passes price the pairs: per row and per column, the ``k``
-   pairs of smallest reduced cost.
+1. Primal: the optimal permutation within the graph
+   (:func:`~wassnet.ot.native.assign`: an auction with eps-scaling, then shortest
+   augmenting paths, warm-started from the previous round's matching and potentials);
+   read as the exact assignment, its cost (certified cost bounds, rounded up) is a
+   **certified upper bound** (:func:`~wassnet.ot.plans.plan_bound`).
+2. Dual: the solver's potentials ``(u, v)``, for which every graph edge has
+   nonnegative reduced cost and every matched edge zero. One pass over *all* pairs
+   replaces ``u`` by
+   :math:`u'_i = \min_j (v_j + c_{ij})`, rounded down
+   (:func:`~wassnet.ot.dual.half_transform`): ``(u', v)`` is feasible everywhere, a
+   **certified lower bound**, equal to the plan's cost when ``(u, v)`` was already
+   feasible. The same pass prices the pairs: per row, the ``k`` columns of smallest
+   reduced cost.
 3. Priced pairs with a negative reduced cost join the graph; repeat until the bracket
    is closed to ``tol``, no pair prices out (the graph's optimum is then the global
    one), ``rounds`` are done, or time is up.
 
 The starting potentials (e.g. from a solved subsample,
-:func:`~wassnet.ot.multiscale.warm_start`) are c-transformed first: a certified lower
-bound before any assignment, and the first candidates. Passes are float64 chunks
+:func:`~wassnet.ot.multiscale.warm_start`) go through the same pass first: a certified
+lower bound before any assignment, and the first candidates. Passes are float64 chunks
 (:class:`~wassnet.ot.costs.PairwiseCost`) or fused float32 screens with exact float64
 recomputation (:class:`~wassnet.ot.tiles.TiledCost`): either way the bracket closes to
-float64 rounding. Each round costs two passes over the ``n^2`` pairs and one sparse
+float64 rounding. Each round costs one pass over the ``n^2`` pairs and one sparse
 assignment.
 """
 
@@ -37,9 +40,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wassnet.ot.costs import PairwiseCost
-from wassnet.ot.dual import DualBound, Transform, c_transform, dual_value
-from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, solve_assignment
+from wassnet.ot.costs import PairwiseCost, pair_cost_bounds
+from wassnet.ot.dual import DualBound, c_transform, dual_value, half_transform
+from wassnet.ot.native import Assignment, assign
+from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound
+from wassnet.ot.problem import TransportProblem
 from wassnet.ot.tiles import TiledCost
 
 __all__ = ["AssignmentBracket", "assignment_bracket"]
@@ -120,38 +125,29 @@ def _matching_potentials(
     return u, v
 
 
-def _candidate_keys(t: Transform, n: int) -> np.ndarray:
-    """Keys ``i n + j`` of the pricing candidates of a transform (rows and columns)."""
-    rows_c = t.row_candidates.cpu().numpy()
-    cols_c = t.col_candidates.cpu().numpy()
-    by_row = np.repeat(np.arange(n, dtype=np.int64), rows_c.shape[1]) * n + rows_c.reshape(-1)
-    by_col = cols_c.reshape(-1).astype(np.int64) * n + np.repeat(np.arange(n), cols_c.shape[1])
-    return np.union1d(by_row, by_col)
+def _row_keys(candidates: torch.Tensor, n: int) -> np.ndarray:
+    """Keys ``i n + j`` of per-row candidate columns ``[n, k]``."""
+    cols = candidates.cpu().numpy()
+    return np.repeat(np.arange(n, dtype=np.int64), cols.shape[1]) * n + cols.reshape(-1)
 
 
 @dataclass
 class _Graph:
     """The sparse graph of candidate pairs (sorted keys ``i n + j``) and their costs."""
 
-    cost: PairwiseCost | TiledCost
+    problem: TransportProblem
     keys: np.ndarray
     costs: np.ndarray
 
     @classmethod
-    def of(cls, cost: PairwiseCost | TiledCost, keys: np.ndarray) -> _Graph:
-        n = cost.n
+    def of(cls, problem: TransportProblem, keys: np.ndarray) -> _Graph:
+        n = problem.n
         keys = np.unique(keys)
-        return cls(cost, keys, _pair_costs(cost, keys // n, keys % n))
+        return cls(problem, keys, pair_cost_bounds(problem, keys // n, keys % n)[1])
 
     def add(self, new: np.ndarray, new_costs: np.ndarray) -> None:
         self.keys, order = np.unique(np.concatenate([self.keys, new]), return_index=True)
         self.costs = np.concatenate([self.costs, new_costs])[order]
-
-
-def _pair_costs(cost: PairwiseCost | TiledCost, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    from wassnet.ot.costs import pair_cost_bounds
-
-    return pair_cost_bounds(cost.problem, rows, cols)[1]
 
 
 def assignment_bracket(
@@ -188,19 +184,48 @@ def assignment_bracket(
     if not problem.uniform_square:
         raise ValueError("assignment_bracket needs uniform weights")
     t0 = time.perf_counter()
-    transform = c_transform(cost, u0, k)
+    # the starting potentials: both c-transforms, candidates for rows and for columns
+    start = c_transform(cost, u0, k)
     passes = 2
-    best_dual = DualBound(dual_value(problem, transform.u, transform.v), transform.u, transform.v)
+    best_dual = DualBound(dual_value(problem, start.u, start.v), start.u, start.v)
     uniform = np.full(n, 1.0 / n)
     u_np, v_np = u0.double().cpu().numpy(), v0.double().cpu().numpy()
     mi, mj, _ = monotone_coupling(u_np, v_np, uniform, uniform)
-    graph = _Graph.of(cost, np.union1d(mi.astype(np.int64) * n + mj, _candidate_keys(transform, n)))
-    u_prev, v_prev = transform.u.cpu().numpy(), transform.v.cpu().numpy()
+    by_col = start.col_candidates.cpu().numpy()
+    col_keys = by_col.reshape(-1).astype(np.int64) * n + np.repeat(np.arange(n), by_col.shape[1])
+    first = np.concatenate(
+        [mi.astype(np.int64) * n + mj, _row_keys(start.row_candidates, n), col_keys]
+    )
+    graph = _Graph.of(problem, first)
+    v_prev = start.v.cpu().numpy()
+    scale = float(graph.costs.max()) + 1e-300  # for relative pricing tolerances
     best_plan: PrimalBound | None = None
     history: list[dict[str, float]] = []
-
-    def record(round_: int) -> float:
-        assert best_plan is not None
+    solution: Assignment | None = None
+    for round_ in range(1, rounds + 1):
+        solution = assign(
+            graph.keys,
+            graph.costs,
+            n,
+            v_prev if solution is None else solution.v,
+            None if solution is None else solution.match,
+        )
+        match = solution.match
+        plan = plan_bound(problem, np.arange(n), match, uniform, "sparse assignment")
+        if best_plan is None or plan.value < best_plan.value:
+            best_plan = plan
+        closed = best_plan.value - best_dual.value <= tol * best_plan.value
+        elapsed = time.perf_counter() - t0
+        out_of_time = time_budget is not None and elapsed * (round_ + 1) / round_ > time_budget
+        if not (closed or best_plan.value <= 0 or round_ == rounds or out_of_time):
+            u_m, v_m = solution.u, solution.v
+            dual, candidates = half_transform(
+                cost, torch.as_tensor(v_m), k, below=torch.as_tensor(u_m) - 1e-12 * scale
+            )
+            passes += 1
+            if dual.value > best_dual.value:
+                best_dual = dual
+            closed = best_plan.value - best_dual.value <= tol * best_plan.value
         entry = {
             "round": round_,
             "pairs": float(len(graph.keys)),
@@ -211,33 +236,13 @@ def assignment_bracket(
         history.append(entry)
         if callback is not None:
             callback(entry)
-        return best_plan.value - best_dual.value
-
-    for round_ in range(1, rounds + 1):
-        match = solve_assignment(graph.keys, graph.costs, n, u_prev, v_prev)
-        plan = plan_bound(problem, np.arange(n), match, uniform, "sparse assignment")
-        if best_plan is None or plan.value < best_plan.value:
-            best_plan = plan
-        gap = best_plan.value - best_dual.value
-        elapsed = time.perf_counter() - t0
-        out_of_time = time_budget is not None and elapsed * (round_ + 1) / round_ > time_budget
-        if gap <= tol * best_plan.value or best_plan.value <= 0 or round_ == rounds or out_of_time:
-            record(round_)
+        if closed or best_plan.value <= 0 or round_ == rounds or out_of_time:
             break
-        u_m, v_m = _matching_potentials(graph.keys // n, graph.keys % n, graph.costs, match, n)
-        transform = c_transform(cost, torch.as_tensor(u_m, device=cost.device), k)
-        passes += 2
-        dual = DualBound(dual_value(problem, transform.u, transform.v), transform.u, transform.v)
-        if dual.value > best_dual.value:
-            best_dual = dual
-        if record(round_) <= tol * best_plan.value:
-            break
-        new = np.setdiff1d(_candidate_keys(transform, n), graph.keys, assume_unique=True)
-        new_costs = _pair_costs(cost, new // n, new % n)
+        new = np.setdiff1d(_row_keys(candidates, n), graph.keys, assume_unique=False)
+        new_costs = pair_cost_bounds(problem, new // n, new % n)[1]
         reduced = new_costs - u_m[new // n] + v_m[new % n]
-        if len(new) == 0 or reduced.min() >= -1e-12 * float(graph.costs.max()):
+        if len(new) == 0 or reduced.min() >= -1e-12 * scale:
             break  # no pair outside the graph prices out: its optimum is the global one
         graph.add(new, new_costs)
-        u_prev, v_prev = u_m, v_m
     assert best_plan is not None
     return AssignmentBracket(best_plan, best_dual, history, passes)

@@ -196,10 +196,14 @@ class PairwiseCost:
             yield from self._compute_chunks()
 
     @torch.no_grad()
-    def row_pass(self, p: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def row_pass(
+        self, p: torch.Tensor, k: int = 0, below: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)` for every row (rounded
         down once after the minimum), and ``[n, k]`` columns of smallest
-        :math:`c_{ij} + p_j` (pricing candidates; nothing certified rests on them)."""
+        :math:`c_{ij} + p_j` (pricing candidates; nothing certified rests on them).
+        ``below`` is accepted for the interface of :meth:`TiledCost.row_pass`: here every
+        row gets candidates (a dense matrix makes them cheap)."""
         p = p.to(self.device, torch.float64)
         lower = torch.empty(self.n, dtype=torch.float64, device=self.device)
         k = min(k, self.m)

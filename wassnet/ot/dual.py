@@ -35,6 +35,7 @@ __all__ = [
     "c_transform",
     "c_transform_bound",
     "dual_value",
+    "half_transform",
     "sinkhorn_refine",
 ]
 
@@ -52,20 +53,26 @@ class DualBound:
 Costs = PairwiseCost | TiledCost
 
 
-def _as_potential(cost: Costs, u: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """``u`` shifted so that its maximum is 0, and clipped from below at minus a bound
-    on the diameter: neither changes the c-transform ``v_j = max_i (u_i - c_ij)``
-    (a common shift cancels in the value since both marginals sum to 1; a row with
-    ``u_i < max u - diameter`` never attains a maximum), and all values stay small."""
+def _as_potential(
+    cost: Costs, u: torch.Tensor | np.ndarray, size: int, sign: float = 1.0
+) -> torch.Tensor:
+    """A potential made small without changing its c-transform: for ``sign = 1`` (a
+    potential ``u`` on the rows), shifted so that its maximum is 0 and clipped from
+    below at minus a bound on the diameter (``v_j = max_i (u_i - c_ij)`` is unchanged:
+    a common shift cancels in the value since both marginals sum to 1, and a row with
+    ``u_i < max u - diameter`` never attains a maximum); for ``sign = -1`` (a potential
+    ``v`` on the columns), the mirror image (``min_j (v_j + c_ij)`` is unchanged)."""
     u = torch.as_tensor(u).to(device=cost.device, dtype=torch.float64)
-    if u.shape != (cost.n,):
-        raise ValueError(f"potential must have shape ({cost.n},), got {tuple(u.shape)}")
+    if u.shape != (size,):
+        raise ValueError(f"potential must have shape ({size},), got {tuple(u.shape)}")
     if not bool(torch.isfinite(u).all()):
         raise ValueError("potential contains NaN or inf")
     # scaled coordinates are below 1 in magnitude: every cost is below 2 sqrt(d)
     diameter = 2.0 * math.sqrt(cost.problem.dim) + 1.0
+    u = sign * u
     top = u.max()
-    return torch.clamp_min(u - top, -diameter) if top - u.min() > diameter else u - top
+    shifted = torch.clamp_min(u - top, -diameter) if top - u.min() > diameter else u - top
+    return sign * shifted
 
 
 @dataclass(frozen=True)
@@ -86,10 +93,32 @@ def c_transform(cost: Costs, u: torch.Tensor | np.ndarray, k: int = 0) -> Transf
     Two passes over all pairs: float64 chunks (:class:`PairwiseCost`) or fused float32
     screens with exact float64 recomputation (:class:`TiledCost`); both round ``v``
     up and ``u'`` down (see the module notes)."""
-    u = _as_potential(cost, u)
+    u = _as_potential(cost, u, cost.n)
     v, col_candidates = cost.col_pass(u, k)
     u_new, row_candidates = cost.row_pass(v, k)
     return Transform(u_new, v, row_candidates, col_candidates)
+
+
+def half_transform(
+    cost: Costs,
+    v: torch.Tensor | np.ndarray,
+    k: int = 0,
+    below: torch.Tensor | np.ndarray | None = None,
+) -> tuple[DualBound, torch.Tensor]:
+    """One pass: ``u'_i = min_j (v_j + c_ij)`` (rounded down) makes ``(u', v)`` feasible
+    on every pair, exactly, for any finite ``v``; returns that dual pair with its
+    certified value, and ``[n, k]`` columns of smallest ``c_ij + v_j`` per row (the
+    pairs of smallest reduced cost ``c_ij - u_i + v_j`` for any ``u``). With ``below``
+    (a potential ``u`` on the rows), only rows where ``min_j (c_ij + v_j)`` may be below
+    ``u_i`` -- rows with a negative reduced cost -- need candidates (the others' repeat
+    their minimizer, on :class:`TiledCost`)."""
+    v_in = torch.as_tensor(v).to(device=cost.device, dtype=torch.float64)
+    v = _as_potential(cost, v_in, cost.m, sign=-1.0)
+    if below is not None:
+        shift = float(v_in.min())  # the passes see v - min(v)
+        below = torch.as_tensor(below).to(device=cost.device, dtype=torch.float64) - shift
+    u_new, candidates = cost.row_pass(v, k, below=below)
+    return DualBound(dual_value(cost.problem, u_new, v), u_new, v), candidates
 
 
 def dual_value(problem: TransportProblem, u: torch.Tensor, v: torch.Tensor) -> float:

@@ -20,12 +20,14 @@ c-transforms over all pairs that follow (:mod:`wassnet.ot.dual`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from wassnet.ot.exact import network_simplex
 
-__all__ = ["extend_potentials", "warm_start"]
+__all__ = ["extend_potentials", "multilevel_warm_start", "warm_start"]
 
 
 def _cdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -99,3 +101,78 @@ def warm_start(
     sub_b, pb = _subsample(rng, len(y), size, wb)
     _, _, _, u_sub, v_sub = network_simplex(cdist(x[sub_a], y[sub_b]), pa, pb)
     return extend_potentials(x, y, sub_a, sub_b, u_sub, v_sub, device=device)
+
+
+def _restricted_transforms(
+    x: np.ndarray,
+    y: np.ndarray,
+    sub_a: np.ndarray,
+    sub_b: np.ndarray,
+    u_sub: np.ndarray,
+    v_sub: np.ndarray,
+    device: torch.device | str | None,
+    backend: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extend_potentials` by fused float32 passes (any size; heuristic values)."""
+    from wassnet.ot.problem import TransportProblem
+    from wassnet.ot.tiles import TiledCost
+
+    def row_min(points: np.ndarray, others: np.ndarray, potential: np.ndarray) -> np.ndarray:
+        problem = TransportProblem.build(points, others)
+        scale = 2.0**problem.exponent  # the passes work in the problem's own units
+        tiles = TiledCost(problem, device=device, backend=backend)
+        return tiles.row_min(tiles.round_potential(potential / scale)).cpu().numpy() * scale
+
+    u = row_min(x, y[sub_b], v_sub)  # u_i = min_j (v_j + c_ij) over the subsample
+    v = -row_min(y, x[sub_a], -u_sub)  # v_j = max_i (u_i - c_ij)
+    return u, v
+
+
+def multilevel_warm_start(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    size: int = 2000,
+    factor: int = 10,
+    solve: Callable[
+        [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
+    ],
+    rng: np.random.Generator | None = None,
+    device: torch.device | str | None = None,
+    backend: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Potentials on all points of two uniform clouds of equal size, level by level.
+
+    Nested random subsamples of ``size``, ``size * factor``, ... points per side (while
+    at most half of ``n``): the smallest is solved exactly (POT), each
+    next one is started from the previous one's potentials extended to it and solved by
+    ``solve(x_sub, y_sub, u0, v0) -> (u, v)`` (a few rounds of column generation), and
+    the last one's potentials are extended to all points by fused passes.
+    """
+    from scipy.spatial.distance import cdist
+
+    rng = rng or np.random.default_rng(0)
+    n = len(x)
+    perm_a, perm_b = rng.permutation(n), rng.permutation(len(y))
+    s = min(size, n)
+    sub_a, sub_b = np.sort(perm_a[:s]), np.sort(perm_b[:s])
+    w = np.full(s, 1.0 / s)
+    _, _, _, u, v = network_simplex(cdist(x[sub_a], y[sub_b]), w, w)
+    while s * factor * 2 <= n:
+        s_next = s * factor
+        next_a, next_b = np.sort(perm_a[:s_next]), np.sort(perm_b[:s_next])
+        u0, v0 = _restricted_transforms(
+            x[next_a],
+            y[next_b],
+            np.searchsorted(next_a, sub_a),
+            np.searchsorted(next_b, sub_b),
+            u,
+            v,
+            device,
+            backend,
+        )
+        u, v = solve(x[next_a], y[next_b], u0, v0)
+        s, sub_a, sub_b = s_next, next_a, next_b
+    if s == n:
+        return u, v
+    return _restricted_transforms(x, y, sub_a, sub_b, u, v, device, backend)

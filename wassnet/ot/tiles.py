@@ -67,10 +67,10 @@ def _tile_argmin(
 
 def _tile_block_min(
     xa: torch.Tensor, ya_t: torch.Tensor, p: torch.Tensor, block: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     sq = xa @ ya_t
     r = sq.clamp_min(0).sqrt() + p
-    return r.view(r.shape[0], r.shape[1] // block, block).min(-1)
+    return r.view(r.shape[0], r.shape[1] // block, block).amin(-1)  # values only: 2x faster
 
 
 _KERNELS: dict[str, Callable] = {
@@ -174,6 +174,7 @@ class TiledCost:
             block.T.contiguous()
             for block in self._pad(_augment(y32, self.kappa, first=False), t).split(t)
         ]
+        self._ya_full = torch.cat(self._ya_t, 1)  # [d + 2, padded m], for block gathers
         self._checked: set[str] = set()
         self._transposed: TiledCost | None = None
 
@@ -241,7 +242,7 @@ class TiledCost:
         d = self.dim
         x, y = xa[:, :d].double(), -0.5 * ya_t[:d].T.double()  # the float32 points, exactly
         true = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist") + p.double()
-        got = (out if name == "min" else out[0]).double()
+        got = (out if name in ("min", "block_min") else out[0]).double()
         true = true.view(len(x), -1, args[3]).amin(-1) if name == "block_min" else true.amin(1)
         if not bool((got - delta <= true).all()):
             _mark_broken(name, "its first tile broke the certified rounding margin")
@@ -296,11 +297,10 @@ class TiledCost:
             block //= 2
         return block
 
-    def _block_minima(
-        self, p32: torch.Tensor, block: int
-    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """For each tile of rows: ``(first_row, vals, args)``, the float32 minima of
-        ``c_ij + p_j`` over consecutive blocks of ``block`` columns and their columns."""
+    def _block_minima(self, p32: torch.Tensor, block: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """For each tile of rows: ``(first_row, vals)``, the float32 minima of
+        ``c_ij + p_j`` over consecutive blocks of ``block`` columns (padded columns
+        included, never minimal)."""
         pots = self._padded_potential(p32)
         t = self.tile
         fn = self._kernel("block_min")
@@ -311,26 +311,68 @@ class TiledCost:
             for r0 in range(0, self.n, t):
                 xa = self._xa[r0 : r0 + t]
                 vals = torch.empty((t, n_blocks), dtype=torch.float32, device=self.device)
-                args = torch.empty((t, n_blocks), dtype=torch.long, device=self.device)
                 for c, (ya_t, pc) in enumerate(zip(self._ya_t, pots, strict=True)):
                     if r0 == 0 and c == 0:
-                        fn, (v, a) = self._verified("block_min", fn, delta, xa, ya_t, pc, block)
+                        fn, v = self._verified("block_min", fn, delta, xa, ya_t, pc, block)
                     else:
-                        v, a = fn(xa, ya_t, pc, block)
+                        v = fn(xa, ya_t, pc, block)
                     vals[:, c * per : (c + 1) * per] = v
-                    offsets = torch.arange(per, device=self.device) * block + c * t
-                    args[:, c * per : (c + 1) * per] = a + offsets
-                rows = min(t, self.n - r0)
-                yield r0, vals[:rows], args[:rows]
+                yield r0, vals[: min(t, self.n - r0)]
 
-    @staticmethod
-    def _best_blocks(vals: torch.Tensor, args: torch.Tensor, k: int, m: int) -> torch.Tensor:
-        """The minimizers of the ``k`` best blocks of each row (``k`` distinct columns)."""
-        kk = min(k, vals.shape[1])
-        cols = args.gather(1, vals.topk(kk, dim=1, largest=False).indices)
-        if kk < k:
-            cols = torch.cat([cols, cols[:, :1].expand(-1, k - kk)], 1)
-        return cols.clamp_max_(m - 1)
+    def _within(
+        self, rows: torch.Tensor, blocks: torch.Tensor, pots: torch.Tensor, block: int
+    ) -> torch.Tensor:
+        """``[len(rows), block]`` float32 values of ``c_ij + p_j`` for every column of
+        block ``blocks[k]`` of row ``rows[k]`` (the same certified inequality as the
+        fused pass: any evaluation order). Pairs are grouped by block, so each block's
+        columns are read once: one batched product of ``[groups, rows, d + 2]`` by
+        ``[groups, d + 2, block]``."""
+        out = torch.empty((len(rows), block), dtype=torch.float32, device=self.device)
+        if len(rows) == 0:
+            return out
+        order = torch.argsort(blocks)
+        r_sorted, b_sorted = rows[order], blocks[order]
+        groups, counts = torch.unique_consecutive(b_sorted, return_counts=True)
+        group = torch.repeat_interleave(torch.arange(len(groups), device=self.device), counts)
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(rows), device=self.device) - first[group]
+        x = torch.zeros(
+            (len(groups), int(counts.max()), self.dim + 2), dtype=torch.float32, device=self.device
+        )
+        x[group, slot] = self._xa[r_sorted]
+        ya_blocks = self._ya_full.view(self.dim + 2, -1, block).permute(1, 0, 2)
+        with _full_float32():
+            sq = torch.bmm(x, ya_blocks[groups])[group, slot]
+        out[order] = sq.clamp_min(0).sqrt() + pots.view(-1, block)[b_sorted]
+        return out
+
+    def _top_blocks(
+        self,
+        r0: int,
+        vals: torch.Tensor,
+        pots: torch.Tensor,
+        block: int,
+        k: int,
+        wanted: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For each row of a tile: its ``k`` best blocks (ascending), the float32 values
+        of their columns, and each block's minimizing column. Only the best block is
+        evaluated for rows not ``wanted`` (their other columns repeat the first).
+        Returns ``(blocks [t, kk], values [pairs, block], owners [pairs], cols [t, kk])``
+        with the best block of every row first among the pairs."""
+        t = len(vals)
+        kk = min(max(k, 1), vals.shape[1])
+        best = vals.topk(kk, dim=1, largest=False).indices  # ascending: best first
+        rows = torch.arange(t, device=self.device)
+        more = rows if wanted is None else rows[wanted]
+        more_rows = more.repeat_interleave(kk - 1)
+        owners = torch.cat([rows, more_rows])
+        blocks = torch.cat([best[:, 0], best[more, 1:].reshape(-1)])
+        values = self._within(owners + r0, blocks, pots, block)
+        minimizers = blocks * block + values.argmin(1)
+        cols = minimizers[:t, None].repeat(1, kk)
+        cols[more_rows, torch.arange(1, kk, device=self.device).repeat(len(more))] = minimizers[t:]
+        return blocks, values, owners, cols.clamp_max_(self.m - 1)
 
     @torch.no_grad()
     def row_candidates(self, p: torch.Tensor, k: int, block: int = 32) -> torch.Tensor:
@@ -342,15 +384,23 @@ class TiledCost:
         to choose candidate pairs; nothing certified rests on it.
         """
         p64 = self.round_potential(p)
+        block = self._block_size(block)
         k = max(1, min(k, self.m))
+        pots = torch.cat(self._padded_potential(p64))
         out = torch.empty((self.n, k), dtype=torch.long, device=self.device)
-        for r0, vals, args in self._block_minima(p64, self._block_size(block)):
-            out[r0 : r0 + len(vals)] = self._best_blocks(vals, args, k, self.m)
+        for r0, vals in self._block_minima(p64, block):
+            *_, cols = self._top_blocks(r0, vals, pots, block, k)
+            out[r0 : r0 + len(vals)] = _pad_columns(cols, k)
         return out
 
     @torch.no_grad()
     def row_pass(
-        self, p: torch.Tensor, k: int = 0, block: int = 256, max_columns: int = 64
+        self,
+        p: torch.Tensor,
+        k: int = 0,
+        below: torch.Tensor | None = None,
+        block: int = 64,
+        max_columns: int = 64,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)`, **tight to float64**,
         at the speed of a float32 pass, and ``[n, k]`` pricing candidates.
@@ -369,6 +419,10 @@ class TiledCost:
         plus the float64 potential, the minimum rounded down. A row with more than
         ``max_columns`` such columns keeps the float32 bound: its minimum minus
         :math:`\Delta'`.
+
+        Candidates: the minimizers of the row's ``k`` best blocks. With ``below``, only
+        rows whose float32 minimum may be below ``below_i`` get them (the others repeat
+        their minimizer): pricing needs only rows with a negative reduced cost.
         """
         p64 = torch.as_tensor(p).to(device=self.device, dtype=torch.float64)
         if p64.shape != (self.m,):
@@ -378,35 +432,39 @@ class TiledCost:
         p32 = p64.float().double()
         delta = (self.margin(p32) + float((p64 - p32).abs().max())) * (1 + 1e-6)
         block = self._block_size(block)
-        k = min(k, self.m)
         lower = torch.empty(self.n, dtype=torch.float64, device=self.device)
         cand = torch.empty((self.n, k), dtype=torch.long, device=self.device)
-        pots = torch.cat(self._padded_potential(p32)).view(-1, block)
-        ya_blocks = torch.cat(self._ya_t, 1).view(self.dim + 2, -1, block).permute(1, 0, 2)
-        for r0, vals, args in self._block_minima(p32, block):
+        pots = torch.cat(self._padded_potential(p32))
+        offsets = torch.arange(block, device=self.device)
+        for r0, vals in self._block_minima(p32, block):
             rows = torch.arange(len(vals), device=self.device)
-            row_min, best_block = vals.min(1)
-            # U_i: the exact value at the float32 minimizer, rounded up
-            j_star = args[rows, best_block].clamp_max(self.m - 1)
+            row_min = vals.min(1).values.double()
+            wanted = None
+            if below is not None:
+                wanted = row_min - delta < below[r0 : r0 + len(vals)].to(self.device)
+            blocks, values, owners, cols = self._top_blocks(r0, vals, pots, block, k, wanted)
+            j_star = cols[:, 0]  # the minimizer of the best block: the float32 minimizer
             _, hi = direct_cost_bounds_torch(self._x64[r0 + rows], self._y64[j_star])
             upper = torch.nextafter(hi + p64[j_star], torch.full_like(hi, torch.inf))
             threshold = upper + delta
-            r_idx, b_idx = (vals.double() <= threshold[:, None]).nonzero(as_tuple=True)
-            # float32 values of every column of those blocks (any evaluation order)
-            within = torch.bmm(self._xa[r0 + r_idx][:, None, :], ya_blocks[b_idx])[:, 0, :]
-            within = within.clamp_min(0).sqrt() + pots[b_idx]
-            pair, offset = (within.double() <= threshold[r_idx, None]).nonzero(as_tuple=True)
-            rr, cols = r_idx[pair], b_idx[pair] * block + offset
+            near = vals.double() <= threshold[:, None]
+            near[owners, blocks] = False  # those blocks are evaluated already
+            r_idx, b_idx = near.nonzero(as_tuple=True)
+            values = torch.cat([values, self._within(r_idx + r0, b_idx, pots, block)])
+            owners = torch.cat([owners, r_idx])
+            start = torch.cat([blocks, b_idx]) * block
+            pair, offset = (values.double() <= threshold[owners, None]).nonzero(as_tuple=True)
+            rr, cc = owners[pair], start[pair] + offsets[offset]
             exact_rows = torch.bincount(rr, minlength=len(vals)) <= max_columns
-            keep = exact_rows[rr] & (cols < self.m)
-            rr, cols = rr[keep], cols[keep]
-            lo, _ = direct_cost_bounds_torch(self._x64[rr + r0], self._y64[cols])
+            keep = exact_rows[rr] & (cc < self.m)
+            rr, cc = rr[keep], cc[keep]
+            lo, _ = direct_cost_bounds_torch(self._x64[rr + r0], self._y64[cc])
             exact = torch.full((len(vals),), torch.inf, dtype=torch.float64, device=self.device)
-            exact.scatter_reduce_(0, rr, lo + p64[cols], "amin")
-            bound = torch.where(exact_rows, exact, row_min.double() - delta)
+            exact.scatter_reduce_(0, rr, lo + p64[cc], "amin")
+            bound = torch.where(exact_rows, exact, row_min - delta)
             lower[r0 : r0 + len(vals)] = torch.nextafter(bound, torch.full_like(bound, -torch.inf))
             if k:
-                cand[r0 : r0 + len(vals)] = self._best_blocks(vals, args, k, self.m)
+                cand[r0 : r0 + len(vals)] = _pad_columns(cols, k)
         return lower, cand
 
     @torch.no_grad()
@@ -416,6 +474,13 @@ class TiledCost:
         transposed costs with potential ``-q``."""
         lower, cand = self.T.row_pass(-torch.as_tensor(q).to(self.device, torch.float64), k)
         return -lower, cand
+
+
+def _pad_columns(cols: torch.Tensor, k: int) -> torch.Tensor:
+    """``[rows, k]``: the columns, the first repeated when fewer than ``k`` exist."""
+    if cols.shape[1] >= k:
+        return cols[:, :k]
+    return torch.cat([cols, cols[:, :1].expand(-1, k - cols.shape[1])], 1)
 
 
 class _full_float32:

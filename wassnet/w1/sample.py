@@ -55,7 +55,7 @@ from wassnet.ot import (
     sparse_transport_upper_bound,
 )
 from wassnet.ot.exact import ExactSolverError, network_simplex
-from wassnet.ot.multiscale import warm_start
+from wassnet.ot.multiscale import multilevel_warm_start, warm_start
 from wassnet.ot.plans import polish_forest_masses
 from wassnet.ot.projections import sliced_lower_bound
 from wassnet.w1.options import SampleOptions
@@ -91,6 +91,7 @@ class _Run:
     bar: tqdm
     start: float = field(default_factory=time.perf_counter)
     passes: int = 0
+    passes_warm: int = 0  # passes over the pairs of warm-start subsamples
     history: list[dict[str, float]] = field(default_factory=list)
 
     def remaining(self) -> float | None:
@@ -133,7 +134,19 @@ class _Run:
         )
 
     def starting_potentials(self) -> tuple[np.ndarray, np.ndarray]:
+        """Potentials from solved subsamples: one level (:func:`warm_start`), or a
+        ladder of levels for large uniform clouds (:func:`multilevel_warm_start`)."""
         p = self.problem
+        if p.uniform_square:
+            return multilevel_warm_start(
+                p.x,
+                p.y,
+                size=self.options.warm_start,
+                solve=self._solve_level,
+                rng=self.rng,
+                device=self.device,
+                backend=self.options.backend,
+            )
         return warm_start(
             p.x,
             p.y,
@@ -143,6 +156,23 @@ class _Run:
             rng=self.rng,
             device=self.device,
         )
+
+    def _solve_level(
+        self, x: np.ndarray, y: np.ndarray, u0: np.ndarray, v0: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A subsample of the multilevel warm start, solved to about 1e-6."""
+        sub = TransportProblem.build(x, y)
+        scale = 2.0**sub.exponent  # potentials in the subsample's own units
+        solved = assignment_bracket(
+            _passes_for(sub, self),
+            torch.as_tensor(u0 / scale),
+            torch.as_tensor(v0 / scale),
+            k=self.options.candidates,
+            rounds=6,
+            tol=1e-6,
+        )
+        self.passes_warm += solved.passes
+        return solved.dual.u.cpu().numpy() * scale, solved.dual.v.cpu().numpy() * scale
 
 
 # ----------------------------------------------------------------------------- routes
@@ -193,7 +223,10 @@ def _refine(
 
 def _passes(run: _Run) -> PairwiseCost | TiledCost:
     """A float64 matrix in memory for moderate sizes, fused tiles beyond."""
-    p = run.problem
+    return _passes_for(run.problem, run)
+
+
+def _passes_for(p: TransportProblem, run: _Run) -> PairwiseCost | TiledCost:
     if p.n * p.m <= DENSE_PASS_MAX_PAIRS:
         return PairwiseCost(p, device=run.device, dense_bytes=2**62)
     return TiledCost(p, device=run.device, backend=run.options.backend)
