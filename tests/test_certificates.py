@@ -119,7 +119,7 @@ def problems(draw, max_points: int = 5):
 def routes_for(x: np.ndarray, y: np.ndarray, wa, wb) -> list[str]:
     if x.ndim == 1:
         return ["line"]
-    out = ["dense", "sparse-lp", "blockwise"]
+    out = ["dense", "transport", "blockwise"]
     if len(x) == len(y) and wa is None and wb is None:
         out.append("assignment")
     return out
@@ -254,7 +254,7 @@ def test_one_point_against_many_duplicates_and_one_far_point():
     b[:2998, 0] = 1.0
     b[2998, 0] = far
     exact = Fraction(2998 + int(far), 2999)
-    for route in ("dense", "sparse-lp", "blockwise"):
+    for route in ("dense", "transport", "blockwise"):
         r = estimate_w1(a, b, sample=SampleOptions(route=route)).sample
         assert below(r.lower, exact) and above(r.upper, exact), route
     out = CliRunner()
@@ -296,7 +296,7 @@ def test_tiny_weights_far_away(w, distance):
     weights = np.ones(17)
     weights[16] = w
     exact = 2 * Fraction(distance) * Fraction(w) / (16 + Fraction(w))
-    for route in ("dense", "sparse-lp", "blockwise"):
+    for route in ("dense", "transport", "blockwise"):
         r = estimate_w1(a, b, weights, weights, sample=SampleOptions(route=route)).sample
         assert below(r.lower, exact) and above(r.upper, exact), route
         assert r.upper <= 2.5 * float(exact), route  # the charge is not the diameter
@@ -313,7 +313,7 @@ def test_zero_distance_gives_lower_at_most_zero(factor, scale):
     a = rng.normal(size=(40, 2)) * scale + scale
     perm = rng.permutation(40)
     w = rng.integers(1, 9, 40).astype(float)
-    for route in ("dense", "sparse-lp"):
+    for route in ("dense", "transport"):
         r = estimate_w1(a, a[perm], w, w[perm] * factor, sample=SampleOptions(route=route))
         assert r.sample.lower <= 0.0, route
         assert r.sample.upper <= 1e-12 * scale, route
@@ -330,7 +330,7 @@ def test_weights_times_a_tenth_lower_stays_below_an_exact_upper_bound():
     pairs = [(i, int(inverse[i])) for i in range(12)]
     masses = marginal(w, 12)
     bound = hub_upper_bound(a, a[perm], w, wb, pairs, masses, a.mean(0))
-    for route in ("dense", "sparse-lp"):
+    for route in ("dense", "transport"):
         r = estimate_w1(a, a[perm], w, wb, sample=SampleOptions(route=route)).sample
         assert below(r.lower, bound), route
 
@@ -354,7 +354,7 @@ def test_weighted_large_offsets_finish_quickly_and_are_certified():
     a = rng.normal(size=(46, 2)) + 3e9
     perm = rng.permutation(46)
     w = rng.random(46) + 0.1
-    r = estimate_w1(a, a[perm], w, w[perm] * 0.1, sample=SampleOptions(route="sparse-lp"))
+    r = estimate_w1(a, a[perm], w, w[perm] * 0.1, sample=SampleOptions(route="transport"))
     inverse = np.argsort(perm)
     pairs = [(i, int(inverse[i])) for i in range(46)]
     bound = hub_upper_bound(a, a[perm], w, w[perm] * 0.1, pairs, marginal(w, 46), a.mean(0))
@@ -497,7 +497,7 @@ def test_tiny_direction_does_not_inflate_the_sliced_bound():
     assert below(p.to_input_units(value, value)[0], w1_enclosure(p.x * 2, p.y * 2)[1])
 
 
-@pytest.mark.parametrize("route", ["dense", "sparse-lp", "assignment"])
+@pytest.mark.parametrize("route", ["dense", "transport", "assignment"])
 def test_potentials_stay_feasible_in_input_units_when_subnormal(route):
     t = 2.0**-1074
     x, y = np.array([[2 * t, 2 * t]]), np.array([[0.0, 0.0]])

@@ -83,7 +83,7 @@ def make_problem(shape, d, n, m, weighted, seed=0):
 
 
 def routes(n: int, m: int, weighted: bool) -> list[str]:
-    out = ["dense", "sparse-lp", "blockwise"]
+    out = ["dense", "transport", "blockwise"]
     if n == m and not weighted:
         out.append("assignment")
     return out
@@ -150,8 +150,8 @@ def test_route_table():
     assert route(10, 10, d=1) == "line"
     assert route(1000, 800) == "dense"
     assert route(3000, 3000) == "assignment"
-    assert route(3000, 2900) == "sparse-lp"
-    assert route(3000, 3000, weighted=True) == "sparse-lp"
+    assert route(3000, 2900) == "transport"
+    assert route(3000, 3000, weighted=True) == "transport"
     tiny = SampleOptions(pass_max_pairs=1e6)
     x = rng.normal(size=(3000, 2))
     assert choose_route(TransportProblem.build(x, x), tiny) == "blockwise"
@@ -186,7 +186,7 @@ def test_identical_clouds_bracket_zero_closed():
 def test_time_budget_returns_a_certified_bracket():
     a, b, _, _ = make_problem("shifted", 3, 400, 400, False)
     exact = pot_w1(a, b)
-    for route in ("assignment", "sparse-lp"):
+    for route in ("assignment", "transport"):
         opts = SampleOptions(route=route, time_budget=1e-3, warm_start=20)
         assert_bracket(estimate_w1(a, b, sample=opts).sample, exact)
 

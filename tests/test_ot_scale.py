@@ -21,7 +21,7 @@ from wassnet.ot import (
     assignment_bracket,
     c_transform_bound,
 )
-from wassnet.ot.assignment import _matching_potentials
+from wassnet.ot.sparse import _matching_potentials
 
 
 def t64(a) -> torch.Tensor:

@@ -1,4 +1,4 @@
-r"""Exact W1 and certified bounds on point clouds (Euclidean ground cost).
+r"""Certified optimal transport (Euclidean ground cost) on point clouds.
 
 For weighted clouds :math:`a = \sum_i a_i \delta_{x_i}` and
 :math:`b = \sum_j b_j \delta_{y_j}`, with :math:`c_{ij} = \|x_i - y_j\|_2`:
@@ -7,26 +7,27 @@ For weighted clouds :math:`a = \sum_i a_i \delta_{x_i}` and
     W_1(a, b) = \min_{\pi \in \Pi(a, b)} \sum_{ij} \pi_{ij} c_{ij}
               = \max_{u_i - v_j \le c_{ij}} \sum_i a_i u_i - \sum_j b_j v_j .
 
-* Any coupling :math:`\pi` gives an **upper bound**, its cost (:func:`assignment_cost`,
-  :func:`sparse_transport_upper_bound`).
-* Any potential :math:`u` on the points gives a **lower bound** after the
-  c-transforms :math:`v_j = \max_i (u_i - c_{ij})`, :math:`u_i = \min_j (v_j + c_{ij})`,
-  which make the pair feasible by construction (:func:`c_transform_bound`). For
-  :math:`u = f(x)` with :math:`f` 1-Lipschitz the transforms never lower the bound.
+* Any nonnegative plan gives an **upper bound**: its cost plus its marginal residuals
+  charged at the distance to a hub (:func:`plan_bound`).
+* Any potential gives a **lower bound** after the c-transforms
+  :math:`v_j = \max_i (u_i - c_{ij})`, :math:`u_i = \min_j (v_j + c_{ij})`, rounded
+  outward so the pair is feasible on every pair exactly (:func:`c_transform_bound`).
 
-Everything is computed in chunks (never the whole ``n x m`` matrix unless it fits a
-small budget); certified values are float64, or float32 with a proven rounding margin.
+Both are statements about the problem exactly as given (:class:`TransportProblem`:
+float64 points, exact marginals ``w / sum(w)``), computed with directed rounding or
+proven margins (:mod:`wassnet.rounding`).
 
-Modules: :mod:`~wassnet.ot.exact` (POT's exact solver, the line by sorting),
-:mod:`~wassnet.ot.costs` (float64 costs by chunks), :mod:`~wassnet.ot.tiles` (fused
-float32 passes over all pairs, certified), :mod:`~wassnet.ot.dual` (c-transforms,
-Sinkhorn), :mod:`~wassnet.ot.plans` (couplings, sparse LP),
-:mod:`~wassnet.ot.assignment` (column generation for uniform clouds at scale).
+Modules: :mod:`~wassnet.ot.problem` (the exact problem), :mod:`~wassnet.ot.costs`
+(certified costs, float64 chunks), :mod:`~wassnet.ot.tiles` (fused float32 passes,
+certified), :mod:`~wassnet.ot.dual` (c-transforms), :mod:`~wassnet.ot.plans` (plans and
+their certificate), :mod:`~wassnet.ot.line` (the line, exact CDFs),
+:mod:`~wassnet.ot.projections` (sliced lower bounds), :mod:`~wassnet.ot.sparse`
+(column generation at scale), :mod:`~wassnet.ot.native` (the compiled sparse solvers),
+:mod:`~wassnet.ot.multiscale` (warm starts), :mod:`~wassnet.ot.exact` (POT's solver).
 """
 
 from __future__ import annotations
 
-from wassnet.ot.assignment import AssignmentBracket, assignment_bracket
 from wassnet.ot.costs import PairwiseCost, direct_cost_bounds
 from wassnet.ot.dual import (
     DualBound,
@@ -46,6 +47,7 @@ from wassnet.ot.plans import (
     sparse_transport_upper_bound,
 )
 from wassnet.ot.problem import Marginal, TransportProblem
+from wassnet.ot.sparse import AssignmentBracket, assignment_bracket, sparse_bracket
 from wassnet.ot.tiles import TiledCost
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "monotone_coupling",
     "plan_bound",
     "sinkhorn_refine",
+    "sparse_bracket",
     "sparse_transport_upper_bound",
     "w1_1d",
 ]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Assignment", "assign", "native_available"]
+__all__ = ["Assignment", "assign", "native_available", "solver_name"]
 
 _SOURCE = Path(__file__).with_name("_assign.c")
 _LIB: ctypes.CDLL | None = None
@@ -103,6 +103,16 @@ def _library() -> ctypes.CDLL | None:
             stacklevel=3,
         )
     return _LIB
+
+
+def solver_name(assignment: bool) -> str:
+    """The sparse solver used on this machine, for reports: :func:`assign` for
+    assignments, POT's network simplex on the sparse graph for transport plans."""
+    if not assignment:
+        return "network simplex on the sparse graph (POT)"
+    if _library() is None:
+        return "sparse Jonker-Volgenant (SciPy)"
+    return "auction + augmenting paths (C)"
 
 
 def native_available() -> bool:
@@ -179,8 +189,8 @@ def assign(
 def _scipy_assign(keys: np.ndarray, costs: np.ndarray, n: int, v0: np.ndarray) -> Assignment:
     """SciPy's sparse Jonker-Volgenant on quantized reduced costs, then potentials by
     shortest paths in the matching's residual graph."""
-    from wassnet.ot.assignment import _matching_potentials
     from wassnet.ot.plans import solve_assignment
+    from wassnet.ot.sparse import _matching_potentials
 
     rows, cols = keys // n, keys % n
     u0 = np.full(n, np.inf)

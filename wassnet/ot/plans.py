@@ -24,7 +24,7 @@ rounding against the exact marginals :math:`a_i = w_i / \sum w`
 
 Plans come from: the monotone coupling along two scores (any size), exact OT inside
 blocks of it, a sparse LP on candidate pairs (HiGHS, with a time limit), sparse
-assignments (:mod:`~wassnet.ot.assignment`) and POT's network simplex
+assignments (:mod:`~wassnet.ot.sparse`) and POT's network simplex
 (:mod:`~wassnet.ot.exact`). Basic plans (spanning forests) get their masses re-solved
 on their support (:func:`polish_forest_masses`) so that the charge is at rounding level.
 """

@@ -11,7 +11,7 @@ from wassnet.clitools import emit
 
 __all__ = ["estimate"]
 
-_ROUTES = ("auto", "line", "dense", "assignment", "sparse-lp", "blockwise")
+_ROUTES = ("auto", "line", "dense", "assignment", "transport", "blockwise")
 
 
 def _check_plot_path(path: str | None) -> None:

@@ -14,10 +14,10 @@ from typing import Literal
 __all__ = ["ROUTES", "Route", "SampleOptions", "Target"]
 
 Target = Literal["sample", "population", "both"]
-Route = Literal["auto", "line", "dense", "assignment", "sparse-lp", "blockwise"]
+Route = Literal["auto", "line", "dense", "assignment", "transport", "blockwise"]
 
 #: The sample routes, in the order :func:`wassnet.w1.sample.choose_route` considers them.
-ROUTES: tuple[str, ...] = ("line", "dense", "assignment", "sparse-lp", "blockwise")
+ROUTES: tuple[str, ...] = ("line", "dense", "assignment", "transport", "blockwise")
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class SampleOptions:
             ``"line"`` (d = 1, exact CDFs), ``"dense"`` (POT's network simplex on the
             full cost matrix, then its plan and potentials certified), ``"assignment"``
             (uniform clouds with n == m: sparse assignments by column generation with
-            certified passes over all pairs), ``"sparse-lp"`` (any weights: sparse LPs
-            by column generation), ``"blockwise"`` (no pass over all pairs: a
+            certified passes over all pairs), ``"transport"`` (any weights: sparse
+            transport plans by column generation), ``"blockwise"`` (no pass over all pairs: a
             monotone coupling solved exactly in blocks, and sliced lower bounds).
         time_budget: seconds for the bracket; when spent, no new round starts and the
             best certified bracket so far is returned. ``None``: no limit.

@@ -32,7 +32,7 @@ class SampleBracket:
         lower, upper: ``lower <= W1 <= upper`` holds exactly for the input as given
             (float64 points, marginals ``w / sum(w)`` as exact rationals).
         route: how the bracket was computed (``line``, ``dense``, ``assignment``,
-            ``sparse-lp``, ``blockwise``; see :class:`wassnet.w1.SampleOptions`).
+            ``transport``, ``blockwise``; see :class:`wassnet.w1.SampleOptions`).
         lower_method, upper_method: the certified object behind each side (a dual pair
             feasible on every pair, a transport plan, exact CDFs).
         seconds: wall-clock time of the bracket.

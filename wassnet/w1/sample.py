@@ -13,12 +13,12 @@ route           when (``auto``)                             how
 ``line``        ``d == 1``                                  exact CDFs in integers
 ``dense``       ``n m <= dense_max_pairs``                  POT's network simplex on the
                                                             full matrix, then certified
-``assignment``  uniform weights, ``n == m``                 warm start from a solved
-                                                            subsample, sparse assignments
+``assignment``  uniform weights, ``n == m``                 warm start from solved
+                                                            subsamples, sparse assignments
                                                             by column generation, fused
                                                             passes over all pairs
-``sparse-lp``   other weights or ``n != m``                 warm start, sparse LPs (HiGHS)
-                                                            by column generation
+``transport``   other weights or ``n != m``                 the same with sparse
+                                                            transport plans
 ``blockwise``   ``n m > pass_max_pairs``                    monotone coupling solved
                                                             exactly in blocks; sliced
                                                             lower bounds; no pass over
@@ -41,21 +41,22 @@ import torch
 from tqdm.auto import tqdm
 
 from wassnet.ot import (
+    AssignmentBracket,
     DualBound,
     PairwiseCost,
     PrimalBound,
     TiledCost,
     TransportProblem,
-    assignment_bracket,
     blockwise_refinement,
     c_transform_bound,
     line_bracket,
     monotone_coupling,
     plan_bound,
-    sparse_transport_upper_bound,
+    sparse_bracket,
 )
 from wassnet.ot.exact import ExactSolverError, network_simplex
 from wassnet.ot.multiscale import multilevel_warm_start, warm_start
+from wassnet.ot.native import solver_name
 from wassnet.ot.plans import polish_forest_masses
 from wassnet.ot.projections import sliced_lower_bound
 from wassnet.w1.options import SampleOptions
@@ -77,7 +78,7 @@ def choose_route(problem: TransportProblem, options: SampleOptions) -> str:
         return "dense"
     if pairs > options.pass_max_pairs:
         return "blockwise"
-    return "assignment" if problem.uniform_square else "sparse-lp"
+    return "assignment" if problem.uniform_square else "transport"
 
 
 @dataclass
@@ -163,7 +164,7 @@ class _Run:
         """A subsample of the multilevel warm start, solved to about 1e-6."""
         sub = TransportProblem.build(x, y)
         scale = 2.0**sub.exponent  # potentials in the subsample's own units
-        solved = assignment_bracket(
+        solved = sparse_bracket(
             _passes_for(sub, self),
             torch.as_tensor(u0 / scale),
             torch.as_tensor(v0 / scale),
@@ -193,32 +194,21 @@ def _dense(run: _Run) -> SampleBracket:
     run.passes += 1
     a, b = p.a.probabilities(), p.b.probabilities()
     try:
-        rows, cols, mass, u, _ = network_simplex(cost.dense_matrix(), a, b)
-    except ExactSolverError:  # fall back to column generation from cheap potentials
-        return _sparse_lp(run, route="dense (network simplex stopped early: sparse LP)")
+        rows, cols, mass, u, v = network_simplex(cost.dense_matrix(), a, b)
+    except ExactSolverError:  # column generation from cheap potentials instead
+        return _column_route(run, "dense (network simplex stopped early: column generation)")
     mass = polish_forest_masses(rows, cols, mass, a, b)
     plan = plan_bound(p, rows, cols, mass, "optimal plan of POT's network simplex")
     dual = c_transform_bound(cost, u)
     run.passes += 2
     run.record(dual.value, plan.value)
-    if plan.value - dual.value > run.options.tol * plan.value:
-        plan, dual = _refine(run, cost, plan, dual)
+    if plan.value - dual.value > run.options.tol * plan.value:  # rounding in POT: refine
+        refined = _column_generation(run, cost, u, v)
+        plan = min(plan, refined.plan, key=lambda q: q.value)
+        dual = max(dual, refined.dual, key=lambda q: q.value)
     return run.bracket(
         "dense", plan, dual, lower_method="POT's potentials, c-transformed on every pair"
     )
-
-
-def _refine(
-    run: _Run, cost: PairwiseCost, plan: PrimalBound, dual: DualBound
-) -> tuple[PrimalBound, DualBound]:
-    """Column generation from a dual pair, for brackets not yet closed to ``tol``."""
-    refined = _column_generation(run, cost, dual)
-    if refined.value < plan.value:
-        plan = refined
-    if refined.dual is not None and refined.dual.value > dual.value:
-        dual = refined.dual
-    run.record(dual.value, plan.value)
-    return plan, dual
 
 
 def _passes(run: _Run) -> PairwiseCost | TiledCost:
@@ -232,33 +222,11 @@ def _passes_for(p: TransportProblem, run: _Run) -> PairwiseCost | TiledCost:
     return TiledCost(p, device=run.device, backend=run.options.backend)
 
 
-def _column_generation(run: _Run, cost: PairwiseCost, dual: DualBound) -> PrimalBound:
-    """Sparse LPs by column generation from a dual pair, within the time budget."""
-    left = run.remaining()
-
-    def count(record: dict[str, float]) -> None:
-        run.passes += int(record["passes"])
-        run.record(record["lower"], record["upper"])
-
-    return sparse_transport_upper_bound(
-        cost,
-        dual.u,
-        dual.v,
-        k=run.options.candidates,
-        rounds=run.options.rounds,
-        tol=run.options.tol,
-        time_limit=600.0 if left is None else max(left, 0.0),
-        callback=count,
-    )
-
-
-def _assignment(run: _Run) -> SampleBracket:
-    p = run.problem
-    if not p.uniform_square:
-        raise ValueError("the assignment route needs uniform weights and n == m")
-    u0, v0 = run.starting_potentials()
-    cost = _passes(run)
-    solved = assignment_bracket(
+def _column_generation(
+    run: _Run, cost: PairwiseCost | TiledCost, u0: np.ndarray, v0: np.ndarray
+) -> AssignmentBracket:
+    """Sparse plans by column generation from potentials, within the time budget."""
+    solved = sparse_bracket(
         cost,
         torch.as_tensor(u0),
         torch.as_tensor(v0),
@@ -269,27 +237,26 @@ def _assignment(run: _Run) -> SampleBracket:
         callback=lambda r: run.record(r["lower"], r["upper"]),
     )
     run.passes += solved.passes
+    return solved
+
+
+def _column_route(run: _Run, route: str) -> SampleBracket:
+    """Routes ``assignment`` and ``transport``: warm start, then column generation."""
+    p = run.problem
+    if route == "assignment" and not p.uniform_square:
+        raise ValueError("the assignment route needs uniform weights and n == m")
+    u0, v0 = run.starting_potentials()
+    cost = _passes(run)
+    solved = _column_generation(run, cost, u0, v0)
     where = "fused float32 screens" if isinstance(cost, TiledCost) else "float64 passes"
+    kind = "assignment" if p.uniform_square else "transport plan"
     return run.bracket(
-        "assignment",
+        route,
         solved.plan,
         solved.dual,
-        lower_method=f"assignment potentials, c-transformed on every pair ({where})",
-        upper_method="optimal assignment within candidate pairs (sparse Jonker-Volgenant)",
+        lower_method=f"{kind} potentials, c-transformed on every pair ({where})",
+        upper_method=f"optimal {kind} within candidate pairs ({solver_name(p.uniform_square)})",
     )
-
-
-def _sparse_lp(run: _Run, route: str = "sparse-lp") -> SampleBracket:
-    p = run.problem
-    u0, _ = run.starting_potentials()
-    cost = PairwiseCost(p, device=run.device)
-    dual = c_transform_bound(cost, u0)
-    run.passes += 2
-    plan = _column_generation(run, cost, dual)
-    if plan.dual is not None and plan.dual.value > dual.value:
-        dual = plan.dual
-    run.record(dual.value, plan.value)
-    return run.bracket(route, plan, dual, lower_method="LP potentials, c-transformed on every pair")
 
 
 def _blockwise(run: _Run) -> SampleBracket:
@@ -313,8 +280,8 @@ def _blockwise(run: _Run) -> SampleBracket:
 _ROUTES: dict[str, Callable[[_Run], SampleBracket]] = {
     "line": _line,
     "dense": _dense,
-    "assignment": _assignment,
-    "sparse-lp": _sparse_lp,
+    "assignment": lambda run: _column_route(run, "assignment"),
+    "transport": lambda run: _column_route(run, "transport"),
     "blockwise": _blockwise,
 }
 
