@@ -140,9 +140,12 @@ def _child(job: str, case: Case, n: int, args: dict, queue: mp.Queue) -> None:
     run = _ours if job == "ours" else _pot
     # warm-up on 50 points (first-call costs: lazy imports, torch's kernel set-up)
     run(a[:50], b[:50], None if wa is None else wa[:50], None if wb is None else wb[:50], args)
-    t0 = time.perf_counter()
-    out = run(a, b, wa, wb, args)
-    out["time"] = time.perf_counter() - t0
+    times = []
+    for _ in range(args["repeats"] if len(a) <= args["repeat_max"] else 1):
+        t0 = time.perf_counter()
+        out = run(a, b, wa, wb, args)
+        times.append(time.perf_counter() - t0)
+    out["time"] = min(times)
     out["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     queue.put(out)
 
@@ -190,6 +193,8 @@ def _child_args(args: argparse.Namespace) -> dict:
         "data_root": args.data_root,
         "time_budget": args.time_budget,
         "pot_dense_max": args.pot_dense_max,
+        "repeats": args.repeats,
+        "repeat_max": args.repeat_max,
     }
 
 
@@ -243,9 +248,11 @@ def speed(args: argparse.Namespace) -> None:
             markdown_table(SPEED_HEADER, rows)
             + f"\n\nMedian ours / POT over the {len(ratios)} rows: **{median:.2f}**. "
             f"Torch threads: {args.threads}. Times are wall seconds inside a fresh process "
-            "(imports excluded, both sides warmed up on 50 points first); POT's include its "
-            "cost matrix. `passes`: passes over all n m pairs (over the held matrix on the "
-            "dense route). Peak GB: the child's max RSS (Python, torch and the data included)."
+            "(imports excluded, both sides warmed up on 50 points first), the best of "
+            f"{args.repeats} runs up to n = {args.repeat_max} (the machine is shared); POT's "
+            "include its cost matrix. `passes`: passes over all n m pairs (over the held "
+            "matrix on the dense route). Peak GB: the child's max RSS (Python, torch and the "
+            "data included)."
         )
         write_section(f"bench_estimate_speed_n{n}", f"W1 sample bracket vs POT, n = {n}", body)
 
@@ -290,6 +297,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="per child, seconds")
     parser.add_argument("--time-budget", type=float, default=None, help="ours, seconds")
     parser.add_argument("--pot-dense-max", type=int, default=25000)
+    parser.add_argument("--repeats", type=int, default=3, help="best of, for small n")
+    parser.add_argument("--repeat-max", type=int, default=5000, help="largest n repeated")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per child")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()

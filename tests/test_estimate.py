@@ -150,8 +150,14 @@ def test_route_table():
     assert route(10, 10, d=1) == "line"
     assert route(1000, 800) == "dense"
     assert route(3000, 3000) == "assignment"
-    assert route(3000, 2900) == "transport"
-    assert route(3000, 3000, weighted=True) == "transport"
+    assert route(3000, 2900, d=4) == "transport"
+    assert route(3000, 3000, d=4, weighted=True) == "transport"
+    # weighted in low dimension: dense up to four times dense_max_pairs
+    assert route(3000, 2900) == "dense"
+    assert route(6000, 6000, weighted=True) == "transport"
+    assert SampleOptions().candidates_for(2) == 16
+    assert SampleOptions().candidates_for(16) == 8
+    assert SampleOptions(candidates=5).candidates_for(2) == 5
     tiny = SampleOptions(pass_max_pairs=1e6)
     x = rng.normal(size=(3000, 2))
     assert choose_route(TransportProblem.build(x, x), tiny) == "blockwise"

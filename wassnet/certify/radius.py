@@ -9,11 +9,12 @@ most :math:`L`, predicting :math:`c = \arg\max_j f_j(x)` with margin
     \|\delta\|_2 < r(x) = \frac{m(x)}{\sqrt{2}\, L} \;\Longrightarrow\;
     \arg\max_j f_j(x + \delta) = c.
 
-:math:`L` is :func:`wassnet.nn.lipschitz_bound` of the model **as it is** (exact SVD /
-FFT per layer, multiplied), never assumed to be 1. What is *not* covered: rounding of
-the float32 forward pass itself (logit errors of order ``1e-6`` relative), and models
-containing layers for which no Lipschitz rule is registered (they raise
-:class:`wassnet.nn.LipschitzBoundError` instead of being certified).
+:math:`L` is :func:`wassnet.nn.lipschitz_bound` of the model **as it is** (verified
+upper bounds on each layer's spectral norm, multiplied, rounded up), never assumed to
+be 1. What is *not* covered: rounding of the float32 forward pass itself (logit errors
+of order ``1e-6`` relative), and models containing layers for which no Lipschitz rule
+is registered (they raise :class:`wassnet.nn.LipschitzBoundError` instead of being
+certified).
 """
 
 from __future__ import annotations

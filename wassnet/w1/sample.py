@@ -11,8 +11,8 @@ and good potentials, and are chosen from a table (:func:`choose_route`):
 route           when (``auto``)                             how
 ==============  ==========================================  ===============================
 ``line``        ``d == 1``                                  exact CDFs in integers
-``dense``       ``n m <= dense_max_pairs``                  POT's network simplex on the
-                                                            full matrix, then certified
+``dense``       ``n m <= dense_max_pairs`` (x4 for          POT's network simplex on the
+                weighted clouds in d <= 3)                  full matrix, then certified
 ``assignment``  uniform weights, ``n == m``                 warm start from solved
                                                             subsamples, sparse assignments
                                                             by column generation, fused
@@ -76,6 +76,8 @@ def choose_route(problem: TransportProblem, options: SampleOptions) -> str:
         return "line"
     if pairs <= options.dense_max_pairs:
         return "dense"
+    if not problem.uniform_square and problem.dim <= 3 and pairs <= 4 * options.dense_max_pairs:
+        return "dense"  # measured: POT's dense solver beats sparse transport plans here
     if pairs > options.pass_max_pairs:
         return "blockwise"
     return "assignment" if problem.uniform_square else "transport"
@@ -168,7 +170,7 @@ class _Run:
             _passes_for(sub, self),
             torch.as_tensor(u0 / scale),
             torch.as_tensor(v0 / scale),
-            k=self.options.candidates,
+            k=self.options.candidates_for(sub.dim),
             rounds=6,
             tol=1e-6,
         )
@@ -230,7 +232,7 @@ def _column_generation(
         cost,
         torch.as_tensor(u0),
         torch.as_tensor(v0),
-        k=run.options.candidates,
+        k=run.options.candidates_for(run.problem.dim),
         rounds=run.options.rounds,
         tol=run.options.tol,
         time_budget=run.remaining(),
