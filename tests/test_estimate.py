@@ -327,3 +327,23 @@ def test_bad_options_raise_value_error(kwargs, match):
 def test_bad_sample_options_are_refused(kwargs):
     with pytest.raises(ValueError):
         SampleOptions(**kwargs)
+
+
+def test_time_budget_too_short_for_two_passes_falls_back_to_blockwise(monkeypatch):
+    """A budget that cannot pay for the two passes of the first bracket returns the
+    blockwise bracket at once (and says why); a generous one does not."""
+    import wassnet.w1.sample as sample_module
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(300, 3)), rng.normal(size=(300, 3)) + 0.5
+    monkeypatch.setattr(sample_module, "DENSE_PASS_MAX_PAIRS", 1000)  # fused tiles
+    monkeypatch.setattr(sample_module, "CALIBRATION_PAIRS", 300 * 60)
+    exact = pot_w1(x, y)
+    tight = SampleOptions(route="assignment", time_budget=1e-6, backend="eager")
+    s = estimate_w1(x, y, sample=tight).sample
+    assert s.route == "blockwise" and "time budget" in s.lower_method
+    assert s.lower <= exact <= s.upper
+    roomy = SampleOptions(route="assignment", time_budget=600, backend="eager")
+    s = estimate_w1(x, y, sample=roomy).sample
+    assert s.route == "assignment" and s.passes >= 2
+    assert s.lower <= exact * (1 + 1e-12) and exact <= s.upper * (1 + 1e-12)

@@ -34,7 +34,10 @@ class SampleOptions:
             transport plans by column generation), ``"blockwise"`` (no pass over all pairs: a
             monotone coupling solved exactly in blocks, and sliced lower bounds).
         time_budget: seconds for the bracket; when spent, no new round starts and the
-            best certified bracket so far is returned. ``None``: no limit.
+            best certified bracket so far is returned. The warm start and the first
+            bracket (two passes over all pairs) are not interrupted: when a timed slice
+            predicts that those passes do not fit, the ``blockwise`` bracket (no pass)
+            is returned instead, saying so. ``None``: no limit.
         tol: stop refining once ``upper - lower <= tol * upper``.
         rounds: at most this many rounds of column generation.
         candidates: candidate pairs per point and round (column generation);

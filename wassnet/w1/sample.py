@@ -67,6 +67,8 @@ __all__ = ["choose_route", "sample_bracket"]
 #: Passes over a float64 cost matrix held in memory up to this many pairs; above, fused
 #: float32 screens with exact float64 recomputation (both tight to float64 rounding).
 DENSE_PASS_MAX_PAIRS = 64 * 2**20
+#: With a time budget, one pass is predicted by timing a slice of about this many pairs.
+CALIBRATION_PAIRS = 2**30
 
 
 def choose_route(problem: TransportProblem, options: SampleOptions) -> str:
@@ -249,6 +251,11 @@ def _column_route(run: _Run, route: str) -> SampleBracket:
         raise ValueError("the assignment route needs uniform weights and n == m")
     u0, v0 = run.starting_potentials()
     cost = _passes(run)
+    seconds = _pass_seconds(run, cost)
+    remaining = run.remaining()
+    if seconds is not None and remaining is not None and remaining < 2.5 * seconds:
+        # the first bracket needs two passes (both c-transforms): out of budget
+        return _blockwise(run, (u0, v0), why=f"a pass over all pairs takes ~{seconds:.0f} s")
     solved = _column_generation(run, cost, u0, v0)
     where = "fused float32 screens" if isinstance(cost, TiledCost) else "float64 passes"
     kind = "assignment" if p.uniform_square else "transport plan"
@@ -261,9 +268,32 @@ def _column_route(run: _Run, route: str) -> SampleBracket:
     )
 
 
-def _blockwise(run: _Run) -> SampleBracket:
+def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
+    """Predicted seconds of one pass over all pairs, timed on a slice of about
+    :data:`CALIBRATION_PAIRS` pairs (``None`` without a time budget, or for passes over
+    a held matrix)."""
+    if run.options.time_budget is None or not isinstance(cost, TiledCost):
+        return None
     p = run.problem
-    u0, v0 = run.starting_potentials()
+    rows = int(min(p.n, max(1, CALIBRATION_PAIRS // p.m)))
+    if rows == p.n:
+        return None
+    weights = None if p.uniform_square else p.a.probabilities()[:rows]
+    sub = TransportProblem.build(p.x[:rows], p.y, weights, p.b.probabilities())
+    slice_cost = TiledCost(sub, device=run.device, backend=run.options.backend)
+    t0 = time.perf_counter()
+    slice_cost.row_pass(torch.zeros(p.m, dtype=torch.float64), run.options.candidates_for(p.dim))
+    return (time.perf_counter() - t0) * p.n / rows
+
+
+def _blockwise(
+    run: _Run, potentials: tuple[np.ndarray, np.ndarray] | None = None, why: str = ""
+) -> SampleBracket:
+    """No pass over all pairs: a monotone coupling along the starting potentials, solved
+    exactly within blocks, and sliced lower bounds. ``why``: the reason, when this
+    stands in for another route (said in ``lower_method``)."""
+    p = run.problem
+    u0, v0 = potentials if potentials is not None else run.starting_potentials()
     a, b = p.a.probabilities(), p.b.probabilities()
     mi, mj, mmass = monotone_coupling(u0, v0, a, b)
     plan = blockwise_refinement(p, plan_bound(p, mi, mj, mmass, "monotone coupling"), 1000)
@@ -275,7 +305,8 @@ def _blockwise(run: _Run) -> SampleBracket:
         plan,
         None,
         lower=lower,
-        lower_method="sliced: exact W1 of projections on lines (mean difference, principal axes)",
+        lower_method="sliced: exact W1 of projections on lines (mean difference, principal axes)"
+        + (f"; no pass over all pairs: {why}, the time budget does not allow two" if why else ""),
     )
 
 
