@@ -24,7 +24,6 @@ from wassnet.ot import (
     exact_w1,
     exact_w1_fits,
     sinkhorn_refine,
-    sparse_transport_upper_bound,
     w1_1d,
 )
 
@@ -281,89 +280,70 @@ def test_sinkhorn_refined_potentials_stay_certified():
 # ----------------------------------------------------------------------------- upper bound
 
 
-def test_sparse_upper_bound_assignment_path_random_potentials():
-    rng, x, y, wa, wb = problem(8, 60, 60, 3)
-    exact, _, _ = pot_solve(x, y, wa, wb)
-    _, cost = build(x, y)
-    for k in (1, 3):
-        u, v = t64(rng.normal(size=60)), t64(rng.normal(size=60))
-        plan = sparse_transport_upper_bound(cost, u, v, k=k, lp_max_pairs=0)
-        assert plan.method == "sparse assignment"
-        # a permutation, priced exactly as the assignment (nothing charged)
-        assert sorted(plan.rows) == list(range(60)) and sorted(plan.cols) == list(range(60))
-        recomputed = check_plan(plan, x, y, wa, wb)
-        assert plan.value == pytest.approx(recomputed, rel=1e-12)
-        assert plan.residual_charge == 0.0
-        assert plan.value >= exact * (1 - 1e-12)
+def _bracket(cost, u, v, **options):
+    from wassnet.ot import sparse_bracket
+
+    return sparse_bracket(cost, u, v, **options)
 
 
-@pytest.mark.parametrize(("n", "m", "weighted"), [(70, 50, False), (50, 50, True), (40, 65, True)])
-def test_sparse_upper_bound_lp_path_random_potentials(n, m, weighted):
+@pytest.mark.parametrize(
+    ("n", "m", "weighted"), [(60, 60, False), (70, 50, False), (50, 50, True), (40, 65, True)]
+)
+def test_sparse_bracket_from_random_potentials_reaches_the_optimum(n, m, weighted):
+    """Column generation from poor potentials closes on the exact value from both
+    sides, with a plan and a dual that check out against an explicit operator."""
     rng, x, y, wa, wb = problem(9, n, m, 3, weighted)
     exact, _, _ = pot_solve(x, y, wa, wb)
     p, cost = build(x, y, wa, wb)
     u, v = t64(rng.normal(size=n)), t64(rng.normal(size=m))
-    plan = sparse_transport_upper_bound(cost, u, v, k=2)
-    assert plan.method == "sparse LP (HiGHS)"
-    check_plan(plan, x, y, wa, wb)
-    assert plan.value >= exact * (1 - 1e-12)
-    # column generation from the same poor potentials reaches the optimum, both sides
-    plan = sparse_transport_upper_bound(cost, u, v, k=3, rounds=30)
-    check_plan(plan, x, y, wa, wb)
-    assert plan.value == pytest.approx(exact, rel=1e-10)
-    assert plan.value >= exact * (1 - 1e-12)
-    assert plan.dual is not None
-    assert plan.dual.value == pytest.approx(exact, rel=1e-10)
-    assert plan.dual.value <= exact * (1 + 1e-12)
-    assert _max_violation(plan.dual, exact_cost(p.x, p.y)) <= 0.0
+    solved = _bracket(cost, u, v, k=3, rounds=40, tol=1e-12)
+    recomputed = check_plan(solved.plan, x, y, wa, wb)
+    assert solved.plan.value >= exact * (1 - 1e-12)
+    assert solved.plan.value >= recomputed * (1 - 1e-12)
+    assert solved.plan.value == pytest.approx(exact, rel=1e-10)
+    assert solved.dual.value <= exact * (1 + 1e-12)
+    assert solved.dual.value == pytest.approx(exact, rel=1e-10)
+    assert _max_violation(solved.dual, exact_cost(p.x, p.y)) <= 0.0
+    if not weighted and n == m:  # a permutation, read exactly (nothing charged)
+        assert sorted(solved.plan.cols) == list(range(n))
+        assert solved.plan.residual_charge == 0.0
 
 
-@pytest.mark.parametrize(("n", "m", "weighted"), [(60, 60, False), (70, 50, False), (45, 55, True)])
-def test_sparse_upper_bound_with_optimal_potentials_is_exact(n, m, weighted):
-    _, x, y, wa, wb = problem(10, n, m, 3, weighted)
-    exact, u_pot, v_pot = pot_solve(x, y, wa, wb)
-    p, cost = build(x, y, wa, wb)
-    # POT's pair (u + v <= c) in wassnet's convention (u - v <= c), and its c-transform
-    dual = c_transform_bound(cost, scaled(p, u_pot))
-    for u, v in ((scaled(p, u_pot), scaled(p, -v_pot)), (dual.u, dual.v)):
-        plan = sparse_transport_upper_bound(cost, u, v, k=10)
-        check_plan(plan, x, y, wa, wb)
-        assert plan.value == pytest.approx(exact, rel=1e-10)
-        assert plan.value >= exact * (1 - 1e-12)
+def test_a_failing_sparse_solver_leaves_a_certified_coupling(monkeypatch):
+    import wassnet.ot.sparse as sparse_module
 
-
-def test_a_failed_lp_falls_back_to_a_certified_coupling(monkeypatch):
-    import wassnet.ot.plans as plans_module
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver exploded")
 
     rng, x, y, wa, wb = problem(12, 40, 30, 2, True)
     exact, _, _ = pot_solve(x, y, wa, wb)
     _, cost = build(x, y, wa, wb)
-    monkeypatch.setattr(plans_module, "_sparse_lp", lambda *args: None)
+    monkeypatch.setattr(sparse_module, "_solve", broken)
     u, v = t64(rng.normal(size=40)), t64(rng.normal(size=30))
-    plan = sparse_transport_upper_bound(cost, u, v, k=3, rounds=5)
-    assert "failed or timed out" in plan.method
-    assert plan.value >= exact * (1 - 1e-12)
-    check_plan(plan, x, y, wa, wb)
+    solved = _bracket(cost, u, v, k=3, rounds=5)
+    assert "sparse solver failed: solver exploded" in solved.plan.method
+    assert solved.plan.value >= exact * (1 - 1e-12)
+    assert solved.dual.value <= exact * (1 + 1e-12)
+    check_plan(solved.plan, x, y, wa, wb)
 
 
 @pytest.mark.parametrize(("n", "m", "weighted"), [(60, 60, False), (70, 50, False), (45, 55, True)])
-def test_sparse_upper_bound_k0_is_a_feasible_coupling(n, m, weighted):
+def test_monotone_coupling_and_its_blocks_are_feasible_couplings(n, m, weighted):
+    from wassnet.ot import blockwise_refinement, monotone_coupling, plan_bound
+
     rng, x, y, wa, wb = problem(11, n, m, 3, weighted)
     exact, _, _ = pot_solve(x, y, wa, wb)
-    _, cost = build(x, y, wa, wb)
-    u, v = t64(rng.normal(size=n)), t64(rng.normal(size=m))
-    monotone = sparse_transport_upper_bound(cost, u, v, k=0, block=0)
-    assert monotone.method == "monotone coupling"
+    p, _ = build(x, y, wa, wb)
+    u, v = rng.normal(size=n), rng.normal(size=m)
+    i, j, mass = monotone_coupling(u, v, p.a.probabilities(), p.b.probabilities())
+    monotone = plan_bound(p, i, j, mass, "monotone coupling")
     assert monotone.value == pytest.approx(check_plan(monotone, x, y, wa, wb), rel=1e-12)
     assert monotone.value >= exact * (1 - 1e-12)
     if not weighted and n == m:  # the i-th largest u goes to the i-th largest v
-        oa, ob = np.argsort(-u.numpy()), np.argsort(-v.numpy())
+        oa, ob = np.argsort(-u), np.argsort(-v)
         expected = float(np.linalg.norm(x[oa] - y[ob], axis=1).mean())
         assert monotone.value == pytest.approx(expected, rel=1e-12)
-    default = sparse_transport_upper_bound(cost, u, v, k=0)
-    assert default.value == pytest.approx(check_plan(default, x, y, wa, wb), rel=1e-12)
-    assert exact * (1 - 1e-12) <= default.value <= monotone.value
-    # block refinement never raises the cost
-    blocks = sparse_transport_upper_bound(cost, u, v, k=0, block=20)
-    check_plan(blocks, x, y, wa, wb)
-    assert exact * (1 - 1e-12) <= blocks.value <= monotone.value
+    for block in (20, 1000):  # block refinement never raises the cost
+        blocks = blockwise_refinement(p, monotone, block)
+        check_plan(blocks, x, y, wa, wb)
+        assert exact * (1 - 1e-12) <= blocks.value <= monotone.value

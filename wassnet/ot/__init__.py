@@ -44,7 +44,6 @@ from wassnet.ot.plans import (
     blockwise_refinement,
     monotone_coupling,
     plan_bound,
-    sparse_transport_upper_bound,
 )
 from wassnet.ot.problem import Marginal, TransportProblem
 from wassnet.ot.sparse import AssignmentBracket, assignment_bracket, sparse_bracket
@@ -73,6 +72,5 @@ __all__ = [
     "plan_bound",
     "sinkhorn_refine",
     "sparse_bracket",
-    "sparse_transport_upper_bound",
     "w1_1d",
 ]

@@ -23,24 +23,21 @@ rounding against the exact marginals :math:`a_i = w_i / \sum w`
 (:func:`~wassnet.ot.costs.direct_cost_bounds`).
 
 Plans come from: the monotone coupling along two scores (any size), exact OT inside
-blocks of it, a sparse LP on candidate pairs (HiGHS, with a time limit), sparse
-assignments (:mod:`~wassnet.ot.sparse`) and POT's network simplex
-(:mod:`~wassnet.ot.exact`). Basic plans (spanning forests) get their masses re-solved
-on their support (:func:`polish_forest_masses`) so that the charge is at rounding level.
+blocks of it, sparse assignments and sparse transport plans on candidate pairs
+(:mod:`~wassnet.ot.sparse`) and POT's network simplex (:mod:`~wassnet.ot.exact`).
+Basic plans (spanning forests) get their masses re-solved on their support
+(:func:`polish_forest_masses`) so that the charge is at rounding level.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from wassnet.ot.costs import PairwiseCost, direct_cost_bounds, pair_cost_bounds
-from wassnet.ot.dual import DualBound, c_transform_bound
+from wassnet.ot.costs import direct_cost_bounds, pair_cost_bounds
+from wassnet.ot.dual import DualBound
 from wassnet.ot.problem import TransportProblem
 from wassnet.rounding import down, nonneg_sum_factor, product_up, sum_up, up
 
@@ -49,7 +46,6 @@ __all__ = [
     "monotone_coupling",
     "plan_bound",
     "polish_forest_masses",
-    "sparse_transport_upper_bound",
 ]
 
 
@@ -228,34 +224,6 @@ def monotone_coupling(
     return oa[ia], ob[ib], mass
 
 
-def _candidate_pairs(
-    cost: PairwiseCost, u: torch.Tensor, v: torch.Tensor, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` pairs of smallest reduced cost ``c_ij - u_i + v_j`` per row and per column."""
-    k_row, k_col = min(k, cost.m), min(k, cost.n)
-    u = u.to(cost.device, torch.float64)
-    v = v.to(cost.device, torch.float64)
-    rows, cols = [], []
-    col_best = torch.full((k_col, cost.m), torch.inf, dtype=u.dtype, device=u.device)
-    col_idx = torch.zeros((k_col, cost.m), dtype=torch.long, device=u.device)
-    for start, c in cost.chunks():
-        reduced = c - u[start : start + len(c), None] + v[None, :]
-        top = reduced.topk(k_row, dim=1, largest=False).indices
-        rows.append((torch.arange(len(c), device=u.device)[:, None] + start).expand(-1, k_row))
-        cols.append(top)
-        kk = min(k_col, len(c))
-        cand_val, cand_pos = reduced.topk(kk, dim=0, largest=False)
-        merged = torch.cat([col_best, cand_val])
-        merged_idx = torch.cat([col_idx, cand_pos + start])
-        col_best, order = merged.topk(k_col, dim=0, largest=False)
-        col_idx = merged_idx.gather(0, order)
-    rows.append(col_idx)
-    cols.append(torch.arange(cost.m, device=u.device)[None, :].expand(k_col, -1))
-    i = torch.cat([r.reshape(-1) for r in rows]).cpu().numpy()
-    j = torch.cat([c.reshape(-1) for c in cols]).cpu().numpy()
-    return i, j
-
-
 def solve_assignment(
     pairs: np.ndarray, costs: np.ndarray, n: int, u: np.ndarray, v: np.ndarray
 ) -> np.ndarray:
@@ -283,143 +251,6 @@ def solve_assignment(
     match = np.empty(n, dtype=np.int64)
     match[r] = c
     return match
-
-
-def _assignment_plan(cost: PairwiseCost, i: np.ndarray, j: np.ndarray) -> PrimalBound:
-    """Uniform weights, n == m: the optimal permutation within the candidate pairs."""
-    n = cost.n
-    keys = np.unique(i.astype(np.int64) * n + j)
-    zero = np.zeros(n)
-    match = solve_assignment(keys, cost.pair_costs(keys // n, keys % n), n, zero, zero)
-    return plan_bound(cost.problem, np.arange(n), match, np.full(n, 1.0 / n), "sparse assignment")
-
-
-@dataclass(frozen=True)
-class _LPSolution:
-    plan: PrimalBound
-    u: torch.Tensor
-    v: torch.Tensor
-
-
-def _sparse_lp(
-    cost: PairwiseCost, i: np.ndarray, j: np.ndarray, time_limit: float
-) -> _LPSolution | None:
-    """The optimal plan within the candidate pairs (HiGHS, time-limited) and the LP's
-    dual potentials; ``None`` when the solver fails or runs out of time."""
-    import scipy.sparse as sp
-    from scipy.optimize import linprog
-
-    problem = cost.problem
-    n, m, e = cost.n, cost.m, len(i)
-    c = cost.pair_costs(i, j)
-    a_eq = sp.vstack(
-        [
-            sp.csr_matrix((np.ones(e), (i, np.arange(e))), shape=(n, e)),
-            sp.csr_matrix((np.ones(e), (j, np.arange(e))), shape=(m, e)),
-        ]
-    )
-    wa, wb = problem.a.probabilities(), problem.b.probabilities()
-    # interior point + crossover: a basic optimal plan with its duals, several times
-    # faster than dual simplex on these transport LPs (measured 6x at n = 3000, d = 2)
-    res = linprog(
-        c,
-        A_eq=a_eq,
-        b_eq=np.concatenate([wa, wb]),
-        bounds=(0, None),
-        method="highs-ipm",
-        options={"time_limit": max(time_limit, 1e-3)},
-    )
-    if res.status != 0 or res.x is None:
-        return None
-    mass = polish_forest_masses(i, j, np.clip(res.x, 0, None), wa, wb)
-    plan = plan_bound(problem, i, j, mass, "sparse LP (HiGHS)")
-    y = torch.as_tensor(res.eqlin.marginals, dtype=torch.float64, device=cost.device)
-    return _LPSolution(plan, y[:n], -y[n:])  # HiGHS: y_i + y_{n+j} <= c_ij; ours: u_i - v_j <= c_ij
-
-
-def sparse_transport_upper_bound(
-    cost: PairwiseCost,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    k: int = 10,
-    rounds: int = 1,
-    block: int = 1000,
-    lp_max_pairs: int = 2_000_000,
-    tol: float = 1e-9,
-    time_limit: float = 600.0,
-    callback: Callable[[dict[str, float]], None] | None = None,
-) -> PrimalBound:
-    """Certified upper bound: the optimal plan on a sparse set of candidate pairs.
-
-    Candidates are the ``k`` pairs of smallest reduced cost ``c_ij - u_i + v_j`` per row
-    and per column (for optimal potentials, the optimal plan lives on zero reduced
-    costs), plus the monotone coupling along ``u`` / ``v``, which keeps the problem
-    feasible whatever the candidates.
-
-    * A sparse LP (HiGHS). With ``rounds > 1`` this is column generation: the LP's
-      duals price every pair, the most negative reduced costs join the candidates, and
-      the LP is solved again, until the relative gap is below ``tol`` or no pair prices
-      out. Each round's duals, c-transformed, give a certified lower bound (``.dual``).
-    * Uniform weights with ``n == m`` and more than ``lp_max_pairs`` candidates: a
-      sparse assignment (an exact permutation; no duals), much faster than the LP.
-
-    Every solver call is bounded by what is left of ``time_limit`` (seconds); a failed
-    or timed-out LP leaves the best plan so far (at worst the monotone coupling),
-    named in ``method``. ``callback`` receives each round's record (``lower``,
-    ``upper``, and the ``passes`` over all pairs it made). ``k = 0`` skips the pass
-    over all pairs: the monotone coupling, re-solved exactly within consecutive blocks
-    of ``block`` of its pairs (``block=0`` keeps it as is).
-    """
-    problem = cost.problem
-    m = cost.m
-    deadline = time.perf_counter() + time_limit
-    wa, wb = problem.a.probabilities(), problem.b.probabilities()
-    mi, mj, mmass = monotone_coupling(u.double().cpu().numpy(), v.double().cpu().numpy(), wa, wb)
-    monotone = plan_bound(problem, mi, mj, mmass, "monotone coupling")
-    if k == 0:
-        return blockwise_refinement(problem, monotone, block) if block else monotone
-    i, j = _candidate_pairs(cost, u, v, k)
-    pair = np.unique(np.concatenate([i, mi]).astype(np.int64) * m + np.concatenate([j, mj]))
-    i, j = pair // m, pair % m
-    if problem.uniform_square and len(pair) > lp_max_pairs:
-        return _assignment_plan(cost, i, j)
-    best_plan, best_dual = monotone, None
-    for _ in range(rounds):
-        left = deadline - time.perf_counter()
-        solved = _sparse_lp(cost, i, j, left) if left > 0 else None
-        if solved is None:
-            if best_plan is monotone:
-                best_plan = _renamed(monotone, "monotone coupling (the LP failed or timed out)")
-            break
-        if solved.plan.value < best_plan.value:
-            best_plan = solved.plan
-        dual = c_transform_bound(cost, solved.u)
-        if best_dual is None or dual.value > best_dual.value:
-            best_dual = dual
-        closed = best_plan.value - best_dual.value <= tol * max(1e-300, abs(best_plan.value))
-        if callback is not None:
-            record = {
-                "lower": best_dual.value,
-                "upper": best_plan.value,
-                "passes": 2 + (not closed),
-            }
-            callback(record)
-        if closed:
-            break
-        ni, nj = _candidate_pairs(cost, solved.u, solved.v, k)
-        new = np.setdiff1d(ni.astype(np.int64) * m + nj, pair)
-        if len(new) == 0:
-            break
-        pair = np.union1d(pair, new)
-        i, j = pair // m, pair % m
-    return _renamed(best_plan, best_plan.method, dual=best_dual)
-
-
-def _renamed(plan: PrimalBound, method: str, dual: DualBound | None = None) -> PrimalBound:
-    return PrimalBound(
-        plan.value, plan.rows, plan.cols, plan.mass, method, plan.residual_charge, dual
-    )
 
 
 def blockwise_refinement(problem: TransportProblem, plan: PrimalBound, block: int) -> PrimalBound:

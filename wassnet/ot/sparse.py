@@ -250,7 +250,8 @@ def sparse_bracket(
     passes = 2
     best_dual = DualBound(dual_value(problem, start.u, start.v), start.u, start.v)
     a, b = problem.a.probabilities(), problem.b.probabilities()
-    mi, mj, _ = monotone_coupling(u0.double().cpu().numpy(), v0.double().cpu().numpy(), a, b)
+    u0_np, v0_np = u0.double().cpu().numpy(), v0.double().cpu().numpy()
+    mi, mj, mono_mass = monotone_coupling(u0_np, v0_np, a, b)
     graph = _Graph.of(
         problem,
         np.concatenate(
@@ -265,7 +266,13 @@ def sparse_bracket(
     solution: _Solution | None = None
     history: list[dict[str, float]] = []
     for round_ in range(1, rounds + 1):
-        solution = _solve(graph, v_next, solution)
+        try:
+            solution = _solve(graph, v_next, solution)
+        except RuntimeError as exc:  # keep what is certified so far, and say why
+            if best_plan is None:
+                why = f"monotone coupling (the sparse solver failed: {exc})"
+                best_plan = plan_bound(problem, mi, mj, mono_mass, why)
+            break
         if problem.uniform_square:
             plan = plan_bound(problem, solution.rows, solution.cols, solution.mass, method)
         else:
