@@ -181,13 +181,14 @@ def _overridden(cls: type, base: type) -> list[str]:
     return found
 
 
+def _hook_kinds(forward_hooks: dict, pre_hooks: dict, prefix: str = "") -> list[str]:
+    """Names of the kinds of hooks present (``[]`` when none)."""
+    kinds = [f"{prefix}forward hooks"] if forward_hooks else []
+    return kinds + ([f"{prefix}forward pre-hooks"] if pre_hooks else [])
+
+
 def _hooks(module: nn.Module) -> list[str]:
-    kinds = []
-    if module._forward_hooks:
-        kinds.append("forward hooks")
-    if module._forward_pre_hooks:
-        kinds.append("forward pre-hooks")
-    return kinds
+    return _hook_kinds(module._forward_hooks, module._forward_pre_hooks)
 
 
 def check_faithful(module: nn.Module, name: str = "") -> None:
@@ -217,12 +218,9 @@ def check_faithful(module: nn.Module, name: str = "") -> None:
 def _global_hooks() -> list[str]:
     from torch.nn.modules import module as module_impl
 
-    kinds = []
-    if module_impl._global_forward_hooks:
-        kinds.append("global forward hooks")
-    if module_impl._global_forward_pre_hooks:
-        kinds.append("global forward pre-hooks")
-    return kinds
+    return _hook_kinds(
+        module_impl._global_forward_hooks, module_impl._global_forward_pre_hooks, "global "
+    )
 
 
 def _rule_for(module: nn.Module, label: str = "<model>") -> Rule | None:

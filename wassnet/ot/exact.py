@@ -82,12 +82,17 @@ def exact_w1(
     cost = cdist(x, y)
     iters = num_iter_max or max(10**7, 100 * (n + m))
     value, log = ot.emd2(wx, wy, cost, numItermax=iters, log=True)
+    _check_optimal("ot.emd2", log, "; increase num_iter_max")
+    return float(value)
+
+
+def _check_optimal(solver: str, log: dict, hint: str = "") -> None:
+    """Raise :class:`ExactSolverError` unless POT's ``log`` reports optimality."""
     if log.get("result_code") != 1:
         raise ExactSolverError(
-            f"ot.emd2 did not reach optimality (result code {log.get('result_code')}: "
-            f"{log.get('warning')}); increase num_iter_max"
+            f"{solver} did not reach optimality (result code {log.get('result_code')}: "
+            f"{log.get('warning')}){hint}"
         )
-    return float(value)
 
 
 def network_simplex(
@@ -108,10 +113,6 @@ def network_simplex(
     n, m = cost_matrix.shape
     iters = num_iter_max or max(10**7, 100 * (n + m))
     plan, log = ot.emd(a, b, cost_matrix, numItermax=iters, log=True)
-    if log.get("result_code") != 1:
-        raise ExactSolverError(
-            f"ot.emd did not reach optimality (result code {log.get('result_code')}: "
-            f"{log.get('warning')})"
-        )
+    _check_optimal("ot.emd", log)
     rows, cols = np.nonzero(plan)
     return rows, cols, plan[rows, cols], np.asarray(log["u"]), -np.asarray(log["v"])
