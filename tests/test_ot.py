@@ -289,14 +289,15 @@ def _bracket(cost, u, v, **options):
 @pytest.mark.parametrize(
     ("n", "m", "weighted"), [(60, 60, False), (70, 50, False), (50, 50, True), (40, 65, True)]
 )
-def test_sparse_bracket_from_random_potentials_reaches_the_optimum(n, m, weighted):
+@pytest.mark.parametrize("neighbors", [0, 4])
+def test_sparse_bracket_from_random_potentials_reaches_the_optimum(n, m, weighted, neighbors):
     """Column generation from poor potentials closes on the exact value from both
     sides, with a plan and a dual that check out against an explicit operator."""
     rng, x, y, wa, wb = problem(9, n, m, 3, weighted)
     exact, _, _ = pot_solve(x, y, wa, wb)
     p, cost = build(x, y, wa, wb)
     u, v = t64(rng.normal(size=n)), t64(rng.normal(size=m))
-    solved = _bracket(cost, u, v, k=3, rounds=40, tol=1e-12)
+    solved = _bracket(cost, u, v, k=3, rounds=40, tol=1e-12, neighbors=neighbors)
     recomputed = check_plan(solved.plan, x, y, wa, wb)
     assert solved.plan.value >= exact * (1 - 1e-12)
     assert solved.plan.value >= recomputed * (1 - 1e-12)

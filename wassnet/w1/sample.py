@@ -239,6 +239,7 @@ def _column_generation(
         tol=run.options.tol,
         time_budget=run.remaining(),
         callback=lambda r: run.record(r["lower"], r["upper"]),
+        neighbors=8 if run.problem.dim <= 4 else 0,  # measured: 13 -> 9 passes, ring d=2
     )
     run.passes += solved.passes
     return solved
