@@ -206,7 +206,7 @@ def _dense(run: _Run) -> SampleBracket:
     dual = c_transform_bound(cost, u)
     run.passes += 2
     run.record(dual.value, plan.value)
-    if plan.value - dual.value > run.options.tol * plan.value:  # rounding in POT: refine
+    if plan.value - max(dual.value, 0.0) > run.options.tol * plan.value:  # rounding: refine
         refined = _column_generation(run, cost, u, v)
         plan = min(plan, refined.plan, key=lambda q: q.value)
         dual = max(dual, refined.dual, key=lambda q: q.value)
