@@ -347,3 +347,18 @@ def test_time_budget_too_short_for_two_passes_falls_back_to_blockwise(monkeypatc
     s = estimate_w1(x, y, sample=roomy).sample
     assert s.route == "assignment" and s.passes >= 2
     assert s.lower <= exact * (1 + 1e-12) and exact <= s.upper * (1 + 1e-12)
+
+
+def test_a_failing_sparse_solver_is_named_in_the_result(monkeypatch):
+    import wassnet.ot.sparse as sparse_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver exploded")
+
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(60, 3)), rng.normal(size=(50, 3))
+    monkeypatch.setattr(sparse_module, "_solve", broken)
+    s = estimate_w1(x, y, sample=SampleOptions(route="transport")).sample
+    assert "sparse solver failed: solver exploded" in s.upper_method
+    exact = pot_w1(x, y)
+    assert s.lower <= exact * (1 + 1e-12) and exact <= s.upper * (1 + 1e-12)

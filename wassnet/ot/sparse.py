@@ -43,7 +43,7 @@ import torch
 
 from wassnet.ot.costs import PairwiseCost, pair_cost_bounds
 from wassnet.ot.dual import DualBound, c_transform, dual_value, half_transform
-from wassnet.ot.native import assign
+from wassnet.ot.native import assign, solver_name
 from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, polish_forest_masses
 from wassnet.ot.problem import TransportProblem
 from wassnet.ot.tiles import TiledCost
@@ -293,7 +293,8 @@ def sparse_bracket(
     )  # fmt: skip
     scale = float(graph.costs.max()) + 1e-300  # for relative pricing tolerances
     v_next = start.v.cpu().numpy()
-    method = "sparse assignment" if problem.uniform_square else "sparse transport plan"
+    kind = "assignment" if problem.uniform_square else "transport plan"
+    method = f"optimal {kind} within candidate pairs ({solver_name(problem.uniform_square)})"
     best_plan: PrimalBound | None = None
     solution: _Solution | None = None
     history: list[dict[str, float]] = []

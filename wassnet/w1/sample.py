@@ -56,7 +56,6 @@ from wassnet.ot import (
 )
 from wassnet.ot.exact import ExactSolverError, network_simplex
 from wassnet.ot.multiscale import multilevel_warm_start, warm_start
-from wassnet.ot.native import solver_name
 from wassnet.ot.plans import polish_forest_masses
 from wassnet.ot.projections import sliced_lower_bound
 from wassnet.w1.options import SampleOptions
@@ -265,7 +264,7 @@ def _column_route(run: _Run, route: str) -> SampleBracket:
         solved.plan,
         solved.dual,
         lower_method=f"{kind} potentials, c-transformed on every pair ({where})",
-        upper_method=f"optimal {kind} within candidate pairs ({solver_name(p.uniform_square)})",
+        upper_method=solved.plan.method,  # names the solver, or says why it failed
     )
 
 
