@@ -320,7 +320,7 @@ def sample_reference(pair: Pair, cfg: Config, seed: int) -> dict:
     gen = torch.Generator().manual_seed(seed + 2 * 10**6)
     a = pair.sample_p(cfg.ref_n, gen).double().numpy()
     b = pair.sample_q(cfg.ref_n, gen).double().numpy()
-    res = estimate_w1(a, b, exact="always", seed=seed, device="cpu")
+    res = estimate_w1(a, b, target="sample", exact="always", seed=seed, device="cpu")
     sample = res.sample
     return {
         "n": cfg.ref_n,

@@ -3,6 +3,7 @@
     python scripts/bench_estimate.py speed --sizes 2000 5000 10000 20000
     python scripts/bench_estimate.py scale --sizes 100000 --dims 16 64
     python scripts/bench_estimate.py scale --sizes 1000000 --dims 16 --time-budget 1800
+    python scripts/bench_estimate.py population --draws 20 --workers 2
 
 Each section writes its own table into BENCHMARKS.md (machine, command, date).
 
@@ -16,6 +17,8 @@ Each section writes its own table into BENCHMARKS.md (machine, command, date).
   1e-9 relative), POT's value must lie inside it (checked, column "exact inside").
 * scale: ours only (POT's dense solver does not fit 24 GiB past n ~ 25 000), time,
   passes over all pairs, bracket width and peak memory.
+* population: W1 between the distributions on known-truth families, coverage over
+  independent draws (:mod:`bench_population`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from bench_population import add_arguments as population_arguments
+from bench_population import population
 from benchtools import ROOT, markdown_table, write_section
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -290,9 +295,11 @@ def scale(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("section", choices=["speed", "scale"])
+    parser.add_argument("section", choices=["speed", "scale", "population"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
-    parser.add_argument("--dims", type=int, nargs="+", default=[16, 64])
+    parser.add_argument(
+        "--dims", type=int, nargs="+", help="default: 16 64 (population: 2 16 64 128)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800, help="per child, seconds")
     parser.add_argument("--time-budget", type=float, default=None, help="ours, seconds")
@@ -301,8 +308,11 @@ def main() -> None:
     parser.add_argument("--repeat-max", type=int, default=5000, help="largest n repeated")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per child")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    population_arguments(parser)
     args = parser.parse_args()
-    {"speed": speed, "scale": scale}[args.section](args)
+    if args.dims is None:
+        args.dims = [2, 16, 64, 128] if args.section == "population" else [16, 64]
+    {"speed": speed, "scale": scale, "population": population}[args.section](args)
 
 
 if __name__ == "__main__":

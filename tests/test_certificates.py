@@ -134,7 +134,9 @@ def test_every_route_brackets_the_exact_w1(problem):
     x, y, wa, wb = problem
     exact = w1_enclosure(x, y, wa, wb)
     for route in routes_for(x, y, wa, wb):
-        sample = estimate_w1(x, y, wa, wb, sample=SampleOptions(route=route, warm_start=3)).sample
+        sample = estimate_w1(
+            x, y, wa, wb, target="sample", sample=SampleOptions(route=route, warm_start=3)
+        ).sample
         assert_certified(sample.lower, sample.upper, exact)
         assert sample.lower <= sample.upper
 
@@ -229,7 +231,7 @@ def test_line_two_hundred_random_cases_are_inside_and_a_few_ulps_wide():
     for _ in range(200):
         x, y = rng.normal(size=7), rng.normal(size=5) * 2
         exact = w1_line_exact(x, y)
-        r = estimate_w1(x, y).sample
+        r = estimate_w1(x, y, target="sample").sample
         assert below(r.lower, exact) and above(r.upper, exact)
         assert r.upper - r.lower <= 16 * np.spacing(r.upper)
 
@@ -238,7 +240,7 @@ def test_line_two_hundred_random_cases_are_inside_and_a_few_ulps_wide():
 def test_line_light_far_point_is_exact(w, far):
     x, y = np.array([0.0, far]), np.array([0.0])
     exact = w1_line_exact(x, y, [1.0, w])
-    r = estimate_w1(x, y, [1.0, w]).sample
+    r = estimate_w1(x, y, [1.0, w], target="sample").sample
     assert below(r.lower, exact) and above(r.upper, exact)
     assert r.lower > 0 and r.upper == pytest.approx(float(exact), rel=1e-14)
 
@@ -255,7 +257,7 @@ def test_one_point_against_many_duplicates_and_one_far_point():
     b[2998, 0] = far
     exact = Fraction(2998 + int(far), 2999)
     for route in ("dense", "transport", "blockwise"):
-        r = estimate_w1(a, b, sample=SampleOptions(route=route)).sample
+        r = estimate_w1(a, b, target="sample", sample=SampleOptions(route=route)).sample
         assert below(r.lower, exact) and above(r.upper, exact), route
     out = CliRunner()
     import tempfile
@@ -297,10 +299,12 @@ def test_tiny_weights_far_away(w, distance):
     weights[16] = w
     exact = 2 * Fraction(distance) * Fraction(w) / (16 + Fraction(w))
     for route in ("dense", "transport", "blockwise"):
-        r = estimate_w1(a, b, weights, weights, sample=SampleOptions(route=route)).sample
+        r = estimate_w1(
+            a, b, weights, weights, target="sample", sample=SampleOptions(route=route)
+        ).sample
         assert below(r.lower, exact) and above(r.upper, exact), route
         assert r.upper <= 2.5 * float(exact), route  # the charge is not the diameter
-    tight = estimate_w1(a, b, weights, weights).sample
+    tight = estimate_w1(a, b, weights, weights, target="sample").sample
     assert tight.upper == pytest.approx(float(exact), rel=1e-9)
 
 
@@ -314,7 +318,9 @@ def test_zero_distance_gives_lower_at_most_zero(factor, scale):
     perm = rng.permutation(40)
     w = rng.integers(1, 9, 40).astype(float)
     for route in ("dense", "transport"):
-        r = estimate_w1(a, a[perm], w, w[perm] * factor, sample=SampleOptions(route=route))
+        r = estimate_w1(
+            a, a[perm], w, w[perm] * factor, target="sample", sample=SampleOptions(route=route)
+        )
         assert r.sample.lower <= 0.0, route
         assert r.sample.upper <= 1e-12 * scale, route
 
@@ -331,7 +337,9 @@ def test_weights_times_a_tenth_lower_stays_below_an_exact_upper_bound():
     masses = marginal(w, 12)
     bound = hub_upper_bound(a, a[perm], w, wb, pairs, masses, a.mean(0))
     for route in ("dense", "transport"):
-        r = estimate_w1(a, a[perm], w, wb, sample=SampleOptions(route=route)).sample
+        r = estimate_w1(
+            a, a[perm], w, wb, target="sample", sample=SampleOptions(route=route)
+        ).sample
         assert below(r.lower, bound), route
 
 
@@ -354,7 +362,9 @@ def test_weighted_large_offsets_finish_quickly_and_are_certified():
     a = rng.normal(size=(46, 2)) + 3e9
     perm = rng.permutation(46)
     w = rng.random(46) + 0.1
-    r = estimate_w1(a, a[perm], w, w[perm] * 0.1, sample=SampleOptions(route="transport"))
+    r = estimate_w1(
+        a, a[perm], w, w[perm] * 0.1, target="sample", sample=SampleOptions(route="transport")
+    )
     inverse = np.argsort(perm)
     pairs = [(i, int(inverse[i])) for i in range(46)]
     bound = hub_upper_bound(a, a[perm], w, w[perm] * 0.1, pairs, marginal(w, 46), a.mean(0))
@@ -368,8 +378,10 @@ def test_weighted_large_offsets_finish_quickly_and_are_certified():
 def test_integers_beyond_2_53_are_refused_and_exact_ones_accepted():
     big = np.array([[2**53 + 1, 0]], dtype=np.int64)
     with pytest.raises(InputError, match=r"cannot be represented exactly in float64"):
-        estimate_w1(big, np.array([[2**53, 0]], dtype=np.int64))
-    ok = estimate_w1(np.array([[2**60, 0]], dtype=np.int64), np.array([[2**60 + 2**8, 0]]))
+        estimate_w1(big, np.array([[2**53, 0]], dtype=np.int64), target="sample")
+    ok = estimate_w1(
+        np.array([[2**60, 0]], dtype=np.int64), np.array([[2**60 + 2**8, 0]]), target="sample"
+    )
     assert ok.sample.lower <= 256.0 <= ok.sample.upper
     assert ok.sample.upper - ok.sample.lower <= 1e-12 * 256
 
@@ -380,9 +392,9 @@ def test_extended_precision_is_refused_unless_exact():
         pytest.skip("longdouble is float64 on this platform")
     x[0, 0] += np.longdouble(2) ** -60
     with pytest.raises(InputError, match="cannot be represented exactly"):
-        estimate_w1(x, np.array([[0.0], [1.0]]))
+        estimate_w1(x, np.array([[0.0], [1.0]]), target="sample")
     exact = np.array([1.0, 3.0], dtype=np.longdouble)
-    assert estimate_w1(exact, np.array([1.0, 1.0])).sample.upper == 1.0
+    assert estimate_w1(exact, np.array([1.0, 1.0]), target="sample").sample.upper == 1.0
 
 
 @pytest.mark.parametrize("scale", [1e-170, 1e-300, 2.0**-1060, 1e300])
@@ -390,14 +402,14 @@ def test_tiny_and_huge_magnitudes_are_exact(scale):
     a = np.array([[0.0, 0.0], [3.0, 4.0]]) * scale
     b = np.array([[3.0, 0.0], [3.0, 4.0]]) * scale
     exact = w1_enclosure(a, b)
-    r = estimate_w1(a, b).sample
+    r = estimate_w1(a, b, target="sample").sample
     assert_certified(r.lower, r.upper, exact)
     assert r.upper > 0 and r.lower == pytest.approx(r.upper, rel=1e-12)
 
 
 def test_distances_beyond_float64_are_refused():
     with pytest.raises(InputError, match="exceeds the float64 range"):
-        estimate_w1(np.array([[1.7e308, 0.0]]), np.array([[-1.7e308, 0.0]]))
+        estimate_w1(np.array([[1.7e308, 0.0]]), np.array([[-1.7e308, 0.0]]), target="sample")
 
 
 def test_magnitudes_too_far_apart_for_an_exact_scale_are_charged():
@@ -405,13 +417,13 @@ def test_magnitudes_too_far_apart_for_an_exact_scale_are_charged():
     widened by the displacement instead, and still contains the exact value."""
     a = np.array([[1e300, 5e-324], [3.0, 2.0**-1074 * 3]])
     b = np.array([[1e300, 0.0], [0.0, 0.0]])
-    r = estimate_w1(a, b).sample
+    r = estimate_w1(a, b, target="sample").sample
     assert_certified(r.lower, r.upper, w1_enclosure(a, b))
 
 
 def test_weights_too_far_apart_for_an_exact_scale_are_refused():
     with pytest.raises(InputError, match="span too wide a range"):
-        estimate_w1(np.zeros((2, 2)), np.ones((2, 2)), [1e300, 1e-300])
+        estimate_w1(np.zeros((2, 2)), np.ones((2, 2)), [1e300, 1e-300], target="sample")
 
 
 # ----------------------------------------------------------------------------- margins
@@ -490,7 +502,7 @@ def test_tiny_direction_does_not_inflate_the_sliced_bound():
     d, c = 8, np.sqrt(1.49) * 2.0**-537
     x = np.array([np.full(d, 0.5), np.full(d, -0.5)])
     y = np.array([np.full(d, c), np.full(d, c)])
-    r = estimate_w1(x, y, sample=SampleOptions(route="blockwise")).sample
+    r = estimate_w1(x, y, target="sample", sample=SampleOptions(route="blockwise")).sample
     assert_certified(r.lower, r.upper, w1_enclosure(x, y))
     p = TransportProblem.build(np.full((1, 8), 0.5), np.full((1, 8), -0.5))
     value, _ = sliced_lower_bound(p, np.full((1, 8), c))
@@ -501,13 +513,15 @@ def test_tiny_direction_does_not_inflate_the_sliced_bound():
 def test_potentials_stay_feasible_in_input_units_when_subnormal(route):
     t = 2.0**-1074
     x, y = np.array([[2 * t, 2 * t]]), np.array([[0.0, 0.0]])
-    u, v = estimate_w1(x, y, sample=SampleOptions(route=route)).sample.potentials
+    u, v = estimate_w1(x, y, target="sample", sample=SampleOptions(route=route)).sample.potentials
     lo, _ = cost_enclosures(x, y)
     assert Fraction(float(u[0])) - Fraction(float(v[0])) <= lo[0][0]
 
 
 def test_potentials_that_overflow_are_not_reported():
-    r = estimate_w1(np.array([[-1.7e308, 0.0], [1.7e308, 0.0]]), np.array([[-1.7e308, 0.0]]))
+    r = estimate_w1(
+        np.array([[-1.7e308, 0.0], [1.7e308, 0.0]]), np.array([[-1.7e308, 0.0]]), target="sample"
+    )
     assert r.sample.potentials is None
     assert_certified(
         r.sample.lower,
@@ -529,7 +543,7 @@ def test_huge_potentials_and_absurd_plans_are_handled():
 
 def test_python_integers_beyond_2_53_in_lists_and_text_are_refused(tmp_path):
     with pytest.raises(InputError, match="2\\^53"):
-        estimate_w1([[2**53 + 1, 0.5]], [[2**53, 0.5]])
+        estimate_w1([[2**53 + 1, 0.5]], [[2**53, 0.5]], target="sample")
     path = tmp_path / "big.csv"
     path.write_text("9007199254740993,1\n1,2\n")
     from wassnet.w1.io import load_points, validate_points

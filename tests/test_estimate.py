@@ -97,7 +97,9 @@ def test_every_route_brackets_pots_value(shape, d, n, m, weighted):
     a, b, wa, wb = make_problem(shape, d, n, m, weighted)
     exact = pot_w1(a, b, wa, wb)
     for route in routes(n, m, weighted):
-        result = estimate_w1(a, b, wa, wb, sample=SampleOptions(route=route, warm_start=50))
+        result = estimate_w1(
+            a, b, wa, wb, target="sample", sample=SampleOptions(route=route, warm_start=50)
+        )
         sample = result.sample
         assert sample.route == route
         assert_bracket(sample, exact)
@@ -115,7 +117,9 @@ def test_routes_work_on_float32_passes():
     old = sample_module.DENSE_PASS_MAX_PAIRS
     sample_module.DENSE_PASS_MAX_PAIRS = 1000
     try:
-        sample = estimate_w1(a, b, sample=SampleOptions(route="assignment", warm_start=50)).sample
+        sample = estimate_w1(
+            a, b, target="sample", sample=SampleOptions(route="assignment", warm_start=50)
+        ).sample
     finally:
         sample_module.DENSE_PASS_MAX_PAIRS = old
     assert_bracket(sample, exact)
@@ -125,7 +129,7 @@ def test_routes_work_on_float32_passes():
 
 def test_plan_and_potentials_are_what_they_claim():
     a, b, wa, wb = make_problem("mixture", 2, 90, 140, True)
-    sample = estimate_w1(a, b, wa, wb).sample
+    sample = estimate_w1(a, b, wa, wb, target="sample").sample
     rows, cols, mass = sample.plan
     pa, pb = wa / wa.sum(), wb / wb.sum()
     np.testing.assert_allclose(np.bincount(rows, mass, len(a)), pa, atol=1e-15)
@@ -172,18 +176,20 @@ def test_one_dimensional_inputs_use_the_line():
         ((a, b, wa, wb), wasserstein_distance(a, b, wa, wb)),
         ((a[:, None], b), wasserstein_distance(a, b)),  # [n, 1] is the line too
     ):
-        result = estimate_w1(*args)
+        result = estimate_w1(*args, target="sample")
         s = result.sample
         assert s.route == "line" and result.dim == 1
         assert s.lower <= s.upper and s.upper - s.lower <= 16 * np.spacing(s.upper)
         assert s.estimate == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="line"):
-        estimate_w1(np.zeros((3, 2)), np.ones((3, 2)), sample=SampleOptions(route="line"))
+        estimate_w1(
+            np.zeros((3, 2)), np.ones((3, 2)), target="sample", sample=SampleOptions(route="line")
+        )
 
 
 def test_identical_clouds_bracket_zero_closed():
     a = np.random.default_rng(1).normal(size=(40, 3))
-    s = estimate_w1(a, a[::-1].copy()).sample
+    s = estimate_w1(a, a[::-1].copy(), target="sample").sample
     assert s.lower <= 0.0 <= s.upper <= 1e-14
     assert s.relative_width == 0.0 or s.upper < 1e-14
     assert "100" not in f"{s.relative_width:.3%}"
@@ -194,13 +200,13 @@ def test_time_budget_returns_a_certified_bracket():
     exact = pot_w1(a, b)
     for route in ("assignment", "transport"):
         opts = SampleOptions(route=route, time_budget=1e-3, warm_start=20)
-        assert_bracket(estimate_w1(a, b, sample=opts).sample, exact)
+        assert_bracket(estimate_w1(a, b, target="sample", sample=opts).sample, exact)
 
 
 def test_floor_brackets_w1_between_two_halves_of_a():
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(81, 2)), rng.normal(size=(60, 2)) + 2
-    result = estimate_w1(a, b, floor=True, seed=2)
+    result = estimate_w1(a, b, target="sample", floor=True, seed=2)
     perm = np.random.default_rng([2, 1]).permutation(81)
     first, second = np.sort(perm[:40]), np.sort(perm[40:80])
     assert_bracket(result.floor, pot_w1(a[first], a[second]))
@@ -213,8 +219,8 @@ def test_floor_brackets_w1_between_two_halves_of_a():
 def test_same_seed_same_result():
     a, b, _, _ = make_problem("shifted", 3, 300, 300, False)
     opts = SampleOptions(route="assignment", warm_start=30)
-    r1 = estimate_w1(a, b, sample=opts, seed=3).sample
-    r2 = estimate_w1(a, b, sample=opts, seed=3).sample
+    r1 = estimate_w1(a, b, target="sample", sample=opts, seed=3).sample
+    r2 = estimate_w1(a, b, target="sample", sample=opts, seed=3).sample
     assert (r1.lower, r1.upper, r1.passes) == (r2.lower, r2.upper, r2.passes)
     np.testing.assert_array_equal(r1.potentials[0], r2.potentials[0])
 
@@ -248,7 +254,7 @@ RESULT_KEYS = {
 
 def test_to_dict_schema_is_stable_and_strict_json():
     a, b, wa, wb = make_problem("shifted", 2, 40, 30, True)
-    result = estimate_w1(a, b, wa, wb, exact="always", floor=True)
+    result = estimate_w1(a, b, wa, wb, target="sample", exact="always", floor=True)
     d = result.to_dict()
     assert set(d) == RESULT_KEYS
     assert set(d["sample"]) == SAMPLE_KEYS and set(d["floor"]) == SAMPLE_KEYS
@@ -258,7 +264,7 @@ def test_to_dict_schema_is_stable_and_strict_json():
         assert type(back["sample"][key]) is float
     assert back["target"] == "sample" and back["metric"] == "euclidean"
     assert set(back["sample"]["rounds"][0]) == {"round", "lower", "upper", "seconds"}
-    assert set(estimate_w1(a[:, 0], b[:, 0]).to_dict()) == RESULT_KEYS
+    assert set(estimate_w1(a[:, 0], b[:, 0], target="sample").to_dict()) == RESULT_KEYS
 
 
 def test_top_level_export_is_lazy():
@@ -296,7 +302,7 @@ def _points(n=20, d=2, seed=0):
 )
 def test_bad_input_raises_input_error(a, b, wa, wb, match):
     with pytest.raises(InputError, match=match):
-        estimate_w1(a, b, wa, wb)
+        estimate_w1(a, b, wa, wb, target="sample")
 
 
 @pytest.mark.parametrize(
@@ -310,7 +316,7 @@ def test_bad_input_raises_input_error(a, b, wa, wb, match):
 )
 def test_bad_options_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        estimate_w1(_points(), _points(seed=1), **kwargs)
+        estimate_w1(_points(), _points(seed=1), **kwargs, target="sample")
 
 
 @pytest.mark.parametrize(
@@ -340,11 +346,11 @@ def test_time_budget_too_short_for_two_passes_falls_back_to_blockwise(monkeypatc
     monkeypatch.setattr(sample_module, "CALIBRATION_PAIRS", 300 * 60)
     exact = pot_w1(x, y)
     tight = SampleOptions(route="assignment", time_budget=1e-6, backend="eager")
-    s = estimate_w1(x, y, sample=tight).sample
+    s = estimate_w1(x, y, target="sample", sample=tight).sample
     assert s.route == "blockwise" and "time budget" in s.lower_method
     assert s.lower <= exact <= s.upper
     roomy = SampleOptions(route="assignment", time_budget=600, backend="eager")
-    s = estimate_w1(x, y, sample=roomy).sample
+    s = estimate_w1(x, y, target="sample", sample=roomy).sample
     assert s.route == "assignment" and s.passes >= 2
     assert s.lower <= exact * (1 + 1e-12) and exact <= s.upper * (1 + 1e-12)
 
@@ -358,7 +364,7 @@ def test_a_failing_sparse_solver_is_named_in_the_result(monkeypatch):
     rng = np.random.default_rng(8)
     x, y = rng.normal(size=(60, 3)), rng.normal(size=(50, 3))
     monkeypatch.setattr(sparse_module, "_solve", broken)
-    s = estimate_w1(x, y, sample=SampleOptions(route="transport")).sample
+    s = estimate_w1(x, y, target="sample", sample=SampleOptions(route="transport")).sample
     assert "sparse solver failed: solver exploded" in s.upper_method
     exact = pot_w1(x, y)
     assert s.lower <= exact * (1 + 1e-12) and exact <= s.upper * (1 + 1e-12)

@@ -271,6 +271,8 @@ def test_assignment_route_on_identical_clouds_brackets_zero(n):
     from wassnet.w1 import SampleOptions, estimate_w1
 
     x = np.random.default_rng(n).normal(size=(n, 3))
-    r = estimate_w1(x, x[::-1].copy(), sample=SampleOptions(route="assignment"), progress=True)
+    r = estimate_w1(
+        x, x[::-1].copy(), target="sample", sample=SampleOptions(route="assignment"), progress=True
+    )
     assert r.sample.upper_method.startswith("optimal assignment")
     assert r.sample.lower <= 0.0 <= r.sample.upper == 0.0

@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _LAZY = {
     "estimate_w1": "wassnet.w1",
     "SampleOptions": "wassnet.w1",
+    "PopulationOptions": "wassnet.w1",
     "W1Result": "wassnet.w1",
     "conv_critic": "wassnet.critics",
     "dense_critic": "wassnet.critics",

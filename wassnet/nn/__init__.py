@@ -1,6 +1,7 @@
 """Certified 1-Lipschitz building blocks.
 
-* activations: :class:`GroupSort`, :class:`MaxMin`, :class:`FullSort`
+* activations: :class:`GroupSort`, :class:`MaxMin`, :class:`FullSort`,
+  :class:`NormPool` (group norms); :class:`Translate` (a learned offset)
 * orthogonal dense layers: :func:`bjorck` (a parametrization for any ``nn.Linear``),
   :class:`BjorckLinear`, :func:`bjorck_orthonormalize`
 * orthogonal convolutions: :class:`BCOPConv2d`
@@ -11,7 +12,7 @@
 * deployment: :func:`export` to plain torch layers
 """
 
-from wassnet.nn.activations import FullSort, GroupSort, MaxMin
+from wassnet.nn.activations import FullSort, GroupSort, MaxMin, NormPool, Translate
 from wassnet.nn.bcop import BCOPConv2d, BCOPKernel
 from wassnet.nn.bjorck import BjorckLinear, BjorckOrthonormalize, bjorck, bjorck_orthonormalize
 from wassnet.nn.export import export
@@ -38,6 +39,8 @@ __all__ = [
     "LipschitzBoundError",
     "LipschitzCertificate",
     "MaxMin",
+    "NormPool",
+    "Translate",
     "bjorck",
     "bjorck_orthonormalize",
     "check_faithful",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FullSort", "GroupSort", "MaxMin"]
+__all__ = ["FullSort", "GroupSort", "MaxMin", "NormPool", "Translate"]
 
 
 class GroupSort(nn.Module):
@@ -98,3 +98,48 @@ class FullSort(GroupSort):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class NormPool(nn.Module):
+    r"""The Euclidean norm of each contiguous group of ``group_size`` channels.
+
+    ``[N, C] -> [N, C / group_size]``: ``y_k = ||x_{group k}||_2``. Guarantees: 1-Lipschitz
+    in L2 (the reverse triangle inequality, group by group) and gradient-norm
+    preserving away from zero (the Jacobian's rows ``x_g / ||x_g||`` are orthonormal).
+    ``NormPool(C)`` after a translation is the distance to a point, the optimal
+    critic between a law and its radial rescaling. ``C`` must be divisible by
+    ``group_size``.
+    """
+
+    def __init__(self, group_size: int) -> None:
+        super().__init__()
+        if int(group_size) != group_size or group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        self.group_size = int(group_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] % self.group_size:
+            raise ValueError(
+                f"NormPool: input {tuple(x.shape)} is not [N, C] with C divisible by "
+                f"{self.group_size}"
+            )
+        return torch.linalg.vector_norm(x.unflatten(1, (-1, self.group_size)), dim=2)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
+
+
+class Translate(nn.Module):
+    """``x + b`` with a learned offset ``b`` (``[N, C]``): an isometry, Lipschitz 1 exactly."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        if int(features) != features or features < 1:
+            raise ValueError(f"features must be a positive integer, got {features!r}")
+        self.offset = nn.Parameter(torch.zeros(int(features)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.offset
+
+    def extra_repr(self) -> str:
+        return f"features={self.offset.numel()}"

@@ -54,7 +54,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from wassnet.errors import WassnetError
-from wassnet.nn.activations import GroupSort
+from wassnet.nn.activations import GroupSort, NormPool, Translate
 from wassnet.nn.bcop import BCOPConv2d
 from wassnet.nn.spectral import spectral_norm_upper
 from wassnet.rounding import product_up
@@ -426,6 +426,8 @@ for _cls in (nn.PixelUnshuffle, nn.PixelShuffle, nn.Flatten, nn.Unflatten, nn.Id
     register_lipschitz_rule(_cls, _constant(1.0, "exact: permutation"))
 for _cls in (nn.ReLU, nn.Tanh):
     register_lipschitz_rule(_cls, _constant(1.0, "exact: 1-Lipschitz activation"))
+register_lipschitz_rule(NormPool, _constant(1.0, "exact: norm of each group"))
+register_lipschitz_rule(Translate, _constant(1.0, "exact: translation"))
 register_lipschitz_rule(nn.Sigmoid, _constant(0.25, "exact: max slope 1/4"))
 register_lipschitz_rule(nn.LeakyReLU, _leaky_relu_rule)
 register_lipschitz_rule(nn.Dropout, _dropout_rule)

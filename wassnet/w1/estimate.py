@@ -6,10 +6,12 @@ Two questions, answered separately and labelled so that nobody confuses them:
   certified bracket (:mod:`wassnet.w1.sample`): ``lower <= W1 <= upper`` holds exactly.
 * **population** -- W1 between the distributions the samples were drawn from. The
   sample value overstates it (in high dimension by far); the ``floor`` (W1 between two
-  halves of A) shows by how much sampling alone moves W1.
+  halves of A) shows by how much sampling alone moves W1. Answered with a confidence
+  bracket (:mod:`wassnet.w1.population`): cross-fitted held-out critics below, the
+  sample value plus a concentration margin above.
 
 Stages of :func:`estimate_w1`: validate the inputs, build the exact problem, the
-sample bracket, the floor, the optional POT reference.
+sample bracket, the floor, the population bracket, the optional POT reference.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import resolve_device
 from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
-from wassnet.w1.options import SampleOptions, Target
+from wassnet.w1.options import PopulationOptions, SampleOptions, Target
+from wassnet.w1.population import population_bracket
 from wassnet.w1.result import SampleBracket, W1Result
 from wassnet.w1.sample import sample_bracket
 
@@ -34,6 +37,8 @@ __all__ = ["METRICS", "estimate_w1"]
 METRICS: tuple[str, ...] = ("euclidean",)
 ExactMode = Literal["auto", "always", "never"]
 _TARGETS = ("sample", "population", "both")
+#: ``floor=None`` computes the floor up to this many points in A.
+FLOOR_AUTO_MAX_POINTS = 40_000
 
 
 def _validated(
@@ -64,6 +69,13 @@ def _floor_bracket(
     return sample_bracket(problem, options, device=device, seed=seed)
 
 
+def _floor_auto(target: str, xa: np.ndarray, wa: np.ndarray | None) -> bool:
+    """Whether ``floor=None`` computes the floor: with the population, when it is cheap."""
+    if target == "sample" or not 2 <= len(xa) <= FLOOR_AUTO_MAX_POINTS:
+        return False
+    return wa is None or np.count_nonzero(wa) >= 2
+
+
 def _reference(
     xa: np.ndarray,
     xb: np.ndarray,
@@ -80,17 +92,48 @@ def _reference(
     return exact_w1(np.asarray(xa), np.asarray(xb), wa, wb)
 
 
+def _checked_options(
+    target: str, metric: str, exact: str, sample: object, population: object
+) -> tuple[SampleOptions, PopulationOptions]:
+    if target not in _TARGETS:
+        raise ValueError(f"target must be sample, population or both, got {target!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if exact not in ("auto", "always", "never"):
+        raise ValueError(f"exact must be auto, always or never, got {exact!r}")
+    sample = SampleOptions() if sample is None else sample
+    if not isinstance(sample, SampleOptions):
+        raise ValueError(f"sample must be a SampleOptions, got {type(sample).__name__}")
+    population = PopulationOptions() if population is None else population
+    if not isinstance(population, PopulationOptions):
+        raise ValueError(f"population must be a PopulationOptions, got {type(population).__name__}")
+    return sample, population
+
+
+def _population_refusal(target: str, weighted: bool) -> str | None:
+    """Why the population bracket is not computed (``None``: it is)."""
+    if target == "sample":
+        return None
+    if weighted:
+        why = "population W1 needs unweighted i.i.d. samples; weights are for target='sample'"
+        if target == "population":
+            raise ValueError(why)
+        return f"population bracket not computed: {why}"
+    return None
+
+
 def estimate_w1(
     a: np.ndarray | torch.Tensor | Sequence,
     b: np.ndarray | torch.Tensor | Sequence,
     weights_a: np.ndarray | Sequence[float] | None = None,
     weights_b: np.ndarray | Sequence[float] | None = None,
     *,
-    target: Target = "sample",
+    target: Target = "both",
     metric: str = "euclidean",
     sample: SampleOptions | None = None,
+    population: PopulationOptions | None = None,
     exact: ExactMode = "never",
-    floor: bool = False,
+    floor: bool | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -102,51 +145,61 @@ def estimate_w1(
             points on the line; arrays with more dimensions are flattened per point.
         weights_a, weights_b: optional nonnegative sample weights (any positive sum;
             the marginals are ``w / sum(w)`` exactly).
-        target: ``"sample"``: W1 between the two given samples, certified.
+        target: ``"sample"``: W1 between the two given samples, certified;
+            ``"population"``: W1 between the distributions they were drawn from, a
+            confidence bracket (needs unweighted samples; the sample bracket is
+            computed too, its upper end is part of the argument); ``"both"``.
         metric: the ground cost; ``"euclidean"``.
         sample: options of the sample bracket (:class:`SampleOptions`).
+        population: options of the population bracket (:class:`PopulationOptions`).
         exact: also compute POT's exact W1 as a reference: ``"auto"`` when the dense
             matrix is small, ``"always"``, or ``"never"``.
         floor: also bracket W1 between two disjoint random halves of A (the sampling
-            floor), with the same options.
-        seed: picks the warm start's subsample and the floor's halves.
-        device: where the passes over all pairs run (default: a GPU when present).
+            floor), with the sample options. ``None``: when the population is asked
+            for and A has at most ``FLOOR_AUTO_MAX_POINTS`` points.
+        seed: picks the warm start's subsample, the floor's halves, the folds and
+            the critics' initialization.
+        device: where the passes over all pairs run and the critics are fitted
+            (default: a GPU when present).
         progress: show progress bars.
 
     Returns:
         A :class:`W1Result`; ``result.sample.lower <= W1(a, b) <= result.sample.upper``
-        holds exactly for the input as given.
+        holds exactly for the input as given; ``result.population`` (when asked for)
+        holds with probability ``>= confidence`` under the assumptions stated in
+        :mod:`wassnet.w1.population`.
 
     Raises:
         wassnet.errors.InputError: empty, non-finite, mismatched inputs, or values
             that float64 cannot hold exactly.
-        ValueError: bad options.
+        ValueError: bad options; ``target="population"`` with weights.
     """
-    if target not in _TARGETS:
-        raise ValueError(f"target must be sample, population or both, got {target!r}")
-    if target != "sample":
-        raise ValueError(
-            "target='population' is not available in this version: use target='sample'"
-        )
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if exact not in ("auto", "always", "never"):
-        raise ValueError(f"exact must be auto, always or never, got {exact!r}")
-    options = SampleOptions() if sample is None else sample
-    if not isinstance(options, SampleOptions):
-        raise ValueError(f"sample must be a SampleOptions, got {type(options).__name__}")
+    options, pop_options = _checked_options(target, metric, exact, sample, population)
     timings: dict[str, float] = {}
     xa, xb, wa, wb = _validated(a, b, weights_a, weights_b)
+    notes = [n for n in [_population_refusal(target, wa is not None or wb is not None)] if n]
     dev = resolve_device(device)
     problem = TransportProblem.build(xa, xb, wa, wb)
 
     result_sample = sample_bracket(problem, options, device=dev, seed=seed, progress=progress)
     timings["sample"] = result_sample.seconds
     floor_result = None
-    if floor:
+    if floor or (floor is None and _floor_auto(target, xa, wa)):
         t0 = time.perf_counter()
         floor_result = _floor_bracket(xa, wa, options, dev, seed)
         timings["floor"] = time.perf_counter() - t0
+    population_result = None
+    if target != "sample" and not notes:
+        population_result = population_bracket(
+            xa.reshape(len(xa), -1),
+            xb.reshape(len(xb), -1),
+            result_sample.upper,
+            pop_options,
+            device=dev,
+            seed=seed,
+            progress=progress,
+        )
+        timings["population"] = population_result.seconds
     t0 = time.perf_counter()
     result_sample.exact = _reference(xa, xb, wa, wb, exact, options)
     if result_sample.exact is not None:
@@ -159,6 +212,8 @@ def estimate_w1(
         target=target,
         metric=metric,
         floor=floor_result,
+        population=population_result,
+        notes=notes,
         seed=seed,
         device=str(dev),
         timings=timings,

@@ -1,7 +1,8 @@
 """Options of the W1 estimator, grouped by the question they serve.
 
 :class:`SampleOptions` configures the certified bracket on W1 between the two given
-samples; each field says when it applies. The defaults are the measured fastest
+samples; :class:`PopulationOptions` the confidence bracket on W1 between the
+distributions they come from. Each field says when it applies. The defaults are the measured fastest
 choices on this project's benchmark suite (BENCHMARKS.md).
 """
 
@@ -11,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ROUTES", "Route", "SampleOptions", "Target"]
+__all__ = ["CRITICS", "ROUTES", "PopulationOptions", "Route", "SampleOptions", "Target"]
 
 Target = Literal["sample", "population", "both"]
 Route = Literal["auto", "line", "dense", "assignment", "transport", "blockwise"]
@@ -87,3 +88,82 @@ class SampleOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.backend not in ("auto", "compiled", "eager"):
             raise ValueError(f"backend must be auto, compiled or eager, got {self.backend!r}")
+
+
+#: The critic families tried for the population bracket, simplest first.
+CRITICS: tuple[str, ...] = ("linear", "radial", "dense")
+
+
+@dataclass(frozen=True)
+class PopulationOptions:
+    """How the confidence bracket on W1 between the two distributions is computed.
+
+    Attributes:
+        confidence: the bracket holds with at least this probability over the draw of
+            the samples (split evenly between its two ends).
+        folds: cross-fitting folds: each fold is scored by critics fitted on the
+            others, so every point is used for evaluation exactly once.
+        critics: critic families fitted on each fold's training points; the one with
+            the largest dual on a validation split of those points is kept:
+            ``"linear"`` (a unit vector), ``"radial"`` (distance to a learned
+            center), ``"dense"`` (Björck + GroupSort network, widths ``hidden``).
+        hidden: widths of the dense critic.
+        iters: Björck iterations of the dense critic's layers (the certified bound
+            is computed from the weights reached, so fewer iterations cost accuracy
+            of the constraint, never validity).
+        activation: the dense critic's activation (``maxmin``, ``fullsort``,
+            ``groupsort`` with groups of 4, ``relu``).
+        steps: at most this many optimizer steps per critic (early stopping ends
+            most fits sooner).
+        batch_size: points per side and step.
+        lr: Adam's learning rate.
+        eval_every, patience: the validation dual is computed every ``eval_every``
+            steps; a fit stops after ``patience`` evaluations without improvement and
+            keeps its best state.
+        validation: fraction of each fold's training points held out for early
+            stopping and for choosing the critic.
+        time_budget: seconds for all critic fits together (each fold gets an equal
+            share; a fit that runs out keeps its best state so far). ``None``: no limit.
+    """
+
+    confidence: float = 0.95
+    folds: int = 2
+    critics: tuple[str, ...] = CRITICS
+    hidden: tuple[int, ...] = (64, 64)
+    iters: int = 10
+    activation: str = "maxmin"
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 0.005
+    eval_every: int = 50
+    patience: int = 3
+    validation: float = 0.25
+    time_budget: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if not (0.5 <= self.confidence < 1):
+            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if int(self.folds) != self.folds or self.folds < 2:
+            raise ValueError(f"folds must be an integer >= 2, got {self.folds}")
+        critics = tuple(self.critics)
+        object.__setattr__(self, "critics", critics)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not critics or any(c not in CRITICS for c in critics):
+            raise ValueError(f"critics must be among {', '.join(CRITICS)}, got {critics!r}")
+        if self.activation not in ("maxmin", "fullsort", "groupsort", "relu"):
+            raise ValueError(
+                f"activation must be maxmin, fullsort, groupsort or relu, got {self.activation!r}"
+            )
+        for name in ("steps", "batch_size", "eval_every", "patience", "iters"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not (0 < self.validation < 1):
+            raise ValueError(f"validation must be in (0, 1), got {self.validation}")
+        if self.time_budget is not None and not (
+            math.isfinite(self.time_budget) and self.time_budget > 0
+        ):
+            raise ValueError(
+                f"time_budget must be a positive number of seconds, got {self.time_budget}"
+            )

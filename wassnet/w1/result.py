@@ -2,8 +2,11 @@
 
 * :class:`SampleBracket`: W1 between **the two given samples** (a finite LP), with a
   certified bracket ``lower <= W1 <= upper`` (exact arithmetic, the input as given).
+* :class:`~wassnet.w1.population.PopulationBracket`: W1 between **the distributions**
+  the samples come from, a confidence bracket (a statistical statement).
 * :class:`W1Result`: what :func:`wassnet.estimate_w1` returns: the ``sample`` part,
-  the sampling ``floor`` (W1 between two halves of A), and the problem's description.
+  the ``population`` part, the sampling ``floor`` (W1 between two halves of A), and
+  the problem's description.
   ``to_dict()`` is JSON-ready (strict JSON: no NaN), ``summary()`` readable.
 """
 
@@ -13,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from wassnet.w1.population import PopulationBracket
 
 __all__ = ["SampleBracket", "W1Result"]
 
@@ -113,10 +118,15 @@ class W1Result:
     """The result of :func:`wassnet.estimate_w1`.
 
     Attributes:
-        sample: W1 between the two given samples (``target`` ``sample`` or ``both``).
-        floor: W1 between two disjoint random halves of A (when asked for): two finite
-            samples of one distribution are not at distance 0, and this is the scale
-            against which ``sample`` should be read.
+        sample: W1 between the two given samples, certified (always computed: the
+            population bracket's upper end is built on it).
+        floor: W1 between two disjoint random halves of A: two finite samples of one
+            distribution are not at distance 0, and this is the scale against which
+            ``sample`` should be read. ``None`` when not computed.
+        population: W1 between the distributions (``target`` ``population`` or
+            ``both``), a confidence bracket; ``None`` when not asked for or refused
+            (see ``notes``).
+        notes: plain sentences about what was not computed, and why.
         n_a, n_b, dim: sizes and dimension (``dim == 1``: points on the line).
         target: the question(s) answered.
         metric: the ground cost (``euclidean``).
@@ -131,6 +141,8 @@ class W1Result:
     target: str
     metric: str = "euclidean"
     floor: SampleBracket | None = None
+    population: PopulationBracket | None = None
+    notes: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)
@@ -144,10 +156,28 @@ class W1Result:
             "dim": self.dim,
             "sample": None if self.sample is None else self.sample.to_dict(),
             "floor": None if self.floor is None else self.floor.to_dict(),
+            "population": None if self.population is None else self.population.to_dict(),
+            "notes": list(self.notes),
             "seed": self.seed,
             "device": self.device,
             "timings": {k: _finite_or_none(v) for k, v in self.timings.items()},
         }
+
+    def sampling_noise_sentence(self) -> str | None:
+        """A plain sentence when the sample value is mostly sampling noise, else ``None``.
+
+        Said when two random halves of A are at least half the sample value apart:
+        then a sample W1 of that size is what sampling alone produces, and it says
+        little about W1 between the distributions.
+        """
+        if self.floor is None or self.sample is None or self.sample.upper <= 0:
+            return None
+        if self.floor.lower < 0.5 * self.sample.upper:
+            return None
+        return (
+            f"two halves of A alone are {self.floor.estimate:.3g} apart: most of the sample "
+            "W1 is sampling noise, not a difference between the distributions"
+        )
 
     def summary(self) -> str:
         lines = [f"W1 between A (n={self.n_a}) and B (n={self.n_b}), d={self.dim}, {self.metric}"]
@@ -156,6 +186,12 @@ class W1Result:
         if self.floor is not None:
             lines += self.floor.summary_lines("sampling floor")[:1]
             lines.append(f"{'':16} (W1 between two random halves of A)")
+            noise = self.sampling_noise_sentence()
+            if noise:
+                lines.append(f"{'':16} {noise}")
+        if self.population is not None:
+            lines += self.population.summary_lines()
+        lines += [f"{'note':<16} {note}" for note in self.notes]
         timing = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
         lines.append(f"{'time':<16} {timing}; seed {self.seed}, device {self.device}")
         return "\n".join(lines)
