@@ -22,7 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args: str):
-    return CliRunner().invoke(main, ["estimate", *map(str, args)])
+    """``wassnet estimate ARGS`` (the sample question unless ``--target`` is given)."""
+    argv = [str(a) for a in args]
+    if "--target" not in argv:
+        argv += ["--target", "sample"]
+    return CliRunner().invoke(main, ["estimate", *argv])
 
 
 def run_json(*args: str) -> dict:

@@ -19,11 +19,11 @@ from wassnet.w1.sample import choose_route, sample_bracket
 
 __all__ = [
     "CRITICS",
-    "FoldScore",
     "METRICS",
+    "ROUTES",
+    "FoldScore",
     "PopulationBracket",
     "PopulationOptions",
-    "ROUTES",
     "SampleBracket",
     "SampleOptions",
     "W1Result",

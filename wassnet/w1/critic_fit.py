@@ -36,6 +36,9 @@ from wassnet.w1.options import PopulationOptions
 __all__ = ["FittedCritic", "build_critic", "critic_values", "fit_critic"]
 
 _EVAL_BATCH = 8192
+#: A validation gain below this many standard errors of the validation dual is noise:
+#: it does not reset early stopping's patience (the best state is still kept).
+_NOISE = 0.25
 
 
 @dataclass
@@ -68,7 +71,11 @@ def build_critic(name: str, dim: int, options: PopulationOptions) -> nn.Sequenti
     if name == "dense":
         activation, group = options.activation, 4 if options.activation == "groupsort" else 2
         return dense_critic(
-            dim, options.hidden, activation=activation, group_size=group, iters=options.iters  # type: ignore[arg-type]
+            dim,
+            options.hidden,
+            activation=activation,
+            group_size=group,
+            iters=options.iters,  # type: ignore[arg-type]
         )
     raise ValueError(f"unknown critic family {name!r}")
 
@@ -102,7 +109,14 @@ def critic_values(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _dual(critic: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(critic_values(critic, a).mean() - critic_values(critic, b).mean())
+    return _dual_and_stderr(critic, a, b)[0]
+
+
+def _dual_and_stderr(critic: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """The dual ``mean f(a) - mean f(b)`` and its standard error."""
+    fa, fb = critic_values(critic, a), critic_values(critic, b)
+    var = fa.var() / len(fa) + fb.var() / len(fb) if min(len(fa), len(fb)) > 1 else 0.0
+    return float(fa.mean() - fb.mean()), float(var) ** 0.5
 
 
 @dataclass
@@ -133,7 +147,7 @@ def _train(
 ) -> tuple[float, int]:
     """Adam on ``-(mean f(A) - mean f(B))`` with early stopping; returns (best val dual, steps)."""
     critic.eval()
-    best = _dual(critic, data.val_a, data.val_b)
+    best = anchor = _dual(critic, data.val_a, data.val_b)
     best_state = copy.deepcopy(critic.state_dict())
     optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr)
     stale, step, device = 0, 0, data.fit_a.device
@@ -150,10 +164,12 @@ def _train(
         if step % options.eval_every and step != options.steps:
             continue
         critic.eval()
-        value = _dual(critic, data.val_a, data.val_b)
+        value, stderr = _dual_and_stderr(critic, data.val_a, data.val_b)
         critic.train()
         if value > best:
-            best, best_state, stale = value, copy.deepcopy(critic.state_dict()), 0
+            best, best_state = value, copy.deepcopy(critic.state_dict())
+        if value > anchor + _NOISE * stderr:
+            anchor, stale = value, 0
         else:
             stale += 1
         if stale >= options.patience or time.perf_counter() > deadline:

@@ -118,8 +118,8 @@ class PopulationOptions:
         batch_size: points per side and step.
         lr: Adam's learning rate.
         eval_every, patience: the validation dual is computed every ``eval_every``
-            steps; a fit stops after ``patience`` evaluations without improvement and
-            keeps its best state.
+            steps; a fit stops after ``patience`` evaluations without a gain above a
+            quarter of the validation dual's standard error, and keeps its best state.
         validation: fraction of each fold's training points held out for early
             stopping and for choosing the critic.
         time_budget: seconds for all critic fits together (each fold gets an equal
@@ -132,7 +132,7 @@ class PopulationOptions:
     hidden: tuple[int, ...] = (64, 64)
     iters: int = 10
     activation: str = "maxmin"
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 256
     lr: float = 0.005
     eval_every: int = 50
