@@ -277,3 +277,84 @@ def test_progress_bar_shows_the_bracket(tmp_path, clouds):
     assert result.exit_code == 0
     assert "lower=" in result.stderr and "upper=" in result.stderr
     json.loads(result.stdout)  # the bar goes to stderr, the JSON stays parseable
+
+
+# ----------------------------------------------------------------------------- population
+
+QUICK_POPULATION = ["--critics", "linear,radial", "--critic-budget", "20"]
+
+
+def test_default_answers_both_questions(tmp_path):
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "a.npy", rng.uniform(-1, 1, (120, 2)))
+    np.save(tmp_path / "b.npy", rng.uniform(-1, 1, (100, 2)) + np.array([1.0, 0.0]))
+    png = tmp_path / "both.png"
+    argv = ["estimate", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--plot", str(png)]
+    result = CliRunner().invoke(main, [*argv, *FAST, *QUICK_POPULATION])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["target"] == "both"
+    population, sample = out["population"], out["sample"]
+    assert population["lower"] <= 1.0 <= population["upper"]
+    assert population["confidence"] == 0.95
+    assert population["upper"] > sample["upper"]
+    assert out["floor"] is not None
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = run(
+        tmp_path / "a.npy",
+        tmp_path / "b.npy",
+        "--target",
+        "both",
+        "--quiet",
+        "--confidence",
+        "0.9",
+        "--folds",
+        "3",
+        *QUICK_POPULATION,
+    )
+    assert text.exit_code == 0, text.output
+    assert "population W1" in text.stdout and "90% confidence" in text.stdout
+
+
+def test_population_histogram_plot_in_higher_dimension(tmp_path):
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "a.npy", rng.normal(size=(80, 5)))
+    np.save(tmp_path / "b.npy", 2 * rng.normal(size=(80, 5)))
+    png = tmp_path / "hist.png"
+    result = run(
+        tmp_path / "a.npy",
+        tmp_path / "b.npy",
+        "--target",
+        "population",
+        *FAST,
+        "--plot",
+        png,
+        *QUICK_POPULATION,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["population"]["folds"][0]["critic"] == "radial"
+    assert png.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--critics", "linear,cnn"], 2, "--critics"),
+        (["--confidence", "1"], 2, "--confidence"),
+        (["--folds", "1"], 2, "--folds"),
+        (["--critic-budget", "0"], 2, "--critic-budget"),
+        (["--weights-a", "{w}"], 1, "unweighted"),
+    ],
+)
+def test_population_usage_errors_are_one_line(tmp_path, extra, code, message):
+    rng = np.random.default_rng(7)
+    np.save(tmp_path / "a.npy", rng.normal(size=(30, 2)))
+    np.save(tmp_path / "b.npy", rng.normal(size=(30, 2)))
+    np.save(tmp_path / "w.npy", np.ones(30))
+    extra = [e.format(w=tmp_path / "w.npy") for e in extra]
+    result = run(tmp_path / "a.npy", tmp_path / "b.npy", "--target", "population", *extra)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    if code == 1:
+        assert len(result.output.strip().splitlines()) == 1

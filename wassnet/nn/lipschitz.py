@@ -510,9 +510,9 @@ def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCe
         raise LipschitzBoundError(
             f"{' and '.join(hooks)} are registered: they may change every module's function"
         )
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
     param = next(
-        (p for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)),
-        None,
+        (p for p in tensors if not isinstance(p, nn.parameter.UninitializedParameter)), None
     )
     probe = torch.zeros(
         (1, *shape),

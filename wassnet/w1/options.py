@@ -91,7 +91,7 @@ class SampleOptions:
 
 
 #: The critic families tried for the population bracket, simplest first.
-CRITICS: tuple[str, ...] = ("linear", "radial", "dense")
+CRITICS: tuple[str, ...] = ("linear", "radial", "transport", "dense")
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,9 @@ class PopulationOptions:
         critics: critic families fitted on each fold's training points; the one with
             the largest dual on a validation split of those points is kept:
             ``"linear"`` (a unit vector), ``"radial"`` (distance to a learned
-            center), ``"dense"`` (Björck + GroupSort network, widths ``hidden``).
+            center), ``"transport"`` (the training points' optimal dual pair,
+            extended by c-transforms), ``"dense"`` (Björck + GroupSort network,
+            widths ``hidden``); see :mod:`wassnet.w1.critic_fit`.
         hidden: widths of the dense critic.
         iters: Björck iterations of the dense critic's layers (the certified bound
             is computed from the weights reached, so fewer iterations cost accuracy

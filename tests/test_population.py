@@ -1,0 +1,290 @@
+"""W1 between the distributions: the confidence bracket, its critics, its coverage.
+
+Coverage is checked on small known-truth families over many independent draws, with
+a tolerance a broken bracket fails (a lower end scored on the critics' training
+points, a missing margin, a critic that is not 1-Lipschitz).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import wassnet.w1.population as population_module
+from wassnet import estimate_w1
+from wassnet.nn import NormPool, Translate, lipschitz_bound
+from wassnet.w1 import PopulationOptions
+from wassnet.w1.critic_fit import build_critic, fit_critic
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: Small and fast: few steps, a tiny dense critic.
+QUICK = PopulationOptions(hidden=(16, 16), steps=120, eval_every=20, patience=2, time_budget=30)
+
+
+def _translation(n: int, d: int, rng: np.random.Generator, shift: float = 1.0):
+    t = np.zeros(d)
+    t[0] = shift
+    return rng.uniform(-1, 1, (n, d)), rng.uniform(-1, 1, (n, d)) + t
+
+
+def _spheres(n: int, d: int, rng: np.random.Generator):
+    def sphere(r: float) -> np.ndarray:
+        g = rng.standard_normal((n, d))
+        return r * g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    return sphere(1.0), sphere(2.0)
+
+
+def _bracket(a, b, options=QUICK, seed=0):
+    return estimate_w1(a, b, target="population", population=options, floor=False, seed=seed)
+
+
+# ----------------------------------------------------------------------------- coverage
+
+
+def test_coverage_on_translations():
+    """30 draws, W1 = 0.5 exactly: the 95% bracket must hold in at least 26 (binomial
+    tail P(X <= 25 | p = 0.95) < 1%), and the estimate be close."""
+    options = PopulationOptions(critics=("linear",))
+    hits, ratios = 0, []
+    for draw in range(30):
+        a, b = _translation(200, 3, np.random.default_rng([1, draw]), shift=0.5)
+        p = _bracket(a, b, options, seed=draw).population
+        hits += p.lower <= 0.5 <= p.upper
+        ratios.append(p.estimate / 0.5)
+        assert p.lower <= p.estimate <= p.upper
+    assert hits >= 26, hits
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.08)
+
+
+def test_lower_end_on_equal_laws_is_not_fooled_by_overfitting():
+    """P == Q (W1 = 0): a dense critic fitted and scored on the same points would show a
+    positive dual every time; held out, the lower end stays at 0 in >= 10 of 12 draws."""
+    options = PopulationOptions(
+        critics=("dense",), hidden=(16, 16), steps=60, eval_every=20, patience=10
+    )
+    positive = 0
+    for draw in range(12):
+        rng = np.random.default_rng([2, draw])
+        a, b = rng.standard_normal((80, 4)), rng.standard_normal((80, 4))
+        p = _bracket(a, b, options, seed=draw).population
+        positive += p.lower > 0
+        assert p.upper > 0
+    assert positive <= 2, positive
+
+
+def test_radial_critic_recovers_concentric_spheres():
+    """Spheres of radius 1 and 2 in d = 8: W1 = 1, reached by the radial critic."""
+    a, b = _spheres(400, 8, np.random.default_rng(3))
+    p = _bracket(a, b).population
+    assert {f.critic for f in p.folds} == {"radial"}
+    assert p.lower <= 1.0 <= p.upper
+    assert p.estimate == pytest.approx(1.0, rel=0.02)
+    # the sample value overstates W1 between the distributions
+    assert p.sample_upper > 1.2
+
+
+def test_lower_end_never_exceeds_the_truth_by_more_than_its_margin():
+    """Per fold, ``dual - lower`` is the stated margin; on a translation of W1 = 1 the
+    fold duals stay below the truth plus a few margins (an unbiased estimate of <= W1)."""
+    a, b = _translation(500, 2, np.random.default_rng(4))
+    p = _bracket(a, b, PopulationOptions(critics=("linear",))).population
+    for fold in p.folds:
+        margin = fold.dual - fold.lower
+        assert margin > 0
+        assert fold.dual <= 1.0 + 3 * margin
+        assert fold.stderr > 0
+
+
+# ----------------------------------------------------------------------------- the two ends
+
+
+def test_upper_end_is_the_sample_bracket_plus_the_cantelli_margin():
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((120, 3)), 2.0 * rng.standard_normal((90, 3))
+    r = _bracket(a, b)
+    alpha = 0.025
+    variance = a.var(0, ddof=1).sum() / 120 + b.var(0, ddof=1).sum() / 90
+    margin = math.sqrt(variance * (1 - alpha) / alpha)
+    assert r.population.deviation == pytest.approx(margin, rel=1e-12)
+    assert r.population.upper == pytest.approx(r.sample.upper + margin, rel=1e-12)
+    assert r.population.sample_upper == r.sample.upper
+
+
+def test_confidence_widens_the_bracket():
+    a, b = _translation(300, 2, np.random.default_rng(6))
+    options = PopulationOptions(critics=("linear",))
+    p95 = _bracket(a, b, options).population
+    p99 = _bracket(a, b, PopulationOptions(critics=("linear",), confidence=0.99)).population
+    assert p99.lower < p95.lower and p99.upper > p95.upper
+    assert p99.estimate == p95.estimate
+    assert p99.confidence == 0.99
+
+
+def test_every_point_is_scored_by_a_critic_that_never_saw_it(monkeypatch):
+    """Cross-fitting: each fold's critic is fitted on the other folds only, and every
+    point is scored exactly once."""
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((60, 2)), rng.standard_normal((50, 2)) + 1.0
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def recording_fit(ta, tb, options, **kwargs):
+        seen.append((ta.clone(), tb.clone()))
+        return fit_critic(ta, tb, options, **kwargs)
+
+    monkeypatch.setattr(population_module, "fit_critic", recording_fit)
+    options = PopulationOptions(critics=("linear",), folds=3)
+    p = population_module.population_bracket(a, b, 10.0, options, seed=1)
+    assert len(seen) == 3 and len(p.folds) == 3
+    assert sum(f.n_a for f in p.folds) == 60 and sum(f.n_b for f in p.folds) == 50
+    rows = {row.tobytes(): i for i, row in enumerate(a.astype(np.float32))}
+    scored = np.zeros(60, dtype=int)
+    for (ta, _), fold, fitted in zip(seen, p.folds, p.critics, strict=True):
+        trained = {rows[row.tobytes()] for row in ta.numpy()}
+        held = np.array(sorted(set(range(60)) - trained))
+        assert len(trained) == 60 - fold.n_a and len(held) == fold.n_a
+        scored[held] += 1
+        values = fitted.module(torch.from_numpy(a[held])).reshape(-1).detach().numpy()
+        np.testing.assert_allclose(p.heldout[0][held], values / fitted.lipschitz, rtol=1e-12)
+    assert np.all(scored == 1)
+
+
+def test_fitted_critics_are_certified_one_lipschitz():
+    rng = np.random.default_rng(8)
+    a = torch.from_numpy(rng.standard_normal((200, 5))).float()
+    b = torch.from_numpy(2 * rng.standard_normal((200, 5))).float()
+    for name in ("linear", "radial", "dense"):
+        options = PopulationOptions(critics=(name,), hidden=(16, 16), steps=60, eval_every=20)
+        fitted = fit_critic(a, b, options, deadline=math.inf, seed=0)
+        assert fitted.name == name
+        x = torch.from_numpy(rng.standard_normal((300, 5)) * 3).requires_grad_(True)
+        (grad,) = torch.autograd.grad(fitted.module(x).sum(), x)
+        assert grad.norm(dim=1).max().item() <= fitted.lipschitz * (1 + 1e-9)
+        assert fitted.lipschitz == lipschitz_bound(fitted.module, (5,)).bound
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def test_norm_pool_is_one_lipschitz_and_preserves_gradient_norms():
+    pool = NormPool(3)
+    x = torch.randn(50, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(50, 6, dtype=torch.float64)
+    assert torch.all((pool(x) - pool(y)).norm(dim=1) <= (x - y).norm(dim=1) + 1e-12)
+    v = torch.randn(50, 2, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((pool(x) * v).sum(), x)
+    assert torch.allclose(grad.norm(dim=1), v.norm(dim=1))
+    with pytest.raises(ValueError, match="divisible"):
+        pool(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="positive integer"):
+        NormPool(0)
+
+
+def test_radial_critic_is_distance_to_a_center_and_certified():
+    critic = build_critic("radial", 4, PopulationOptions()).double()
+    center = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    with torch.no_grad():
+        critic[0].offset.copy_(-center)
+    x = torch.randn(20, 4, dtype=torch.float64)
+    values = critic(x).reshape(-1) - critic[2].bias
+    assert torch.allclose(values.abs(), (x - center).norm(dim=1))
+    cert = lipschitz_bound(critic, (4,))
+    assert [layer.layer for layer in cert.layers] == ["Translate", "NormPool", "BjorckLinear"]
+    assert cert.bound == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="positive integer"):
+        Translate(0)
+
+
+# ----------------------------------------------------------------------------- API and JSON
+
+
+def test_json_schema_is_stable():
+    a, b = _translation(60, 2, np.random.default_rng(9))
+    r = estimate_w1(a, b, population=QUICK)
+    out = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert out["target"] == "both"
+    assert set(out["population"]) == {
+        "lower",
+        "upper",
+        "estimate",
+        "confidence",
+        "lower_method",
+        "upper_method",
+        "sample_upper",
+        "deviation",
+        "seconds",
+        "folds",
+    }
+    assert set(out["population"]["folds"][0]) == {
+        "fold",
+        "n_a",
+        "n_b",
+        "critic",
+        "lipschitz",
+        "dual",
+        "stderr",
+        "lower",
+        "validation",
+    }
+    assert out["floor"] is not None  # the sampling floor comes with the population
+    assert out["notes"] == []
+    assert "population W1" in r.summary() and "sample W1" in r.summary()
+
+
+def test_sampling_noise_sentence_in_high_dimension():
+    rng = np.random.default_rng(10)
+    a, b = rng.standard_normal((150, 32)), rng.standard_normal((150, 32)) + 0.05
+    r = estimate_w1(a, b, population=QUICK)
+    assert r.sampling_noise_sentence() is not None
+    assert "sampling noise" in r.summary()
+    near = estimate_w1(*_translation(150, 2, rng, shift=5.0), population=QUICK)
+    assert near.sampling_noise_sentence() is None
+
+
+def test_weights_refuse_the_population_question():
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((40, 2)), rng.standard_normal((30, 2))
+    w = np.ones(40)
+    with pytest.raises(ValueError, match="unweighted"):
+        estimate_w1(a, b, w, target="population")
+    r = estimate_w1(a, b, w, population=QUICK)
+    assert r.population is None and r.sample is not None
+    assert "unweighted" in r.notes[0] and "unweighted" in r.summary()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"confidence": 1.0}, "confidence"),
+        ({"folds": 1}, "folds"),
+        ({"critics": ("linear", "cnn")}, "critics"),
+        ({"critics": ()}, "critics"),
+        ({"activation": "elu"}, "activation"),
+        ({"lr": float("nan")}, "lr"),
+        ({"validation": 1.0}, "validation"),
+        ({"time_budget": float("inf")}, "time_budget"),
+        ({"steps": 0}, "steps"),
+    ],
+)
+def test_bad_population_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PopulationOptions(**kwargs)
+
+
+def test_too_few_points_for_the_folds():
+    rng = np.random.default_rng(12)
+    with pytest.raises(ValueError, match="at least 8 points"):
+        _bracket(rng.standard_normal((6, 2)), rng.standard_normal((20, 2)))
+
+
+def test_points_on_the_line():
+    rng = np.random.default_rng(13)
+    a, b = rng.standard_normal(300), rng.standard_normal(300) + 1.0
+    p = _bracket(a, b, PopulationOptions(critics=("linear",))).population
+    assert p.lower <= 1.0 <= p.upper
+    assert p.estimate == pytest.approx(1.0, abs=0.2)
