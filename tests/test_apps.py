@@ -52,6 +52,9 @@ def test_quick_run_writes_results(w1_app: ModuleType, tmp_path: Path) -> None:
     for pair in data["pairs"]:
         assert pair["truth"] > 0 and math.isfinite(pair["truth"])
         ref = pair["reference"]
+        pop = ref["population"]
+        assert pop["lower"] <= pop["estimate"] <= pop["upper"]
+        assert set(ref["population_dense_by_activation"]) == set(activations)
         assert ref["lower"] <= ref["upper"] + 1e-9
         assert math.isfinite(ref["exact_sample_w1"])
         assert ref["lower"] - 1e-6 <= ref["exact_sample_w1"] <= ref["upper"] + 1e-6

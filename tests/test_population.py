@@ -18,7 +18,7 @@ import wassnet.w1.population as population_module
 from wassnet import estimate_w1
 from wassnet.nn import NormPool, Translate, lipschitz_bound
 from wassnet.w1 import PopulationOptions
-from wassnet.w1.critic_fit import build_critic, fit_critic
+from wassnet.w1.critic_fit import TransportCritic, build_critic, fit_critic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,7 +158,7 @@ def test_fitted_critics_are_certified_one_lipschitz():
     rng = np.random.default_rng(8)
     a = torch.from_numpy(rng.standard_normal((200, 5))).float()
     b = torch.from_numpy(2 * rng.standard_normal((200, 5))).float()
-    for name in ("linear", "radial", "dense"):
+    for name in ("linear", "radial", "transport", "dense"):
         options = PopulationOptions(critics=(name,), hidden=(16, 16), steps=60, eval_every=20)
         fitted = fit_critic(a, b, options, deadline=math.inf, seed=0)
         assert fitted.name == name
@@ -166,6 +166,43 @@ def test_fitted_critics_are_certified_one_lipschitz():
         (grad,) = torch.autograd.grad(fitted.module(x).sum(), x)
         assert grad.norm(dim=1).max().item() <= fitted.lipschitz * (1 + 1e-9)
         assert fitted.lipschitz == lipschitz_bound(fitted.module, (5,)).bound
+
+
+def test_transport_critic_extends_a_feasible_pair():
+    """Exact check against the definition: 1-Lipschitz on random pairs whatever the
+    offsets, and >= u_i at a_i, <= v_j at b_j for a feasible pair."""
+    rng = np.random.default_rng(14)
+    a, b = rng.normal(size=(30, 3)), rng.normal(size=(25, 3)) + 1
+    cost = np.linalg.norm(a[:, None] - b[None], axis=2)
+    v = rng.normal(size=25)
+    u = (cost + v).min(axis=1)  # the c-transform: u_i - v_j <= |a_i - b_j|
+    t = torch.from_numpy
+    critic = TransportCritic(t(a), t(u), t(b), t(v))
+    fa, fb = critic(t(a)).reshape(-1).numpy(), critic(t(b)).reshape(-1).numpy()
+    assert np.all(fa >= u - 1e-12) and np.all(fb <= v + 1e-12)
+    x, y = rng.normal(size=(500, 3)) * 3, rng.normal(size=(500, 3)) * 3
+    gap = (critic(t(x)) - critic(t(y))).abs().reshape(-1).numpy()
+    assert np.all(gap <= np.linalg.norm(x - y, axis=1) * (1 + 1e-12))
+    noisy = TransportCritic(t(a), t(rng.normal(size=30) * 50), t(b), t(v))
+    gap = (noisy(t(x)) - noisy(t(y))).abs().reshape(-1).numpy()
+    assert np.all(gap <= np.linalg.norm(x - y, axis=1) * (1 + 1e-12))
+    assert lipschitz_bound(critic, (3,)).bound == 1.0
+
+
+def test_transport_critic_wins_in_low_dimension_and_is_skipped_on_the_line():
+    rng = np.random.default_rng(15)
+    angle = rng.uniform(0, 2 * np.pi, 600)
+    ring = np.c_[np.cos(angle), np.sin(angle)] * 2
+    blobs = rng.normal(size=(600, 2)) * 0.3 + rng.choice([-1.5, 1.5], size=(600, 2))
+    options = PopulationOptions(critics=("linear", "radial", "transport"))
+    p = _bracket(ring, blobs, options).population
+    assert {f.critic for f in p.folds} == {"transport"}
+    line = _bracket(rng.normal(size=100), rng.normal(size=100) + 1, options).population
+    assert all("transport" not in f.validation for f in line.folds)
+    with pytest.raises(ValueError, match="transport"):
+        _bracket(
+            rng.normal(size=40), rng.normal(size=40), PopulationOptions(critics=("transport",))
+        )
 
 
 # ----------------------------------------------------------------------------- layers
