@@ -343,6 +343,8 @@ def test_population_histogram_plot_in_higher_dimension(tmp_path):
         (["--confidence", "1"], 2, "--confidence"),
         (["--folds", "1"], 2, "--folds"),
         (["--critic-budget", "0"], 2, "--critic-budget"),
+        (["--critics", "linear,conv"], 2, "--image-shape"),
+        (["--image-shape", "1,2"], 2, "--image-shape"),
         (["--weights-a", "{w}"], 1, "unweighted"),
     ],
 )

@@ -325,3 +325,23 @@ def test_points_on_the_line():
     p = _bracket(a, b, PopulationOptions(critics=("linear",))).population
     assert p.lower <= 1.0 <= p.upper
     assert p.estimate == pytest.approx(1.0, abs=0.2)
+
+
+def test_conv_critic_on_flattened_images():
+    """8x8 images, B brighter in one quadrant: the BCOP critic is built, certified and
+    scored like the others."""
+    rng = np.random.default_rng(16)
+    a = rng.uniform(0, 1, (120, 1, 8, 8))
+    b = rng.uniform(0, 1, (120, 1, 8, 8))
+    b[:, :, :4, :4] += 0.5
+    options = PopulationOptions(
+        critics=("conv",), image_shape=(1, 8, 8), hidden=(16,), steps=40, eval_every=20
+    )
+    p = _bracket(a, b, options).population
+    assert {f.critic for f in p.folds} == {"conv"}
+    assert all(f.lipschitz == pytest.approx(1.0, abs=1e-4) for f in p.folds)
+    assert p.lower <= p.estimate <= p.upper
+    with pytest.raises(ValueError, match="image_shape"):
+        PopulationOptions(critics=("conv",))
+    with pytest.raises(ValueError, match="does not hold"):
+        _bracket(a[:, :, :4], b[:, :, :4], options)

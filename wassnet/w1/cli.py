@@ -29,7 +29,21 @@ def _check_plot_path(path: str | None) -> None:
         )
 
 
-def _population_options(confidence: float, folds: int, critics: str, budget: float):
+def _image_shape(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise click.BadParameter(f"{text!r}: use C,H,W (e.g. 1,28,28)", param_hint="--image-shape")
+    return shape  # type: ignore[return-value]
+
+
+def _population_options(
+    confidence: float, folds: int, critics: str, budget: float, image_shape: str | None
+):
     """The population options, checked before any work (bad values: a usage error)."""
     from wassnet.w1.options import CRITICS, PopulationOptions
 
@@ -40,7 +54,16 @@ def _population_options(confidence: float, folds: int, critics: str, budget: flo
             f"{critics!r}: use a comma-separated list of {', '.join(CRITICS)}",
             param_hint="--critics",
         )
-    return PopulationOptions(confidence=confidence, folds=folds, critics=names, time_budget=budget)
+    shape = _image_shape(image_shape)
+    if "conv" in names and shape is None:
+        raise click.BadParameter("the conv critic needs --image-shape", param_hint="--critics")
+    return PopulationOptions(
+        confidence=confidence,
+        folds=folds,
+        critics=names,
+        time_budget=budget,
+        image_shape=shape,
+    )
 
 
 @click.command()
@@ -105,9 +128,14 @@ def _population_options(confidence: float, folds: int, critics: str, budget: flo
 )
 @click.option(
     "--critics",
-    default="linear,radial,dense",
+    default="linear,radial,transport,dense",
     show_default=True,
-    help="critic families tried on each fold (the best on validation is kept)",
+    help="critic families tried on each fold (the best on validation is kept); "
+    "add conv for images (with --image-shape)",
+)
+@click.option(
+    "--image-shape",
+    help="C,H,W of flattened images, for the conv critic (e.g. 1,28,28)",
 )
 @click.option(
     "--critic-budget",
@@ -142,6 +170,7 @@ def estimate(
     folds: int,
     critics: str,
     critic_budget: float,
+    image_shape: str | None,
     seed: int,
     device: str | None,
     plot_path: str | None,
@@ -157,7 +186,7 @@ def estimate(
     held-out critics and the sample value; i.i.d. draws assumed).
     """
     _check_plot_path(plot_path)
-    population = _population_options(confidence, folds, critics, critic_budget)
+    population = _population_options(confidence, folds, critics, critic_budget, image_shape)
     from wassnet.w1 import SampleOptions, estimate_w1
     from wassnet.w1.io import check_same_dimension, load_points, load_weights
 

@@ -15,7 +15,9 @@ dual ``mean f(A) - mean f(B)`` is largest on the rest (the validation split):
   mean of two 1-Lipschitz functions, nothing trained (strong in low dimension, where
   the sample potential converges; noise in high dimension, which validation sees);
 * ``dense``: Björck-orthonormal layers with GroupSort activations (Anil et al. 2019),
-  trained with Adam and early stopping on the validation dual.
+  trained with Adam and early stopping on the validation dual;
+* ``conv``: for flattened images (``image_shape``), BCOP orthogonal convolutions with
+  GroupSort, then Björck layers (Li et al. 2019), trained like ``dense``.
 
 Every critic is a plain ``nn.Sequential`` of wassnet layers, so its Lipschitz constant
 is certified by :func:`wassnet.nn.lipschitz_bound`; nothing here is assumed
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wassnet.critics import dense_critic
+from wassnet.critics import conv_critic, dense_critic
 from wassnet.nn import BjorckLinear, NormPool, Translate, lipschitz_bound, register_lipschitz_rule
 from wassnet.ot import TransportProblem
 from wassnet.w1.options import PopulationOptions, SampleOptions
@@ -144,6 +146,12 @@ def build_critic(name: str, dim: int, options: PopulationOptions) -> nn.Sequenti
             group_size=group,
             iters=options.iters,  # type: ignore[arg-type]
         )
+    if name == "conv":
+        shape = options.image_shape
+        if shape is None or math.prod(shape) != dim:
+            raise ValueError(f"image_shape {shape} does not hold {dim} values per point")
+        convs = conv_critic(shape, hidden=options.hidden, iters=options.iters)
+        return nn.Sequential(nn.Unflatten(1, shape), *convs)
     raise ValueError(f"unknown critic family {name!r}")
 
 

@@ -12,7 +12,15 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CRITICS", "ROUTES", "PopulationOptions", "Route", "SampleOptions", "Target"]
+__all__ = [
+    "CRITICS",
+    "DEFAULT_CRITICS",
+    "ROUTES",
+    "PopulationOptions",
+    "Route",
+    "SampleOptions",
+    "Target",
+]
 
 Target = Literal["sample", "population", "both"]
 Route = Literal["auto", "line", "dense", "assignment", "transport", "blockwise"]
@@ -91,7 +99,9 @@ class SampleOptions:
 
 
 #: The critic families tried for the population bracket, simplest first.
-CRITICS: tuple[str, ...] = ("linear", "radial", "transport", "dense")
+CRITICS: tuple[str, ...] = ("linear", "radial", "transport", "dense", "conv")
+#: The families tried when ``critics`` is not given (``conv`` needs an image shape).
+DEFAULT_CRITICS: tuple[str, ...] = ("linear", "radial", "transport", "dense")
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,9 @@ class PopulationOptions:
             ``"linear"`` (a unit vector), ``"radial"`` (distance to a learned
             center), ``"transport"`` (the training points' optimal dual pair,
             extended by c-transforms), ``"dense"`` (Björck + GroupSort network,
-            widths ``hidden``); see :mod:`wassnet.w1.critic_fit`.
+            widths ``hidden``), ``"conv"`` (BCOP convolutions, then Björck layers,
+            on points reshaped to ``image_shape``); see :mod:`wassnet.w1.critic_fit`.
+        image_shape: ``(C, H, W)`` of flattened images, for the ``conv`` family.
         hidden: widths of the dense critic.
         iters: Björck iterations of the dense critic's layers (the certified bound
             is computed from the weights reached, so fewer iterations cost accuracy
@@ -130,7 +142,8 @@ class PopulationOptions:
 
     confidence: float = 0.95
     folds: int = 2
-    critics: tuple[str, ...] = CRITICS
+    critics: tuple[str, ...] = DEFAULT_CRITICS
+    image_shape: tuple[int, int, int] | None = None
     hidden: tuple[int, ...] = (64, 64)
     iters: int = 10
     activation: str = "maxmin"
@@ -150,8 +163,18 @@ class PopulationOptions:
         critics = tuple(self.critics)
         object.__setattr__(self, "critics", critics)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         if not critics or any(c not in CRITICS for c in critics):
             raise ValueError(f"critics must be among {', '.join(CRITICS)}, got {critics!r}")
+        if "conv" in critics and (
+            self.image_shape is None
+            or len(self.image_shape) != 3
+            or any(int(s) < 1 for s in self.image_shape)
+        ):
+            raise ValueError(
+                f"the conv critic needs image_shape (C, H, W), got {self.image_shape!r}"
+            )
         if self.activation not in ("maxmin", "fullsort", "groupsort", "relu"):
             raise ValueError(
                 f"activation must be maxmin, fullsort, groupsort or relu, got {self.activation!r}"
