@@ -27,10 +27,13 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from benchtools import markdown_table, write_section
@@ -165,8 +168,13 @@ def _real_data(args, n: int) -> list[list]:
 
     torch.set_num_threads(args.threads)
     out = []
-    for name, (ca, cb) in (("mnist", (3, 8)), ("fashion-mnist", (0, 6))):
-        data = load_images(name, args.data_root, download=False)
+    for name, folder, (ca, cb) in (
+        ("mnist", "MNIST", (3, 8)),
+        ("fashion-mnist", "FashionMNIST", (0, 6)),
+    ):
+        with tempfile.TemporaryDirectory() as root:  # the raw files' folder is read-only
+            shutil.copytree(args.data_root / folder, Path(root) / folder)
+            data = load_images(name, root, download=True)
         x = data.images.reshape(len(data.images), -1).double().numpy()
         y = data.labels.numpy()
         rng = np.random.default_rng(args.seed)
