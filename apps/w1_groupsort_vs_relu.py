@@ -37,7 +37,8 @@ Next to the population truth, each pair also goes through the public estimator
 (:func:`wassnet.estimate_w1` with ``target="both"`` and ``exact="always"``) on one
 moderate sample of each law: the certified bracket and POT's exact W1 for those
 finite samples (in high dimension far above the population value: sampling bias),
-the population confidence bracket with the default critic ladder, and the
+the population confidence bracket with the default critic ladder (this run's
+widths and steps for the dense critic), and the
 population estimate with only the dense critic, once per activation
 (:func:`wassnet.w1.population_bracket`): the same comparison, cross-fitted on a
 finite sample instead of trained on fresh draws.
@@ -329,21 +330,26 @@ def api_reference(pair: Pair, cfg: Config, seed: int) -> dict:
     gen = torch.Generator().manual_seed(seed + 2 * 10**6)
     a = pair.sample_p(cfg.ref_n, gen).double().numpy()
     b = pair.sample_q(cfg.ref_n, gen).double().numpy()
-    res = estimate_w1(a, b, target="both", exact="always", seed=seed, device="cpu")
-    sample, population = res.sample, res.population
-    by_activation = {}
-    for activation in ACTIVATIONS:
-        options = PopulationOptions(
-            critics=("dense",),
-            activation=activation,
+
+    def options(**kwargs) -> PopulationOptions:
+        return PopulationOptions(
             hidden=cfg.hidden,
             iters=cfg.bjorck_iters,
             steps=cfg.steps,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            **kwargs,
         )
+
+    res = estimate_w1(
+        a, b, target="both", population=options(), exact="always", seed=seed, device="cpu"
+    )
+    sample, population = res.sample, res.population
+    by_activation = {}
+    for activation in ACTIVATIONS:
+        dense = options(critics=("dense",), activation=activation)
         by_activation[activation] = population_bracket(
-            a, b, sample.upper, options, seed=seed, device="cpu"
+            a, b, sample.upper, dense, seed=seed, device="cpu"
         ).estimate
     return {
         "n": cfg.ref_n,

@@ -246,6 +246,8 @@ RESULT_KEYS = {
     "dim",
     "sample",
     "floor",
+    "population",
+    "notes",
     "seed",
     "device",
     "timings",
@@ -312,11 +314,12 @@ def test_bad_input_raises_input_error(a, b, wa, wb, match):
         ({"target": "nope"}, "target"),
         ({"metric": "cosine"}, "metric"),
         ({"sample": "fast"}, "SampleOptions"),
+        ({"population": "fast", "target": "both"}, "PopulationOptions"),
     ],
 )
 def test_bad_options_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        estimate_w1(_points(), _points(seed=1), **kwargs, target="sample")
+        estimate_w1(_points(), _points(seed=1), **{"target": "sample", **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -315,8 +315,12 @@ def test_bad_population_options(kwargs, match):
 
 def test_too_few_points_for_the_folds():
     rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((6, 2)), rng.standard_normal((20, 2))
     with pytest.raises(ValueError, match="at least 8 points"):
-        _bracket(rng.standard_normal((6, 2)), rng.standard_normal((20, 2)))
+        _bracket(a, b)
+    both = estimate_w1(a, b)  # the sample question is still answered
+    assert both.population is None and "at least 8 points" in both.notes[0]
+    assert both.sample.lower <= both.sample.upper
 
 
 def test_points_on_the_line():

@@ -65,7 +65,7 @@ class FittedCritic:
     """A critic fitted on one fold's training points.
 
     Attributes:
-        name: the family kept (``linear``, ``radial``, ``dense``).
+        name: the family kept (``linear``, ``radial``, ``transport``, ``dense``, ``conv``).
         module: the critic (float64, eval mode): ``module(x) / lipschitz`` is
             1-Lipschitz for the Euclidean norm, with ``lipschitz`` certified.
         lipschitz: certified upper bound on the module's Lipschitz constant.
@@ -108,7 +108,7 @@ class TransportCritic(nn.Module):
 
 register_lipschitz_rule(
     TransportCritic,
-    lambda module, shape: (1.0, "exact: mean of min/max of distances plus offsets"),
+    lambda module, shape: (1.0, "upper: mean of a min and a max of 1-Lipschitz functions"),
 )
 
 

@@ -27,7 +27,7 @@ from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import resolve_device
 from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
 from wassnet.w1.options import PopulationOptions, SampleOptions, Target
-from wassnet.w1.population import population_bracket
+from wassnet.w1.population import MIN_POINTS_PER_FOLD, population_bracket
 from wassnet.w1.result import SampleBracket, W1Result
 from wassnet.w1.sample import sample_bracket
 
@@ -110,16 +110,25 @@ def _checked_options(
     return sample, population
 
 
-def _population_refusal(target: str, weighted: bool) -> str | None:
-    """Why the population bracket is not computed (``None``: it is)."""
+def _population_refusal(target: str, weighted: bool, n_a: int, n_b: int, folds: int) -> str | None:
+    """Why the population bracket cannot be computed (``None``: it can).
+
+    With ``target="population"`` the reason is raised as a ``ValueError``; with
+    ``"both"`` it becomes a note and the sample question is still answered.
+    """
     if target == "sample":
         return None
+    why = None
     if weighted:
         why = "population W1 needs unweighted i.i.d. samples; weights are for target='sample'"
-        if target == "population":
-            raise ValueError(why)
-        return f"population bracket not computed: {why}"
-    return None
+    elif min(n_a, n_b) < MIN_POINTS_PER_FOLD * folds:
+        why = (
+            f"the population bracket needs at least {MIN_POINTS_PER_FOLD * folds} points "
+            f"per sample ({folds} folds), got {n_a} and {n_b}"
+        )
+    if why is not None and target == "population":
+        raise ValueError(why)
+    return None if why is None else f"population bracket not computed: {why}"
 
 
 def estimate_w1(
@@ -177,7 +186,9 @@ def estimate_w1(
     options, pop_options = _checked_options(target, metric, exact, sample, population)
     timings: dict[str, float] = {}
     xa, xb, wa, wb = _validated(a, b, weights_a, weights_b)
-    notes = [n for n in [_population_refusal(target, wa is not None or wb is not None)] if n]
+    weighted = wa is not None or wb is not None
+    refusal = _population_refusal(target, weighted, len(xa), len(xb), pop_options.folds)
+    notes = [refusal] if refusal else []
     dev = resolve_device(device)
     problem = TransportProblem.build(xa, xb, wa, wb)
 
