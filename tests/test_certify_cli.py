@@ -89,6 +89,23 @@ def test_export_program_keeps_predictions_and_bound(run_dir, tmp_path, mnist_roo
         torch.testing.assert_close(program(x), model(x), rtol=1e-5, atol=1e-6)
 
 
+def test_export_never_overwrites_without_force(run_dir, tmp_path):
+    checkpoint = run_dir / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    same = invoke("classify", "export", "--checkpoint", checkpoint, "--out", checkpoint, "--force")
+    assert same.exit_code == 2 and "is the checkpoint being exported" in same.output
+    assert checkpoint.read_bytes() == before  # the training run is not lost
+    existing = tmp_path / "keep.pt2"
+    existing.write_bytes(b"a user's file")
+    refused = invoke("classify", "export", "--checkpoint", checkpoint, "--out", existing)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert existing.read_bytes() == b"a user's file"
+    forced = invoke("classify", "export", "--checkpoint", checkpoint, "--out", existing, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert torch.export.load(str(existing)).module() is not None
+    assert not list(tmp_path.glob(".keep.pt2.*"))  # no temporary file left behind
+
+
 def test_bad_checkpoints_give_one_error_line(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")

@@ -7,6 +7,7 @@ Heavy imports (torch, torchvision) happen inside the commands, so that
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -239,6 +240,17 @@ def certify(
     emit(_Result(result, text), as_json, lambda: text)
 
 
+def _check_export_target(checkpoint: str, out: str, force: bool) -> None:
+    """Refuse to overwrite the checkpoint, or any existing file without ``--force``."""
+    target, source = Path(out), Path(checkpoint)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise click.BadParameter(
+            f"{out} is the checkpoint being exported: choose another file", param_hint="--out"
+        )
+    if target.exists() and not force:
+        raise click.BadParameter(f"{out} exists: pass --force to replace it", param_hint="--out")
+
+
 @classify.command("export")
 @click.option("--checkpoint", required=True, type=click.Path(), help="a classifier checkpoint")
 @click.option(
@@ -247,13 +259,17 @@ def certify(
     type=click.Path(dir_okay=False),
     help="file for the plain-torch program (torch.export, .pt2)",
 )
+@click.option("--force", is_flag=True, help="replace OUT if it exists (never the checkpoint)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def export_command(checkpoint: str, out: str, as_json: bool) -> None:
+def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> None:
     """Export to plain torch layers (torch.export program), certificate unchanged.
 
     Load with ``torch.export.load(OUT).module()``; the certified bound L is stored in
-    the program's extra file ``wassnet.json`` and printed here.
+    the program's extra file ``wassnet.json`` and printed here. An existing OUT is
+    kept unless ``--force``; OUT can never be the checkpoint itself. The program is
+    written to a temporary file and renamed, so a failed export leaves OUT as it was.
     """
+    _check_export_target(checkpoint, out, force)
     import torch
 
     from wassnet.certify.model import export_classifier, load_classifier
@@ -277,11 +293,16 @@ def export_command(checkpoint: str, out: str, as_json: bool) -> None:
     }
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(target), extra_files={"wassnet.json": json.dumps(meta)})
-    reloaded = torch.export.load(str(target)).module()
-    with torch.no_grad():
-        same = bool((reloaded(probe).argmax(1) == model(probe).argmax(1)).all())
-    if not same:
-        raise RuntimeError("the exported program predicts differently from the checkpoint")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial.pt2")  # .pt2: no warning
+    try:
+        torch.export.save(program, str(partial), extra_files={"wassnet.json": json.dumps(meta)})
+        reloaded = torch.export.load(str(partial)).module()
+        with torch.no_grad():
+            same = bool((reloaded(probe).argmax(1) == model(probe).argmax(1)).all())
+        if not same:
+            raise RuntimeError("the exported program predicts differently from the checkpoint")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     text = f"exported {meta['arch']} to {target}; certified Lipschitz bound {bound:.8f} (unchanged)"
     emit(_Result({**meta, "out": str(target)}, text), as_json, lambda: text)
