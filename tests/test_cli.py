@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from wassnet import __version__
@@ -34,3 +35,32 @@ def test_bad_input_is_one_error_line():
         assert result.exit_code != 0
         assert "Traceback" not in result.output
         assert "Error" in result.output
+
+
+def test_json_output_is_strict():
+    """NaN and infinities become null: what every strict JSON parser accepts."""
+    from dataclasses import dataclass
+
+    from wassnet.clitools import emit, strict_json
+
+    @dataclass
+    class Result:
+        def to_dict(self) -> dict:
+            return {
+                "loss": float("nan"),
+                "curve": [1.0, float("inf")],
+                "nested": {"x": -float("inf")},
+            }
+
+    runner = CliRunner()
+    import click
+
+    @click.command()
+    def show() -> None:
+        emit(Result(), True, lambda: "")
+
+    out = runner.invoke(show, [])
+    assert out.exit_code == 0, out.output
+    parsed = json.loads(out.output, parse_constant=lambda token: pytest.fail(token))
+    assert parsed == {"loss": None, "curve": [1.0, None], "nested": {"x": None}}
+    assert strict_json((1, 2.5, "a")) == [1, 2.5, "a"]

@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
-__all__ = ["USER_ERRORS", "ErrorLineGroup", "emit", "parse_shape"]
+from wassnet.jsonio import strict_json
+
+__all__ = ["USER_ERRORS", "ErrorLineGroup", "emit", "parse_shape", "strict_json"]
 
 #: Exceptions that are the user's input or environment, reported as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, RuntimeError)
@@ -47,5 +49,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def emit(result: Any, as_json: bool, summary: Callable[[], str]) -> None:
-    """Print ``result.to_dict()`` as JSON, or the readable ``summary()``."""
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else summary())
+    """Print ``result.to_dict()`` as strict JSON (``null`` for NaN), or ``summary()``."""
+    if as_json:
+        click.echo(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
+    else:
+        click.echo(summary())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def plot_curves(metrics_path: str | os.PathLike[str], path: str | os.PathLike[st
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:
-            pts = [(r["step"], r[key]) for r in rows if key in r]
+            # strict JSON writes NaN as null: plot it as a gap
+            pts = [(r["step"], math.nan if r[key] is None else r[key]) for r in rows if key in r]
             if pts:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, y, marker="." if len(pts) < 30 else None, label=key)

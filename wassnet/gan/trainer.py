@@ -40,6 +40,7 @@ from wassnet.gan.critics import CRITICS, LIPSCHITZ_CRITICS, build_critic
 from wassnet.gan.data import DATASETS, DataSource, is_toy
 from wassnet.gan.generators import make_generator
 from wassnet.gan.losses import critic_objective, generator_loss, gradient_penalty
+from wassnet.jsonio import strict_json
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
 __all__ = [
@@ -230,7 +231,7 @@ class _Metrics:
         self.file = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         self.file.flush()
 
     def close(self) -> None:
@@ -486,7 +487,8 @@ def train_gan(
         exact_w1=last.get("exact_w1"),
         files=files,
     )
-    (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    summary = json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False)
+    (out / "summary.json").write_text(summary + "\n")
     return result
 
 

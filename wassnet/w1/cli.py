@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from wassnet.clitools import emit
+from wassnet.clitools import emit, parse_shape
 
 __all__ = ["estimate"]
 
@@ -32,11 +32,8 @@ def _check_plot_path(path: str | None) -> None:
 def _image_shape(text: str | None) -> tuple[int, int, int] | None:
     if text is None:
         return None
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
+    shape = parse_shape(text)
+    if len(shape) != 3:
         raise click.BadParameter(f"{text!r}: use C,H,W (e.g. 1,28,28)", param_hint="--image-shape")
     return shape  # type: ignore[return-value]
 
