@@ -27,7 +27,7 @@ from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import resolve_device
 from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
 from wassnet.w1.options import PopulationOptions, SampleOptions, Target
-from wassnet.w1.population import MIN_POINTS_PER_FOLD, population_bracket
+from wassnet.w1.population import population_bracket, size_problem
 from wassnet.w1.result import SampleBracket, W1Result
 from wassnet.w1.sample import sample_bracket
 
@@ -118,14 +118,10 @@ def _population_refusal(target: str, weighted: bool, n_a: int, n_b: int, folds: 
     """
     if target == "sample":
         return None
-    why = None
     if weighted:
         why = "population W1 needs unweighted i.i.d. samples; weights are for target='sample'"
-    elif min(n_a, n_b) < MIN_POINTS_PER_FOLD * folds:
-        why = (
-            f"the population bracket needs at least {MIN_POINTS_PER_FOLD * folds} points "
-            f"per sample ({folds} folds), got {n_a} and {n_b}"
-        )
+    else:
+        why = size_problem(n_a, n_b, folds)
     if why is not None and target == "population":
         raise ValueError(why)
     return None if why is None else f"population bracket not computed: {why}"

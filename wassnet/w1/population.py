@@ -40,7 +40,7 @@ W1 overstates W1(P, Q) -- in high dimension by far -- and is not an estimate of 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -50,7 +50,13 @@ from tqdm.auto import tqdm
 from wassnet.w1.critic_fit import FittedCritic, critic_values, fit_critic
 from wassnet.w1.options import PopulationOptions
 
-__all__ = ["MIN_POINTS_PER_FOLD", "FoldScore", "PopulationBracket", "population_bracket"]
+__all__ = [
+    "MIN_POINTS_PER_FOLD",
+    "FoldScore",
+    "PopulationBracket",
+    "population_bracket",
+    "size_problem",
+]
 
 #: Each sample needs at least this many points per fold.
 MIN_POINTS_PER_FOLD = 4
@@ -82,17 +88,7 @@ class FoldScore:
     validation: dict[str, float]
 
     def to_dict(self) -> dict:
-        return {
-            "fold": self.fold,
-            "n_a": self.n_a,
-            "n_b": self.n_b,
-            "critic": self.critic,
-            "lipschitz": self.lipschitz,
-            "dual": self.dual,
-            "stderr": self.stderr,
-            "lower": self.lower,
-            "validation": dict(self.validation),
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -133,18 +129,10 @@ class PopulationBracket:
 
     def to_dict(self) -> dict:
         """JSON-ready; the held-out values and the critics are left out."""
-        return {
-            "lower": self.lower,
-            "upper": self.upper,
-            "estimate": self.estimate,
-            "confidence": self.confidence,
-            "lower_method": self.lower_method,
-            "upper_method": self.upper_method,
-            "sample_upper": self.sample_upper,
-            "deviation": self.deviation,
-            "seconds": self.seconds,
-            "folds": [f.to_dict() for f in self.folds],
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        del out["heldout"], out["critics"]
+        out["folds"] = [fold.to_dict() for fold in self.folds]
+        return out
 
     def summary_lines(self) -> list[str]:
         critics = ", ".join(sorted({f.critic for f in self.folds}))
@@ -185,13 +173,67 @@ def _cantelli_deviation(xa: np.ndarray, xb: np.ndarray, alpha: float) -> float:
     return float(np.sqrt(variance * (1.0 - alpha) / alpha))
 
 
-def _check_sizes(n_a: int, n_b: int, folds: int) -> None:
+def size_problem(n_a: int, n_b: int, folds: int) -> str | None:
+    """Why ``n_a`` and ``n_b`` points are too few for ``folds`` folds (``None``: enough)."""
     need = MIN_POINTS_PER_FOLD * folds
-    if min(n_a, n_b) < need:
-        raise ValueError(
-            f"the population bracket needs at least {need} points per sample "
-            f"({folds} folds), got {n_a} and {n_b}"
+    if min(n_a, n_b) >= need:
+        return None
+    return (
+        f"the population bracket needs at least {need} points per sample "
+        f"({folds} folds), got {n_a} and {n_b}"
+    )
+
+
+def _fold_score(
+    fold: int, fitted: FittedCritic, xa: np.ndarray, xb: np.ndarray, level: float
+) -> tuple[FoldScore, np.ndarray, np.ndarray]:
+    """Score a fold's held-out points by ``f / L``; returns the score and the values."""
+    values_a = critic_values(fitted.module, torch.from_numpy(xa)).numpy() / fitted.lipschitz
+    values_b = critic_values(fitted.module, torch.from_numpy(xb)).numpy() / fitted.lipschitz
+    dual, stderr, low = _score(values_a, values_b, level)
+    score = FoldScore(
+        fold, len(xa), len(xb), fitted.name, fitted.lipschitz, dual, stderr, low, fitted.validation
+    )
+    return score, values_a, values_b
+
+
+def _cross_fit(
+    xa: np.ndarray,
+    xb: np.ndarray,
+    options: PopulationOptions,
+    device: torch.device | str,
+    seed: int,
+    level: float,
+    progress: bool,
+) -> tuple[list[FoldScore], list[FittedCritic], tuple[np.ndarray, np.ndarray]]:
+    """Fit on all folds but one, score the one left out, for every fold."""
+    k, start = options.folds, time.perf_counter()
+    rng = np.random.default_rng([seed, 13])
+    ids_a, ids_b = _fold_ids(len(xa), k, rng), _fold_ids(len(xb), k, rng)
+    ta = torch.as_tensor(xa, dtype=torch.float32, device=device)
+    tb = torch.as_tensor(xb, dtype=torch.float32, device=device)
+    budget = options.time_budget
+    heldout_a, heldout_b = np.empty(len(xa)), np.empty(len(xb))
+    folds: list[FoldScore] = []
+    critics: list[FittedCritic] = []
+    bar = tqdm(total=k, desc="population critics", unit="fold", disable=not progress, leave=False)
+    for fold in range(k):
+        deadline = np.inf if budget is None else start + budget * (fold + 1) / k
+        train_a = torch.from_numpy(np.flatnonzero(ids_a != fold)).to(device)
+        train_b = torch.from_numpy(np.flatnonzero(ids_b != fold)).to(device)
+        fitted = fit_critic(
+            ta[train_a], tb[train_b], options, deadline=deadline, seed=int(rng.integers(2**62))
         )
+        held_a, held_b = ids_a == fold, ids_b == fold
+        score, heldout_a[held_a], heldout_b[held_b] = _fold_score(
+            fold, fitted, xa[held_a], xb[held_b], level
+        )
+        folds.append(score)
+        critics.append(fitted)
+        bar.update(1)
+        bar.set_postfix(critic=fitted.name, dual=f"{score.dual:.4g}")
+    bar.close()
+    return folds, critics, (heldout_a, heldout_b)
 
 
 def population_bracket(
@@ -219,48 +261,12 @@ def population_bracket(
     """
     options = PopulationOptions() if options is None else options
     k = options.folds
-    _check_sizes(len(xa), len(xb), k)
+    problem = size_problem(len(xa), len(xb), k)
+    if problem:
+        raise ValueError(problem)
     start = time.perf_counter()
     alpha = (1.0 - options.confidence) / 2.0
-    rng = np.random.default_rng([seed, 13])
-    ids_a, ids_b = _fold_ids(len(xa), k, rng), _fold_ids(len(xb), k, rng)
-    ta = torch.as_tensor(xa, dtype=torch.float32, device=device)
-    tb = torch.as_tensor(xb, dtype=torch.float32, device=device)
-    budget = options.time_budget
-    heldout_a, heldout_b = np.empty(len(xa)), np.empty(len(xb))
-    folds: list[FoldScore] = []
-    critics: list[FittedCritic] = []
-    bar = tqdm(total=k, desc="population critics", unit="fold", disable=not progress, leave=False)
-    for fold in range(k):
-        deadline = np.inf if budget is None else start + budget * (fold + 1) / k
-        train_a = torch.from_numpy(np.flatnonzero(ids_a != fold)).to(device)
-        train_b = torch.from_numpy(np.flatnonzero(ids_b != fold)).to(device)
-        fitted = fit_critic(
-            ta[train_a], tb[train_b], options, deadline=deadline, seed=int(rng.integers(2**62))
-        )
-        held_a, held_b = ids_a == fold, ids_b == fold
-        values_a = critic_values(fitted.module, torch.from_numpy(xa[held_a])).numpy()
-        values_b = critic_values(fitted.module, torch.from_numpy(xb[held_b])).numpy()
-        values_a, values_b = values_a / fitted.lipschitz, values_b / fitted.lipschitz
-        heldout_a[held_a], heldout_b[held_b] = values_a, values_b
-        dual, stderr, low = _score(values_a, values_b, alpha / k)
-        folds.append(
-            FoldScore(
-                fold,
-                len(values_a),
-                len(values_b),
-                fitted.name,
-                fitted.lipschitz,
-                dual,
-                stderr,
-                low,
-                fitted.validation,
-            )
-        )
-        critics.append(fitted)
-        bar.update(1)
-        bar.set_postfix(critic=fitted.name, dual=f"{dual:.4g}")
-    bar.close()
+    folds, critics, heldout = _cross_fit(xa, xb, options, device, seed, alpha / k, progress)
     deviation = _cantelli_deviation(xa, xb, alpha)
     estimate = max(0.0, float(np.mean([f.dual for f in folds])))
     lower = max(0.0, float(np.mean([f.lower for f in folds])))
@@ -278,6 +284,6 @@ def population_bracket(
         sample_upper=float(sample_upper),
         deviation=deviation,
         seconds=time.perf_counter() - start,
-        heldout=(heldout_a, heldout_b),
+        heldout=heldout,
         critics=critics,
     )
