@@ -8,7 +8,7 @@ its weights at every log step. Built on the public API only: ``wassnet.gan.GANCo
 
     python apps/mnist_wgan.py --out runs/mnist_wgan                 # default run
     python apps/mnist_wgan.py --out /tmp/wgan_quick --quick         # smoke test, seconds
-    python apps/mnist_wgan.py --out runs/wgan_gp --critic relu-conv # WGAN-GP baseline
+    python apps/mnist_wgan.py --out runs/wgan_gp --constraint none  # WGAN-GP baseline
 
 Writes into ``--out``: the trainer's run folder (``checkpoint.pt``, ``metrics.jsonl``,
 ``samples_STEP.png`` grids, ``curves.png``), ``grid.png`` (64 samples of the final
@@ -28,7 +28,6 @@ import torch
 
 from wassnet.datasets import default_data_root, load_images
 from wassnet.gan import (
-    CRITICS,
     GANConfig,
     compute_fid,
     generate,
@@ -36,12 +35,19 @@ from wassnet.gan import (
     train_gan,
 )
 from wassnet.gan.plots import save_samples
+from wassnet.names import ARCHS, CONSTRAINTS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/mnist_wgan"))
-    parser.add_argument("--critic", choices=CRITICS, default="bcop-conv")
+    parser.add_argument("--arch", choices=list(ARCHS), default="conv-small", help="critic")
+    parser.add_argument(
+        "--constraint",
+        choices=CONSTRAINTS,
+        default="orthogonal",
+        help="orthogonal: 1-Lipschitz critic; none: WGAN-GP baseline",
+    )
     parser.add_argument("--steps", type=int, default=1500, help="generator steps")
     parser.add_argument("--n-critic", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -53,7 +59,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
-    parser.add_argument("--resume", action="store_true", help="continue a killed run")
     parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
     return parser.parse_args(argv)
 
@@ -63,24 +68,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = GANConfig(
         dataset="mnist",
-        critic=args.critic,
+        arch=args.arch,
+        constraint=args.constraint,
         steps=3 if args.quick else args.steps,
         batch_size=8 if args.quick else args.batch_size,
         n_critic=1 if args.quick else args.n_critic,
         lr_g=args.lr_g,
         lr_c=args.lr_c,
         generator_width=8 if args.quick else 64,
-        critic_width=16 if args.quick else 128,
-        bjorck_iters=3 if args.quick else 10,
-        data_limit=256 if args.quick else None,
+        width=16 if args.quick else 128,
+        iters=3 if args.quick else 10,
+        limit=256 if args.quick else None,
         seed=args.seed,
         log_every=1 if args.quick else 10,
         sample_every=3 if args.quick else 250,
     )
     t0 = time.perf_counter()
-    result = train_gan(
-        config, args.out, resume=args.resume, data_root=args.data_root, device=args.device
-    )
+    result = train_gan(config, args.out, data_root=args.data_root, device=args.device)
     print(result.summary())
     generator, _, _ = load_generator(args.out, args.device)
     samples = generate(generator, 64, seed=args.seed)

@@ -72,7 +72,13 @@ from torch.nn.utils import parametrize
 import wassnet
 from wassnet import dense_critic
 from wassnet.nn import lipschitz_bound
-from wassnet.w1 import PopulationOptions, estimate_w1, population_bracket
+from wassnet.w1 import (
+    DualTrainingOptions,
+    PopulationOptions,
+    estimate_w1,
+    population_bracket,
+    train_dual,
+)
 
 ACTIVATIONS: tuple[str, ...] = ("maxmin", "fullsort", "relu")
 GAUSS_SCALE = 2.0
@@ -90,7 +96,7 @@ class Config:
     steps: int = 800
     batch_size: int = 256
     lr: float = 2e-3
-    bjorck_iters: int = 15
+    iters: int = 15
     n_eval: int = 100_000
     n_grad: int = 2_000
     ref_n: int = 1_000
@@ -102,7 +108,7 @@ QUICK = Config(
     hidden=(16, 16),
     steps=40,
     batch_size=64,
-    bjorck_iters=8,
+    iters=8,
     n_eval=2_000,
     n_grad=200,
     ref_n=100,
@@ -266,27 +272,18 @@ def train_critic(
 ) -> tuple[torch.nn.Module, list[float]]:
     """Maximize ``mean f(x) - mean f(y)`` on fresh minibatches by Adam (linear lr decay).
 
-    The seed fixes the initial weights and the minibatches, so critics that differ
-    only in their activation start from the same weights and see the same data.
+    The loop is :func:`wassnet.w1.train_dual`, the one the estimator's critics use. The
+    seed fixes the initial weights and the minibatches, so critics that differ only in
+    their activation start from the same weights and see the same data.
     """
     torch.manual_seed(seed)
-    critic = dense_critic(
-        pair.dim, hidden=cfg.hidden, activation=activation, iters=cfg.bjorck_iters
+    critic = dense_critic(pair.dim, hidden=cfg.hidden, activation=activation, iters=cfg.iters)
+    options = DualTrainingOptions(
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, decay="linear", patience=None
     )
-    opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / cfg.steps)
     gen = torch.Generator().manual_seed(seed)
-    history: list[float] = []
-    for _ in range(cfg.steps):
-        x, y = pair.sample_p(cfg.batch_size, gen), pair.sample_q(cfg.batch_size, gen)
-        values = critic(torch.cat([x, y]))  # one forward: Björck runs once per step
-        dual = values[: len(x)].mean() - values[len(x) :].mean()
-        opt.zero_grad(set_to_none=True)
-        (-dual).backward()
-        opt.step()
-        sched.step()
-        history.append(dual.item())
-    return critic.eval(), history
+    fit = train_dual(critic, pair.sample_p, pair.sample_q, options, generator=gen)
+    return critic, fit.history
 
 
 @torch.no_grad()
@@ -334,7 +331,7 @@ def api_reference(pair: Pair, cfg: Config, seed: int) -> dict:
     def options(**kwargs) -> PopulationOptions:
         return PopulationOptions(
             hidden=cfg.hidden,
-            iters=cfg.bjorck_iters,
+            iters=cfg.iters,
             steps=cfg.steps,
             batch_size=cfg.batch_size,
             lr=cfg.lr,

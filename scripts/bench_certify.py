@@ -35,16 +35,8 @@ from pathlib import Path
 import torch
 from benchtools import ROOT, markdown_table, write_section
 
-from wassnet.certify import (
-    TrainConfig,
-    attack_certified,
-    certified_accuracy,
-    certified_radius,
-    export_classifier,
-    train_classifier,
-)
+from wassnet.certify import AttackOptions, TrainConfig, evaluate, train_classifier
 from wassnet.datasets import load_images
-from wassnet.nn import lipschitz_bound
 
 EPS = (0.5, 1.0, 1.58)
 #: Li et al. (NeurIPS 2019), MNIST, certified at eps = 1.58: (clean %, certified %).
@@ -75,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = _data_root(Path(args.data_root), Path(tmp))
-        train = load_images("mnist", root, split="train", limit=args.train_limit)
+        train = load_images("mnist", root, split="train", limit=args.limit)
         test = load_images("mnist", root, split="test", limit=args.test_limit)
         for family, arch, epochs in plan:
             config = TrainConfig(
@@ -91,19 +83,10 @@ def run(args: argparse.Namespace) -> None:
             )
             wall = time.perf_counter() - t0
             model = trained.model
-            cert = lipschitz_bound(model, test.shape)
-            acc = certified_accuracy(model, test, eps=EPS, lipschitz=cert)
-            t1 = time.perf_counter()
-            check = attack_certified(
-                model, test.images, cert, limit=args.attack_n, steps=args.attack_steps, beyond=2.0
-            )
-            attack_s = time.perf_counter() - t1
-            exported = export_classifier(model)
-            pred, radius = certified_radius(model, test.images, cert, return_prediction=True)
-            epred, eradius = certified_radius(exported, test.images, return_prediction=True)
-            export_same = bool((pred == epred).all()) and float(
-                lipschitz_bound(exported, test.shape).bound
-            ) == float(cert.bound)
+            attack = AttackOptions(limit=args.attack_limit, steps=args.attack_steps, beyond=2.0)
+            ev = evaluate(model, test, EPS, attack=attack, check_export=True)
+            acc, check = ev.accuracy, ev.attack
+            assert check is not None  # an attack was asked for
             params = sum(p.numel() for p in model.parameters())
             result = {
                 "family": family,
@@ -115,9 +98,10 @@ def run(args: argparse.Namespace) -> None:
                 "config": config.to_dict(),
                 **acc.to_dict(),
                 "attack": check.to_dict(),
-                "attack_seconds": attack_s,
-                "export_same_predictions_and_bound": export_same,
-                "export_max_radius_difference": float((radius - eradius).abs().max()),
+                "attack_seconds": ev.attack_seconds,
+                # a changed bound raises in evaluate: same predictions means same bound too
+                "export_same_predictions_and_bound": ev.export_same_predictions,
+                "export_max_radius_difference": ev.export_max_radius_difference,
             }
             results.append(result)
             print(json.dumps(result, indent=2), flush=True)
@@ -162,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
         f"({'step' if args.paper else 'cosine'} schedule), seed 0. {budget}. "
         "Training time is the sum of the optimizer steps' wall time on this machine, "
         "which was **shared with other jobs** (timings are indicative). PGD: L2 PGD "
-        f"({args.attack_steps} steps, 2 restarts) on the first {args.attack_n} test points "
+        f"({args.attack_steps} steps, 2 restarts) on the first {args.attack_limit} test points "
         "with a positive radius, at 0.9999 x their certified radius (must be 0 broken); the "
         "control attacks the same points at 2 x their radius to show the attack bites. "
         "Exporting to plain torch layers kept every prediction and the bound: "
@@ -186,12 +170,12 @@ def main() -> None:
     parser.add_argument("--epochs-dense", type=int, default=4)
     parser.add_argument("--epochs-conv", type=int, default=6)
     parser.add_argument("--paper", action="store_true", help="paper-scale recipe (GPU)")
-    parser.add_argument("--attack-n", type=int, default=500)
+    parser.add_argument("--attack-limit", type=int, default=500)
     parser.add_argument("--attack-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default=None)
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--train-limit", type=int, help="first N training images (smoke runs)")
+    parser.add_argument("--limit", type=int, help="first N training images (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="first N test images (smoke runs)")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     run(parser.parse_args())

@@ -74,6 +74,14 @@ def _reusable(args: argparse.Namespace, out: Path, options: list[str]) -> dict |
     return summary
 
 
+def _critic_options(row: str) -> list[str]:
+    """The ``gan train`` options of a row named by its critic (e.g. ``bcop-conv``)."""
+    from wassnet.names import LEGACY_GAN_CRITICS
+
+    arch, constraint = LEGACY_GAN_CRITICS[row]
+    return ["--arch", arch, "--constraint", constraint]
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it (tables name no home)."""
     path = path.resolve()
@@ -140,10 +148,10 @@ def mnist(args: argparse.Namespace, log) -> str:
         str(args.beta1),
         "--beta2",
         str(args.beta2),
-        "--critic-width",
-        str(args.critic_width),
-        "--bjorck-iters",
-        str(args.bjorck_iters),
+        "--width",
+        str(args.width),
+        "--iters",
+        str(args.iters),
         "--data-root",
         str(args.data_root),
         "--sample-every",
@@ -159,7 +167,7 @@ def mnist(args: argparse.Namespace, log) -> str:
         specs["relu-conv_lr1e-4"] = MNIST_STANDARD_GP
     runs = {}
     for name, (critic, _, extra) in specs.items():
-        options = [*common, "--critic", critic]
+        options = [*common, *_critic_options(critic)]
         for flag, value in zip(extra[::2], extra[1::2], strict=True):
             options[options.index(flag) + 1] = value
         runs[name] = _train(args, args.out / f"mnist_{name}", options, log)
@@ -209,8 +217,8 @@ def mnist(args: argparse.Namespace, log) -> str:
         f"**MNIST**, {args.steps} generator steps, {args.n_critic} critic steps each, batch "
         f"{args.batch_size}, Adam lr {args.lr_g:g} (generator) / {args.lr_c:g} (critic) betas "
         f"({args.beta1:g}, {args.beta2:g}) for every critic, DCGAN-style generator (latent 64, "
-        f"width 64), critic hidden width {args.critic_width}, Björck/BCOP iterations "
-        f"{args.bjorck_iters}, seed {args.seed}. "
+        f"width 64), critic hidden width {args.width}, Björck/BCOP iterations "
+        f"{args.iters}, seed {args.seed}. "
         f"{standard}FID: {args.fid_n} generated images against the first {args.fid_n} MNIST "
         f"test images (pytorch-fid Inception, local weights), equal N for every row; small-N "
         f"FID is biased upwards, so compare rows, not papers. Sample grids: "
@@ -226,8 +234,7 @@ def toy(args: argparse.Namespace, log) -> str:
             options = [
                 "--dataset",
                 dataset,
-                "--critic",
-                critic,
+                *_critic_options(critic),
                 "--steps",
                 str(args.toy_steps),
                 "--batch-size",
@@ -242,10 +249,10 @@ def toy(args: argparse.Namespace, log) -> str:
                 "8",
                 "--generator-width",
                 "128",
-                "--critic-width",
+                "--width",
                 "128",
-                "--bjorck-iters",
-                str(args.bjorck_iters),
+                "--iters",
+                str(args.iters),
                 "--eval-samples",
                 str(args.toy_n),
                 "--sample-every",
@@ -304,8 +311,8 @@ def main() -> None:
     parser.add_argument("--lr-c", type=float, default=2e-3, help="MNIST critic Adam lr")
     parser.add_argument("--beta1", type=float, default=0.5)
     parser.add_argument("--beta2", type=float, default=0.9)
-    parser.add_argument("--critic-width", type=int, default=128)
-    parser.add_argument("--bjorck-iters", type=int, default=10)
+    parser.add_argument("--width", type=int, default=128, help="critic hidden width")
+    parser.add_argument("--iters", type=int, default=10, help="Björck/BCOP iterations")
     parser.add_argument("--fid-n", type=int, default=1000, help="images per side for FID")
     parser.add_argument("--toy-n", type=int, default=1000, help="points per side for W1")
     parser.add_argument("--seed", type=int, default=0)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import importlib
+import inspect
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from wassnet.certify import (
+    AttackCheck,
+    AttackOptions,
+    Evaluation,
+    LoadedClassifier,
     TrainConfig,
     attack_certified,
     certified_accuracy,
     certified_radius,
     cross_entropy_with_temperature,
+    evaluate,
     export_classifier,
     load_classifier,
     make_classifier,
@@ -23,6 +34,7 @@ from wassnet.certify import (
     train_classifier,
 )
 from wassnet.checkpoint import CheckpointError
+from wassnet.errors import InputError, RunFolderError
 from wassnet.nn import lipschitz_bound
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,10 +161,105 @@ def test_trained_certified_points_survive_pgd(trained):
     result, x, _ = trained
     check = attack_certified(result.model, x, steps=30, restarts=2, beyond=4.0)
     assert check.attacked > 0.8 * len(x)
-    assert check.broken == 0, check.summary
+    assert check.broken == 0, check.summary()
     assert check.max_relative_perturbation <= 0.9999 + 1e-5
     assert check.broken_beyond > 0  # the same attack does break points further out
-    assert "certified but broken: 0 of" in check.summary
+    assert isinstance(check, AttackCheck)
+    assert check.summary().startswith(f"certified but broken: 0 of {check.attacked} ")
+    assert "control at 4 x radius" in check.summary()
+    assert check.to_dict()["summary"] == check.summary()
+
+
+def test_attack_options_are_attack_certified_keywords_with_the_same_defaults():
+    keywords = {
+        name: p.default
+        for name, p in inspect.signature(attack_certified).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    fields = {f.name: f.default for f in dataclasses.fields(AttackOptions)}
+    assert fields == keywords
+
+
+# --------------------------------------------------------------------------- evaluate
+
+EVAL_EPS = [0.0, 0.1, 0.3]
+EVAL_ATTACK = AttackOptions(limit=40, steps=10, beyond=4.0)
+
+
+def test_evaluate_equals_its_parts(trained):
+    result, x, y = trained
+    model = result.model
+    ev = evaluate(model, (x, y), EVAL_EPS, attack=EVAL_ATTACK, check_export=True)
+    assert isinstance(ev, Evaluation)
+    bound = lipschitz_bound(model, (8,)).bound
+    assert ev.lipschitz.bound == bound and ev.lipschitz.input_shape == (8,)
+    assert ev.accuracy == certified_accuracy(model, (x, y), eps=EVAL_EPS, lipschitz=bound)
+    assert ev.accuracy.certified[1] > 0  # something is certified, so something is attacked
+    direct = attack_certified(model, x, bound, limit=40, steps=10, beyond=4.0)
+    assert ev.attack == direct
+    assert ev.attack.attacked == 40 and ev.attack.broken == 0
+    assert ev.attack_seconds is not None and ev.attack_seconds >= 0
+    assert ev.export_bound == ev.lipschitz.bound
+    assert ev.export_same_predictions is True
+    assert 0 <= ev.export_max_radius_difference < 1e-5
+    lines = ev.summary().splitlines()
+    assert lines[: len(lines) - 2] == ev.accuracy.summary().splitlines()
+    assert lines[-2] == ev.attack.summary()
+    assert lines[-1] == "export keeps predictions and certificate: True"
+    data = ev.to_dict()
+    assert data["certified_accuracy"] == ev.accuracy.to_dict()["certified_accuracy"]
+    assert data["attack"]["broken"] == 0 and data["export_bound"] == bound
+
+
+def test_evaluate_without_attack_or_export(trained):
+    result, x, y = trained
+    ev = evaluate(result.model, (x, y), [0.1], attack=None)
+    assert ev.attack is None and ev.attack_seconds is None
+    assert ev.export_bound is None and ev.export_same_predictions is None
+    assert ev.summary() == ev.accuracy.summary()
+    assert ev.to_dict()["attack"] is None
+
+
+def test_evaluate_rejects_images_of_another_shape(trained):
+    result, x, y = trained
+    expected = re.escape("the images are (7,), the classifier takes (8,)")
+    loaded = load_classifier(result.checkpoint)
+    with pytest.raises(InputError, match=expected):
+        evaluate(loaded, (x[:, :7], y), [0.1], attack=None)
+    with pytest.raises(ValueError, match=re.escape("(8,), the classifier takes (9,)")):
+        evaluate(result.model, (x, y), [0.1], attack=None, input_shape=(9,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=50)
+    with pytest.raises(TypeError, match="ImageData"):
+        evaluate(result.model, loader, [0.1], attack=None)
+
+
+def test_evaluate_refuses_an_export_with_another_bound(trained, monkeypatch):
+    result, x, y = trained
+    module = importlib.import_module("wassnet.certify.evaluation")
+
+    def doubled(model):
+        plain = copy.deepcopy(export_classifier(model))
+        with torch.no_grad():
+            plain[-1].weight.mul_(2.0)
+        return plain
+
+    monkeypatch.setattr(module, "export_classifier", doubled)
+    with pytest.raises(RuntimeError, match="export changed the certified bound"):
+        evaluate(result.model, (x, y), [0.1], attack=None, check_export=True)
+
+
+def test_load_classifier_describes_the_checkpoint(trained):
+    result, x, _ = trained
+    loaded = load_classifier(result.checkpoint)
+    assert isinstance(loaded, LoadedClassifier)
+    assert loaded.arch == "dense-small"
+    assert loaded.input_shape == (8,) and loaded.num_classes == 3
+    assert loaded.config == result.config.to_dict()
+    assert loaded.path == Path(result.checkpoint)
+    assert not loaded.model.training
+    torch.testing.assert_close(loaded.model(x), result.model(x))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.arch = "dense"  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- export
@@ -200,16 +307,22 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
         assert torch.equal(a, b), name
     assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
     # the checkpoint rebuilds the same model
-    loaded, _ = load_classifier(tmp_path / "b" / "checkpoint.pt")
-    torch.testing.assert_close(loaded(x), resumed.model(x))
+    loaded = load_classifier(tmp_path / "b" / "checkpoint.pt")
+    torch.testing.assert_close(loaded.model(x), resumed.model(x))
     # other options on the same folder, or resume=False, are refused
     other = TrainConfig(arch="dense-small", eps=0.5, epochs=2, batch_size=32, iters=3, seed=5)
     with pytest.raises(CheckpointError, match="eps"):
         train_classifier(other, tmp_path / "b", data=(x, y), progress=False)
     with pytest.raises(CheckpointError, match="same training data"):
         train_classifier(config, tmp_path / "b", data=(x[:64], y[:64]), progress=False)
-    with pytest.raises(ValueError, match="exists"):
+    with pytest.raises(RunFolderError, match="already holds a run"):
         train_classifier(config, tmp_path / "b", data=(x, y), progress=False, resume=False)
+    # wassnet 0.1 checkpoints name the limit train_limit: still continued
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    state["config"]["train_limit"] = state["config"].pop("limit")
+    torch.save(state, tmp_path / "b" / "checkpoint.pt")
+    again = train_classifier(config, tmp_path / "b", data=(x, y), progress=False)
+    assert again.finished and again.step == 6
 
 
 def test_train_config_validation():

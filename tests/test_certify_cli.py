@@ -33,7 +33,7 @@ def run_dir(mnist_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("classify") / "run"
     result = invoke(
         "classify", "train", "--dataset", "mnist", "--arch", "conv-small", "--epochs", "1",
-        "--train-limit", "512", "--batch-size", "32", "--lr", "3e-3", "--eps", "1.58",
+        "--limit", "512", "--batch-size", "32", "--lr", "3e-3", "--eps", "1.58",
         "--eval-limit", "100", "--data-root", mnist_root, "--out", out, "--quiet", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -63,7 +63,7 @@ def test_certify_reports_accuracy_and_zero_broken(run_dir, mnist_root):
 
     text = invoke(
         "classify", "certify", "--checkpoint", run_dir / "checkpoint.pt", "--limit", "50",
-        "--attack-n", "10", "--attack-steps", "5", "--data-root", mnist_root,
+        "--attack-limit", "10", "--attack-steps", "5", "--data-root", mnist_root,
     )  # fmt: skip
     assert text.exit_code == 0, text.output
     assert "certified accuracy at eps=1.58" in text.output
@@ -77,7 +77,7 @@ def test_export_program_keeps_predictions_and_bound(run_dir, tmp_path, mnist_roo
     )
     assert result.exit_code == 0, result.output
     meta = json.loads(result.output)
-    model, _ = load_classifier(run_dir / "checkpoint.pt")
+    model = load_classifier(run_dir / "checkpoint.pt").model
     extra = {"wassnet.json": ""}
     program = torch.export.load(str(target), extra_files=extra).module()
     assert json.loads(extra["wassnet.json"])["lipschitz_bound"] == meta["lipschitz_bound"]
@@ -110,7 +110,10 @@ def test_bad_checkpoints_give_one_error_line(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")
     assert_one_error_line(
-        invoke("classify", "certify", "--checkpoint", corrupt), 1, "cannot read checkpoint"
+        invoke("classify", "certify", "--checkpoint", corrupt),
+        1,
+        "cannot read wassnet checkpoint",
+        "not a torch file",
     )
     assert_one_error_line(
         invoke("classify", "certify", "--checkpoint", tmp_path / "missing.pt"), 1, "does not exist"
@@ -144,6 +147,10 @@ def test_bad_options_give_one_error_line(run_dir, tmp_path, mnist_root):
         invoke("classify", "train", "--out", tmp_path, "--arch", "vgg"), 2, "arch"
     )
     assert_one_error_line(invoke("classify", "train", "--out", tmp_path, "--eps", "-0.5"), 2, "eps")
+    for bad in (["--lr", "nan"], ["--eps", "inf"], ["--device", "meta"], ["--resume"]):
+        result = invoke("classify", "train", "--out", tmp_path / "new", *bad)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (bad, result.output)
+    assert not (tmp_path / "new").exists()
     stray = invoke("classify", "certify", "--checkpoint", tmp_path / "c.pt", "0.5")
     assert_one_error_line(stray, 2, "unexpected")
     resumed = invoke(
@@ -156,3 +163,31 @@ def test_bad_options_give_one_error_line(run_dir, tmp_path, mnist_root):
         1,
         "device",
     )
+
+
+def test_a_run_folder_is_continued_with_its_saved_options(run_dir, mnist_root):
+    """Only --out (and where the data is): the saved options; the old --train-limit too."""
+    again = invoke(
+        "classify", "train", "--out", run_dir, "--data-root", mnist_root, "--eval-limit", "0",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.output)
+    assert data["finished"] and data["step"] == 16 and data["config"]["limit"] == 512
+    old = invoke(
+        "classify", "train", "--out", run_dir, "--data-root", mnist_root, "--eval-limit", "0",
+        "--train-limit", "512", "--quiet",
+    )  # fmt: skip
+    assert old.exit_code == 0, old.output
+
+
+def test_train_defaults_match_config():
+    import dataclasses
+
+    from wassnet.certify.cli import CONFIG_FIELDS, train
+    from wassnet.certify.train import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert set(CONFIG_FIELDS) == set(defaults)
+    params = {p.name: p.default for p in train.params if p.name in CONFIG_FIELDS}
+    assert params == defaults

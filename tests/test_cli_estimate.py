@@ -148,6 +148,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
     (tmp / "points.json").write_text("[[1, 2]]")
     np.save(tmp / "big.npy", np.array([[2**53 + 1, 0]] * 20, dtype=np.int64))
     np.save(tmp / "good15.npy", rng.normal(size=(15, 2)))
+    (tmp / "taken.png").write_bytes(b"a figure the user keeps")
     return {
         "missing file": ([tmp / "nope.npy", good], "no such file"),
         "directory": ([good, tmp / "folder.npy"], "directory"),
@@ -170,6 +171,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
         "bad --route": ([good, good, "--route", "magic"], "magic"),
         "time budget 0": ([good, good, "--time-budget", "0"], "--time-budget"),
         "plot into a missing folder": ([good, good, "--plot", tmp / "no" / "f.png"], "--plot"),
+        "plot over an existing file": ([good, good, "--plot", tmp / "taken.png"], "--force"),
+        "time budget nan": ([good, good, "--time-budget", "nan"], "finite"),
+        "critic budget inf": ([good, good, "--critic-budget", "inf"], "finite"),
+        "device meta": ([good, good, "--device", "meta"], "meta"),
         "assignment route on n != m": (
             [good, tmp / "good15.npy", "--route", "assignment"],
             "n == m",
@@ -200,6 +205,10 @@ BAD_CASES = [
     "bad --route",
     "time budget 0",
     "plot into a missing folder",
+    "plot over an existing file",
+    "time budget nan",
+    "critic budget inf",
+    "device meta",
     "assignment route on n != m",
     "integers beyond 2^53",
 ]

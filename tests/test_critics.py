@@ -35,7 +35,8 @@ def test_unconstrained_baseline_uses_plain_layers():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: make_critic("nope", 3), "unknown critic"),
+        (lambda: make_critic("nope", 3), "unknown architecture"),
+        (lambda: make_critic("dense", 3, constraint="lipschitz"), "unknown constraint"),
         (lambda: dense_critic(3, hidden=(7,)), "divisible"),
         (lambda: dense_critic(0), "input_shape"),
         (lambda: dense_critic(3, activation="elu"), "unknown activation"),

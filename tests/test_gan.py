@@ -22,19 +22,19 @@ from wassnet.nn import lipschitz_bound
 #: A 2-D configuration where W1(samples, data) falls clearly within 100 steps (seed 0).
 TOY = {
     "dataset": "8gaussians",
-    "critic": "groupsort-dense",
+    "arch": "dense-small",
     "batch_size": 128,
     "n_critic": 3,
     "lr_g": 2e-3,
     "lr_c": 2e-3,
     "latent_dim": 4,
     "generator_width": 64,
-    "critic_width": 64,
-    "bjorck_iters": 5,
+    "width": 64,
+    "iters": 5,
     "eval_samples": 256,
 }
 #: Smaller still, for the resume tests (exactness does not need a good model).
-TINY = {**TOY, "batch_size": 32, "n_critic": 2, "generator_width": 16, "critic_width": 16}
+TINY = {**TOY, "batch_size": 32, "n_critic": 2, "generator_width": 16, "width": 16}
 
 
 def _rows(run: Path) -> list[dict]:
@@ -57,7 +57,7 @@ def test_critic_certified_lipschitz_throughout(toy_run: Path) -> None:
         assert r["critic_lipschitz_bound"] > 0.5  # a real number, not a placeholder
     # the logged bound is the one computed from the final weights
     state = load_checkpoint(toy_run / "checkpoint.pt", kind="gan")
-    critic = build_critic("groupsort-dense", (2,), TOY["critic_width"], TOY["bjorck_iters"])
+    critic = build_critic("dense-small", (2,), width=TOY["width"], iters=TOY["iters"])
     critic.load_state_dict(state["critic"])
     assert lipschitz_bound(critic, (2,)).bound == pytest.approx(rows[-1]["critic_lipschitz_bound"])
 
@@ -81,14 +81,14 @@ def test_run_folder_contents(toy_run: Path) -> None:
 def test_bcop_critic_certified_on_mnist(tmp_path: Path, mnist_root: Path, one_thread) -> None:
     config = GANConfig(
         dataset="mnist",
-        critic="bcop-conv",
+        arch="conv-small",
         steps=3,
         batch_size=8,
         n_critic=1,
         generator_width=8,
-        critic_width=16,
-        bjorck_iters=5,
-        data_limit=64,
+        width=16,
+        iters=5,
+        limit=64,
         log_every=1,
         sample_every=3,
     )
@@ -110,7 +110,7 @@ def test_gradient_penalty_matches_definition() -> None:
 
 
 def test_relu_baseline_logs_penalty(tmp_path: Path, one_thread) -> None:
-    config = GANConfig(**{**TINY, "critic": "relu-dense"}, steps=4, log_every=2)
+    config = GANConfig(**{**TINY, "constraint": "none"}, steps=4, log_every=2)
     assert config.gp == 10.0
     train_gan(config, tmp_path, progress=False)
     rows = _rows(tmp_path)
@@ -136,9 +136,9 @@ def _assert_identical(a: Path, b: Path) -> None:
         assert torch.equal(pa[key], pb[key]), key
 
 
-@pytest.mark.parametrize("critic", ["groupsort-dense", "relu-dense"])
-def test_resume_equals_uninterrupted(tmp_path: Path, critic: str, one_thread) -> None:
-    options = {**TINY, "critic": critic, "log_every": 5, "checkpoint_every": 5}
+@pytest.mark.parametrize("constraint", ["orthogonal", "none"])
+def test_resume_equals_uninterrupted(tmp_path: Path, constraint: str, one_thread) -> None:
+    options = {**TINY, "constraint": constraint, "log_every": 5, "checkpoint_every": 5}
     train_gan(GANConfig(**options, steps=20), tmp_path / "straight", progress=False)
     train_gan(GANConfig(**options, steps=10), tmp_path / "split", progress=False)
     train_gan(GANConfig(**options, steps=20), tmp_path / "split", resume=True, progress=False)
@@ -146,26 +146,48 @@ def test_resume_equals_uninterrupted(tmp_path: Path, critic: str, one_thread) ->
     assert [r["step"] for r in _rows(tmp_path / "split")] == [0, 5, 10, 15, 20]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, one_thread) -> None:
-    steps, every = 150, 5
-    args = ["gan", "train", "--out", str(tmp_path / "killed"), "--quiet", "--threads", "1"]
+def _start_run(out: Path, steps: int, every: int = 5) -> subprocess.Popen:
+    """`wassnet gan train` on TINY in a real process (1 thread)."""
+    args = ["gan", "train", "--out", str(out), "--quiet", "--threads", "1"]
     args += ["--steps", str(steps), "--checkpoint-every", str(every), "--log-every", "5"]
     args += ["--sample-every", "1000"]
     for key, value in TINY.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "wassnet.cli", *args], env=env)
-    ckpt = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+    return subprocess.Popen(
+        [sys.executable, "-m", "wassnet.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> bool:
+    """Wait until ``path`` exists; whether ``proc`` is still running then."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    still_running = proc.poll() is None
+    return proc.poll() is None
+
+
+def _straight(tmp_path: Path, steps: int, every: int = 5) -> Path:
+    config = GANConfig(**TINY, steps=steps, checkpoint_every=every, log_every=5, sample_every=1000)
+    train_gan(config, tmp_path / "straight", progress=False)
+    return tmp_path / "straight" / "checkpoint.pt"
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, one_thread) -> None:
+    steps, every = 150, 5
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    proc = _start_run(tmp_path / "killed", steps, every)
+    still_running = _wait_for(ckpt, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert still_running, "the run ended before it could be killed"
     killed_at = load_checkpoint(ckpt, kind="gan")["step"]
     assert 0 < killed_at < steps
+    (tmp_path / "killed" / ".checkpoint.pt.stale.tmp").write_bytes(b"torn write")
 
     runner = CliRunner()
     resumed = runner.invoke(
@@ -173,11 +195,45 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, one_thread) ->
     )
     assert resumed.exit_code == 0, resumed.output
     assert f"resumed from step {killed_at}" in resumed.output
+    assert not list((tmp_path / "killed").glob(".*.tmp"))  # stale temp files removed
 
-    straight = GANConfig(
-        **TINY, steps=steps, checkpoint_every=every, log_every=5, sample_every=1000
-    )
-    train_gan(straight, tmp_path / "straight", progress=False)
-    _assert_identical(tmp_path / "straight" / "checkpoint.pt", ckpt)
+    _assert_identical(_straight(tmp_path, steps, every), ckpt)
     logged = [r["step"] for r in _rows(tmp_path / "killed")]
     assert logged == list(range(0, steps + 1, 5))  # no duplicates, no gaps after the kill
+
+
+def test_ctrl_c_checkpoints_then_resume_equals_uninterrupted(tmp_path: Path, one_thread) -> None:
+    """SIGINT: the step in progress finishes, is checkpointed, exit code 130, then resume."""
+    steps = 400
+    out = tmp_path / "interrupted"
+    proc = _start_run(out, steps, every=1000)  # no periodic checkpoint before the end
+    running = _wait_for(out / "samples_000000.png", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert running and proc.returncode == 130, err
+    stopped_at = load_checkpoint(out / "checkpoint.pt", kind="gan")["step"]
+    assert 0 < stopped_at < steps
+    assert f"checkpoint saved at step {stopped_at}" in err and "Traceback" not in err
+    resumed = CliRunner().invoke(main, ["gan", "train", "--out", str(out), "--quiet"])
+    assert resumed.exit_code == 0 and f"resumed from step {stopped_at}" in resumed.output
+    _assert_identical(_straight(tmp_path, steps, every=1000), out / "checkpoint.pt")
+
+
+def test_second_process_on_a_run_folder_is_refused(tmp_path: Path, one_thread) -> None:
+    out = tmp_path / "busy"
+    first = _start_run(out, steps=100000)
+    try:
+        assert _wait_for(out / "metrics.jsonl", first)
+        second = _start_run(out, steps=100000)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), err
+        assert f"in use by process {first.pid}" in lines[0]
+        assert first.poll() is None  # the holder is untouched
+    finally:
+        first.kill()
+        first.communicate()
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})  # not interleaved

@@ -21,5 +21,8 @@ def test_quick_run_writes_grid_and_results(tmp_path: Path, mnist_root: Path, one
     for name in ("grid.png", "curves.png", "samples_000003.png", "metrics.jsonl"):
         assert (out / name).stat().st_size > 100, name
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["critic"] == "bcop-conv"
+    assert (results["config"]["arch"], results["config"]["constraint"]) == (
+        "conv-small",
+        "orthogonal",
+    )
     assert results["critic_lipschitz_bound"] <= 1 + 1e-4

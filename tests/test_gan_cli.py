@@ -13,9 +13,9 @@ from wassnet.checkpoint import save_checkpoint
 from wassnet.cli import main
 
 TINY = [
-    *("--dataset", "8gaussians", "--critic", "groupsort-dense", "--batch-size", "32"),
+    *("--dataset", "8gaussians", "--arch", "dense-small", "--batch-size", "32"),
     *("--n-critic", "1", "--latent-dim", "4", "--generator-width", "16"),
-    *("--critic-width", "16", "--bjorck-iters", "3", "--eval-samples", "64", "--quiet"),
+    *("--width", "16", "--iters", "3", "--eval-samples", "64", "--quiet"),
 ]
 
 
@@ -69,10 +69,10 @@ def test_fid_on_toy_reports_exact_w1(toy_checkpoint: Path, pot_w1_available=None
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--dataset", "8gaussians", "--critic", "bcop-conv"], ["convolutional", "8gaussians"]),
-        (["--dataset", "8gaussians", "--critic", "relu-dense", "--gp", "0"], ["gradient penalty"]),
-        (["--dataset", "ring", "--critic-width", "15"], ["even"]),
-        (["--dataset", "ring", "--device", "tpu"], ["device"]),
+        (["--dataset", "8gaussians", "--arch", "conv-small"], ["convolutional", "8gaussians"]),
+        (["--dataset", "8gaussians", "--constraint", "none", "--gp", "0"], ["gradient penalty"]),
+        (["--dataset", "ring", "--width", "15"], ["even"]),
+        (["--dataset", "ring", "--device", "cuda:7"], ["cuda:7", "no CUDA GPU"]),
     ],
 )
 def test_bad_train_options(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
@@ -82,19 +82,31 @@ def test_bad_train_options(tmp_path: Path, args: list[str], fragments: list[str]
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    for args in (["--steps", "0"], ["--dataset", "imagenet"], ["--lr-g", "-1"]):
+    bad = (
+        ["--steps", "0"],
+        ["--dataset", "imagenet"],
+        ["--lr-g", "-1"],
+        ["--lr-g", "nan"],
+        ["--lr-c", "inf"],
+        ["--gp", "nan"],
+        ["--device", "tpu"],
+        ["--device", "meta"],
+        ["--resume"],  # nothing to continue in a new folder
+    )
+    for args in bad:
         result = _run("gan", "train", "--out", str(tmp_path / "r"), *args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # refused before any work
     bad_out = _run("gan", "sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.txt"))
-    assert bad_out.exit_code == 2 and ".png or .npy" in bad_out.output
+    assert bad_out.exit_code == 2 and ".png, .npy" in bad_out.output
 
 
 def test_run_folder_rules(toy_checkpoint: Path, tmp_path: Path) -> None:
-    _one_error_line(_run("gan", "train", "--out", str(toy_checkpoint), *TINY), "--resume")
-    _one_error_line(
-        _run("gan", "train", "--out", str(tmp_path / "none"), "--resume"), "does not exist"
-    )
+    again = _run("gan", "train", "--out", str(toy_checkpoint), *TINY)  # continued, not replaced
+    assert again.exit_code == 0 and "resumed from step 4" in again.output, again.output
+    missing = _run("gan", "train", "--out", str(tmp_path / "none"), "--resume")
+    assert missing.exit_code == 2 and "no run to continue" in missing.output
     changed = _run("gan", "train", "--out", str(toy_checkpoint), "--resume", "--lr-c", "0.5")
     _one_error_line(changed, "lr_c", "cannot resume")
     fewer = _run("gan", "train", "--out", str(toy_checkpoint), "--resume", "--steps", "2")
@@ -124,10 +136,32 @@ def test_train_defaults_match_config() -> None:
     """`wassnet gan train` and `GANConfig` state the same defaults (they are written twice)."""
     from dataclasses import fields
 
-    from wassnet.gan.cli import _CONFIG_OPTIONS, train
+    from wassnet.gan.cli import CONFIG_FIELDS, train
     from wassnet.gan.trainer import GANConfig
 
     defaults = {f.name: f.default for f in fields(GANConfig)}
+    assert set(CONFIG_FIELDS) == set(defaults)
+    checked = 0
     for param in train.params:
-        if param.name in _CONFIG_OPTIONS and param.name not in ("critic", "gp"):
-            assert param.default == defaults[_CONFIG_OPTIONS[param.name]], param.name
+        if param.name in CONFIG_FIELDS:
+            assert param.default == defaults[param.name], param.name
+            checked += 1
+    assert checked == len(CONFIG_FIELDS)
+
+
+def test_old_option_spellings_still_work(tmp_path: Path, one_thread) -> None:
+    """wassnet 0.1's --critic, --critic-width, --bjorck-iters, --data-limit: hidden aliases."""
+    old = [
+        *("--dataset", "ring", "--critic", "relu-dense", "--critic-width", "8"),
+        *("--bjorck-iters", "2", "--data-limit", "5", "--steps", "2", "--batch-size", "8"),
+        *("--n-critic", "1", "--latent-dim", "2", "--generator-width", "8"),
+        *("--eval-samples", "16", "--quiet", "--json"),
+    ]
+    result = _run("gan", "train", "--out", str(tmp_path / "old"), *old)
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output)["config"]
+    assert (config["arch"], config["constraint"], config["width"]) == ("dense-small", "none", 8)
+    assert (config["iters"], config["limit"], config["gp"]) == (2, 5, 10.0)
+    text = _run("gan", "train", "--help").output
+    for spelling in ("--critic ", "--critic-width", "--bjorck-iters", "--data-limit", "--resume"):
+        assert spelling not in text

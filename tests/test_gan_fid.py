@@ -93,8 +93,14 @@ def test_missing_or_corrupt_weights(tmp_path: Path) -> None:
         load_fid_inception(tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="cannot load FID Inception weights"):
+    with pytest.raises(ValueError, match="do not fit the FID network"):
         load_fid_inception(bad)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"FID Inception weights .* the file is empty"):
+        load_fid_inception(tmp_path / "empty.pth")
+    (tmp_path / "text.pth").write_text("these are not weights\n")
+    with pytest.raises(ValueError, match="not a torch file"):
+        load_fid_inception(tmp_path / "text.pth")
 
 
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="no local FID Inception weights")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import wassnet.w1.population as population_module
-from wassnet import estimate_w1
+from wassnet import dense_critic, estimate_w1
 from wassnet.nn import NormPool, Translate, lipschitz_bound
 from wassnet.w1 import PopulationOptions
 from wassnet.w1.critic_fit import TransportCritic, build_critic, fit_critic
@@ -349,3 +349,60 @@ def test_conv_critic_on_flattened_images():
         PopulationOptions(critics=("conv",))
     with pytest.raises(ValueError, match="does not hold"):
         _bracket(a[:, :, :4], b[:, :, :4], options)
+
+
+# ------------------------------------------------------------------------ train_dual
+
+
+def test_train_dual_from_tensors_keeps_the_best_validation_state():
+    from wassnet.w1 import DualTrainingOptions, train_dual
+    from wassnet.w1.dual_training import dual_and_stderr
+
+    torch.manual_seed(0)
+    a, b = torch.randn(400, 2) + torch.tensor([2.0, 0.0]), torch.randn(400, 2)
+    val = (torch.randn(200, 2) + torch.tensor([2.0, 0.0]), torch.randn(200, 2))
+    critic = dense_critic(2, hidden=(8, 8), iters=5)
+    before = dual_and_stderr(critic, *val)[0]
+    options = DualTrainingOptions(steps=200, batch_size=32, lr=0.01, eval_every=10, patience=3)
+    fit = train_dual(
+        critic, a, b, options, generator=torch.Generator().manual_seed(1), validation=val
+    )
+    assert not critic.training
+    assert 1 <= fit.steps <= 200 and len(fit.history) == fit.steps
+    assert fit.best_validation >= before  # the initial state competes: never worse
+    assert dual_and_stderr(critic, *val)[0] == pytest.approx(fit.best_validation, abs=1e-6)
+    assert fit.best_validation > 1.5  # W1 = 2 (a translation by 2)
+
+
+def test_train_dual_from_samplers_with_linear_decay_is_reproducible():
+    from wassnet.w1 import DualTrainingOptions, train_dual
+
+    def sample_p(n, gen):
+        return torch.randn(n, 3, generator=gen) + 1.0
+
+    def sample_q(n, gen):
+        return torch.randn(n, 3, generator=gen)
+
+    options = DualTrainingOptions(steps=30, batch_size=16, decay="linear", patience=None)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(4)
+        critic = dense_critic(3, hidden=(8,), iters=4)
+        fit = train_dual(
+            critic, sample_p, sample_q, options, generator=torch.Generator().manual_seed(2)
+        )
+        runs.append((fit, critic))
+    assert runs[0][0].history == runs[1][0].history and runs[0][0].steps == 30
+    assert runs[0][0].best_validation is None
+    for p, q in zip(runs[0][1].parameters(), runs[1][1].parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"steps": 0}, {"lr": 0.0}, {"decay": "cosine"}, {"patience": 0}, {"eval_every": 0}]
+)
+def test_train_dual_options_are_checked(bad):
+    from wassnet.w1 import DualTrainingOptions
+
+    with pytest.raises(ValueError):
+        DualTrainingOptions(**bad)

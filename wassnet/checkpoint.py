@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+from wassnet.errors import CheckpointError
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, corrupt, or not the kind that was expected."""
+__all__ = ["CheckpointError", "load_checkpoint", "load_torch_file", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -59,11 +57,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {str(p)!r} is a folder, not a file")
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {str(p)!r}: {reason}") from None
+    state = load_torch_file(p, "wassnet checkpoint", map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{str(p)!r} is not a wassnet checkpoint (not a dict)")
     if kind is not None and state.get("kind") != kind:
@@ -72,6 +66,45 @@ def load_checkpoint(
             f"{str(p)!r} is a {found!r} checkpoint, expected a {kind!r} checkpoint"
         )
     return state
+
+
+def load_torch_file(path: Path, what: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear line when it fails.
+
+    Torch's own messages for a bad file are long and misleading (a truncated file is
+    an "internal miniz error"; a foreign pickle ends in advice to turn the safe loader
+    off). Here: ``cannot read <what> 'PATH': the file is empty`` / ``is truncated or
+    corrupt`` / ``is not a torch file`` / ``holds Python objects ... not a file wassnet
+    wrote``. The safe loader is never turned off.
+    """
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the refused objects, then raises
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        foreign = "global" in str(exc).lower()
+        reason = (
+            "it holds Python objects beyond tensors, which wassnet never executes: not a "
+            "file wassnet wrote"
+            if foreign
+            else "it is not a torch file (corrupt, or another format)"
+        )
+    except EOFError:
+        empty = path.stat().st_size == 0
+        reason = "the file is empty" if empty else "the file is truncated or corrupt"
+    except OSError:
+        raise
+    except Exception as exc:  # torch's unpickler raises many types for a foreign file
+        zipped = "zip archive" in str(exc) or "PytorchStreamReader" in str(exc)
+        reason = (
+            "the file is truncated or corrupt"
+            if zipped
+            else "it is not a torch file (corrupt, or another format)"
+        )
+    raise CheckpointError(f"cannot read {what} {str(path)!r}: {reason}")
 
 
 def _fsync_dir(folder: Path) -> None:

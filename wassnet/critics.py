@@ -23,6 +23,8 @@ from typing import Literal
 
 from torch import nn
 
+from wassnet.errors import InputError
+from wassnet.names import ARCHS, CONSTRAINTS
 from wassnet.nn import BCOPConv2d, BjorckLinear, FullSort, GroupSort
 
 __all__ = ["PRESETS", "conv_critic", "dense_critic", "make_critic"]
@@ -35,19 +37,19 @@ def _activation(name: str, group_size: int, width: int) -> nn.Module:
     if name in ("groupsort", "maxmin"):
         size = 2 if name == "maxmin" else group_size
         if width % size:
-            raise ValueError(f"layer width {width} is not divisible by the group size {size}")
+            raise InputError(f"layer width {width} is not divisible by the group size {size}")
         return GroupSort(size)
     if name == "fullsort":
         return FullSort()
     if name == "relu":
         return nn.ReLU()
-    raise ValueError(f"unknown activation {name!r}: choose groupsort, maxmin, fullsort or relu")
+    raise InputError(f"unknown activation {name!r}: choose groupsort, maxmin, fullsort or relu")
 
 
 def _shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
     shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(map(int, input_shape))
     if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"input_shape must be positive sizes, got {input_shape!r}")
+        raise InputError(f"input_shape must be positive sizes, got {input_shape!r}")
     return shape
 
 
@@ -56,7 +58,7 @@ def _dense(i: int, o: int, constraint: str, iters: int, order: int, bias: bool) 
         return BjorckLinear(i, o, bias=bias, iters=iters, order=order)
     if constraint == "none":
         return nn.Linear(i, o, bias=bias)
-    raise ValueError(f"unknown constraint {constraint!r}: choose bjorck or none")
+    raise InputError(f"unknown constraint {constraint!r}: choose bjorck or none")
 
 
 def _dense_tail(
@@ -141,14 +143,14 @@ def conv_critic(
     """
     shape = _shape(input_shape)
     if len(shape) != 3:
-        raise ValueError(f"conv_critic needs input_shape (C, H, W), got {shape}")
+        raise InputError(f"conv_critic needs input_shape (C, H, W), got {shape}")
     c, h, w = shape
     layers: list[nn.Module] = []
     for out_channels, kernel, stride in channels:
         if stride not in (1, 2):
-            raise ValueError(f"conv stride must be 1 or 2, got {stride}")
+            raise InputError(f"conv stride must be 1 or 2, got {stride}")
         if stride == 2 and (h % 2 or w % 2):
-            raise ValueError(f"stride-2 convolution needs an even size, got {h}x{w}")
+            raise InputError(f"stride-2 convolution needs an even size, got {h}x{w}")
         if constraint == "bcop":
             conv: nn.Module = BCOPConv2d(
                 c,
@@ -171,7 +173,7 @@ def conv_critic(
                 bias=bias,
             )
         else:
-            raise ValueError(f"unknown constraint {constraint!r}: choose bcop or none")
+            raise InputError(f"unknown constraint {constraint!r}: choose bcop or none")
         layers += [conv, _activation(activation, group_size, out_channels)]
         c, h, w = out_channels, h // stride, w // stride
     layers.append(nn.Flatten())
@@ -190,29 +192,50 @@ def conv_critic(
     )
 
 
+#: :data:`wassnet.names.ARCHS` as builder keyword arguments (one source of truth).
 PRESETS: dict[str, dict] = {
-    "dense": {"builder": dense_critic, "hidden": (1024, 1024, 1024)},
-    "dense-small": {"builder": dense_critic, "hidden": (256, 256, 256)},
-    # Li et al. 2019, "small" and "large" convolutional networks.
-    "conv-small": {"builder": conv_critic, "channels": ((16, 4, 2), (32, 4, 2)), "hidden": (100,)},
-    "conv-large": {
-        "builder": conv_critic,
-        "channels": ((32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)),
-        "hidden": (512, 512),
-    },
+    name: {"builder": dense_critic, "hidden": spec.hidden}
+    if spec.kind == "dense"
+    else {"builder": conv_critic, "channels": spec.channels, "hidden": spec.hidden}
+    for name, spec in ARCHS.items()
 }
 
 
 def make_critic(
-    arch: str, input_shape: int | Sequence[int], out_features: int = 1, **overrides
+    arch: str,
+    input_shape: int | Sequence[int],
+    out_features: int = 1,
+    *,
+    constraint: str = "orthogonal",
+    width: int | None = None,
+    **overrides,
 ) -> nn.Sequential:
-    """Build a preset critic by name (see :data:`PRESETS`), with keyword overrides.
+    """Build the architecture ``arch`` (see :data:`wassnet.names.ARCHS`).
+
+    Args:
+        constraint: ``"orthogonal"`` (Björck / BCOP layers with GroupSort: 1-Lipschitz
+            by construction) or ``"none"`` (plain ``nn.Linear`` / ``nn.Conv2d`` with zero
+            padding and ReLU, same shapes: the unconstrained WGAN-GP baseline).
+        width: if given, every hidden dense width of the preset becomes ``width``.
+        overrides: keyword arguments for the builder (``iters``, ``activation``,
+            ``group_size``, ``hidden``, ...).
 
     Example: ``make_critic("conv-small", (1, 28, 28), out_features=10)``.
     """
     if arch not in PRESETS:
-        raise ValueError(f"unknown critic {arch!r}: choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown architecture {arch!r}: choose one of {', '.join(PRESETS)}")
+    if constraint not in CONSTRAINTS:
+        raise InputError(
+            f"unknown constraint {constraint!r}: choose one of {', '.join(CONSTRAINTS)}"
+        )
     options = dict(PRESETS[arch])
     builder = options.pop("builder")
+    if width is not None:
+        options["hidden"] = (width,) * len(options["hidden"])
+    if constraint == "none":
+        options.update(activation="relu", constraint="none")
+        if builder is conv_critic:
+            options["padding_mode"] = "zeros"
+        overrides.pop("iters", None)  # plain layers have no iterations
     options.update(overrides)
     return builder(input_shape, out_features=out_features, **options)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 
+from wassnet.errors import InputError
+from wassnet.names import IMAGE_DATASETS, TOY_DATASETS
+
 __all__ = [
     "IMAGE_DATASETS",
     "TOY_DATASETS",
@@ -28,13 +31,6 @@ __all__ = [
     "load_images",
     "sample_toy",
 ]
-
-#: torchvision class name, shape of one image, number of classes.
-IMAGE_DATASETS: dict[str, tuple[str, tuple[int, int, int], int]] = {
-    "mnist": ("MNIST", (1, 28, 28), 10),
-    "fashion-mnist": ("FashionMNIST", (1, 28, 28), 10),
-    "cifar10": ("CIFAR10", (3, 32, 32), 10),
-}
 
 
 @dataclass(frozen=True)
@@ -78,11 +74,11 @@ def load_images(
     neither there nor downloadable.
     """
     if name not in IMAGE_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(IMAGE_DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}: choose one of {', '.join(IMAGE_DATASETS)}")
     if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}: choose train or test")
+        raise InputError(f"unknown split {split!r}: choose train or test")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise InputError(f"limit must be >= 1, got {limit}")
     import torchvision
 
     cls_name, _, _ = IMAGE_DATASETS[name]
@@ -137,13 +133,14 @@ def _swissroll(n: int, gen: torch.Generator) -> torch.Tensor:
     return pts + 0.05 * torch.randn(n, 2, generator=gen, dtype=torch.float64)
 
 
-#: name -> sampler(n, generator) returning float64 [n, 2].
-TOY_DATASETS = {
+#: name (:data:`wassnet.names.TOY_DATASETS`) -> sampler(n, generator), float64 [n, 2].
+_TOY_SAMPLERS = {
     "8gaussians": _eight_gaussians,
     "25gaussians": _twenty_five_gaussians,
     "ring": _ring,
     "swissroll": _swissroll,
 }
+assert tuple(_TOY_SAMPLERS) == TOY_DATASETS, "wassnet.names.TOY_DATASETS and the samplers disagree"
 
 
 def sample_toy(name: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -153,10 +150,10 @@ def sample_toy(name: str, n: int, generator: torch.Generator | None = None) -> t
     None), so runs are reproducible and resumable.
     """
     if name not in TOY_DATASETS:
-        raise ValueError(f"unknown toy dataset {name!r}: choose one of {', '.join(TOY_DATASETS)}")
+        raise InputError(f"unknown toy dataset {name!r}: choose one of {', '.join(TOY_DATASETS)}")
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InputError(f"n must be >= 1, got {n}")
     gen = (
         generator if generator is not None else torch.Generator().manual_seed(torch.seed() % 2**63)
     )
-    return TOY_DATASETS[name](n, gen).to(torch.float32)
+    return _TOY_SAMPLERS[name](n, gen).to(torch.float32)

@@ -1,13 +1,24 @@
 """wassnet's own error types (torch-free, imported by every module that raises them).
 
-:class:`WassnetError` is the base of every error wassnet raises on purpose; the CLI
-prints it as one line. Subclasses also derive from the matching built-in type, so
-``except ValueError`` keeps working for callers that used it.
+:class:`WassnetError` is the base of every error wassnet raises on purpose: bad input,
+a file that is not what it should be, a run folder in use, a diverged training run.
+The command line prints these (and ``OSError``) as one line, ``Error: ...``, with exit
+code 1; any other exception is a bug and keeps its traceback.
+
+Each subclass also derives from the matching built-in type, so ``except ValueError``
+(or ``TypeError``, ``RuntimeError``) keeps working for callers that used it.
 """
 
 from __future__ import annotations
 
-__all__ = ["InputError", "WassnetError"]
+__all__ = [
+    "CheckpointError",
+    "InputError",
+    "InputTypeError",
+    "RunFolderError",
+    "TrainingError",
+    "WassnetError",
+]
 
 
 class WassnetError(Exception):
@@ -15,4 +26,20 @@ class WassnetError(Exception):
 
 
 class InputError(WassnetError, ValueError):
-    """Bad user input: the message is one clear line that names the input and the problem."""
+    """Bad user input: the message names the input and the problem."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An input of the wrong type (also a ``TypeError``)."""
+
+
+class CheckpointError(WassnetError, ValueError):
+    """A checkpoint is missing, unreadable, corrupt, or not the kind that was expected."""
+
+
+class RunFolderError(WassnetError, RuntimeError):
+    """A run folder cannot be used: another process holds it, or it holds another run."""
+
+
+class TrainingError(WassnetError, RuntimeError):
+    """Training cannot go on (for example the loss diverged to NaN or infinity)."""

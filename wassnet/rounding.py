@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from wassnet.errors import InputError
+
 __all__ = [
     "UNIT",
     "div_bounds",
@@ -57,7 +59,7 @@ def gamma(k: int) -> float:
     rounded up (valid for ``k u < 1/2``)."""
     ku = k * UNIT
     if not ku < 0.5:
-        raise ValueError(f"gamma({k}) is not defined (k u >= 1/2)")
+        raise InputError(f"gamma({k}) is not defined (k u >= 1/2)")
     return float(up(up(ku) / down(1.0 - ku)))
 
 
@@ -150,7 +152,7 @@ def div_bounds(num: tuple[float, float], den: tuple[float, float]) -> tuple[floa
     n_lo, n_hi = num
     d_lo, d_hi = den
     if not d_lo > 0:
-        raise ValueError("div_bounds needs a positive denominator interval")
+        raise InputError("div_bounds needs a positive denominator interval")
     lo = down(n_lo / (d_hi if n_lo >= 0 else d_lo))
     hi = up(n_hi / (d_lo if n_hi >= 0 else d_hi))
     return float(lo), float(hi)

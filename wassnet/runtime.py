@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from wassnet.errors import InputError, InputTypeError
+
 __all__ = ["resolve_device", "rng_state", "seed_everything", "set_rng_state"]
 
 
@@ -29,16 +31,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
+        raise InputError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+        raise InputError(f"device {device!r} requested but no CUDA GPU is available")
     return dev
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and all GPUs)."""
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        raise InputTypeError(f"seed must be an int, got {type(seed).__name__}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

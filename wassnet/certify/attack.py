@@ -19,16 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from wassnet.certify.radius import certified_radius, resolve_lipschitz
+from wassnet.errors import InputError
 from wassnet.nn import LipschitzCertificate
 
-__all__ = ["AttackCheck", "attack_certified", "pgd_l2"]
+__all__ = ["AttackCheck", "AttackOptions", "attack_certified", "pgd_l2"]
 
 
 @contextmanager
@@ -58,9 +59,9 @@ def _per_example(eps: float | torch.Tensor, n: int, like: torch.Tensor) -> torch
     e = torch.as_tensor(eps, dtype=like.dtype, device=like.device)
     e = e.expand(n) if e.dim() == 0 else e.reshape(-1)
     if len(e) != n:
-        raise ValueError(f"eps must be a number or one radius per example ({n}), got {len(e)}")
+        raise InputError(f"eps must be a number or one radius per example ({n}), got {len(e)}")
     if not torch.isfinite(e).all() or (e < 0).any():
-        raise ValueError("eps must be finite radii >= 0")
+        raise InputError("eps must be finite radii >= 0")
     return e
 
 
@@ -144,11 +145,11 @@ def pgd_l2(
         ``x_adv`` lies in the ball (and the box). A ``False`` is no proof of robustness.
     """
     if steps < 1 or restarts < 1 or batch_size < 1:
-        raise ValueError("steps, restarts and batch_size must be >= 1")
+        raise InputError("steps, restarts and batch_size must be >= 1")
     if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
+        raise InputError(f"step_size must be > 0, got {step_size}")
     if len(x) != len(y):
-        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+        raise InputError(f"{len(x)} inputs but {len(y)} labels")
     param = next(model.parameters(), None)
     device = x.device if param is None else param.device
     x = x.to(device)
@@ -180,8 +181,8 @@ class AttackCheck:
     beyond: float | None = None
     broken_beyond: int | None = None
 
-    @property
     def summary(self) -> str:
+        """One line: ``certified but broken: B of N (...)`` and the control, if run."""
         line = f"certified but broken: {self.broken} of {self.attacked}"
         line += (
             f" (L2 PGD, {self.steps} steps x {self.restarts} restarts"
@@ -204,8 +205,35 @@ class AttackCheck:
             "max_relative_perturbation": self.max_relative_perturbation,
             "beyond": self.beyond,
             "broken_beyond": self.broken_beyond,
-            "summary": self.summary,
+            "summary": self.summary(),
         }
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """The options of :func:`attack_certified` (same names, same defaults), as one value.
+
+    ``limit``: attack at most this many certified points (``None``: all);
+    ``radius_scale``: attack at this fraction of each certified radius; ``steps`` and
+    ``restarts``: the PGD budget; ``box``: the input range (``None``: unbounded);
+    ``beyond``: also attack at this multiple of the radius, as a control of the attack's
+    power; ``batch_size`` and ``seed``: as in :func:`pgd_l2`.
+    """
+
+    limit: int | None = 1000
+    radius_scale: float = 1.0 - 1e-4
+    steps: int = 50
+    restarts: int = 2
+    box: tuple[float, float] | None = (0.0, 1.0)
+    beyond: float | None = None
+    batch_size: int = 512
+    seed: int = 0
+
+    def run(
+        self, model: nn.Module, x: torch.Tensor, lipschitz: float | LipschitzCertificate | None
+    ) -> AttackCheck:
+        """:func:`attack_certified` with these options."""
+        return attack_certified(model, x, lipschitz, **asdict(self))
 
 
 def attack_certified(
@@ -231,9 +259,9 @@ def attack_certified(
     2.0) repeats the attack at that multiple of the radius as a control of its power.
     """
     if not 0 < radius_scale <= 1:
-        raise ValueError(f"radius_scale must be in (0, 1], got {radius_scale}")
+        raise InputError(f"radius_scale must be in (0, 1], got {radius_scale}")
     if beyond is not None and beyond <= 1:
-        raise ValueError(f"beyond must be > 1, got {beyond}")
+        raise InputError(f"beyond must be > 1, got {beyond}")
     bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
     pred, radius = certified_radius(model, x, bound, return_prediction=True)
     keep = torch.nonzero(radius > 0).flatten()

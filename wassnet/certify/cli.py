@@ -12,10 +12,26 @@ from pathlib import Path
 
 import click
 
-from wassnet.clitools import ErrorLineGroup, emit
+from wassnet.clitools import (
+    ErrorLineGroup,
+    Finite,
+    Renamed,
+    continued_options,
+    data_root_option,
+    device_option,
+    emit,
+    iters_option,
+    json_option,
+    limit_option,
+    quiet_option,
+    saved_config,
+    seed_option,
+    set_threads,
+    threads_option,
+)
+from wassnet.names import ARCHS, IMAGE_DATASETS
 
-DATASETS = ["mnist", "fashion-mnist", "cifar10"]
-ARCHS = ["dense", "dense-small", "conv-small", "conv-large"]
+IMAGE_NAMES = list(IMAGE_DATASETS)
 
 
 class _Result:
@@ -61,94 +77,104 @@ def classify() -> None:
     """
 
 
+#: Options that define a classifier run: the :class:`~wassnet.certify.TrainConfig` fields.
+CONFIG_FIELDS = (
+    "dataset",
+    "arch",
+    "eps",
+    "loss",
+    "temperature",
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "seed",
+    "iters",
+    "limit",
+)
+_positive_number = Finite(0, open_low=True)
+
+
 @classify.command()
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option("--arch", type=click.Choice(ARCHS), default="conv-small", show_default=True)
+@click.option("--dataset", type=click.Choice(IMAGE_NAMES), default="mnist", show_default=True)
+@click.option("--arch", type=click.Choice(list(ARCHS)), default="conv-small", show_default=True)
 @click.option(
     "--eps",
     default=1.58,
     show_default=True,
-    type=click.FloatRange(0, min_open=True),
+    type=_positive_number,
     help="target certified L2 radius (hinge margin sqrt(2)*eps)",
 )
 @click.option("--loss", type=click.Choice(["hinge", "ce"]), default="hinge", show_default=True)
 @click.option(
-    "--temperature",
-    default=0.25,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="for --loss ce",
+    "--temperature", default=0.25, show_default=True, type=_positive_number, help="for --loss ce"
 )
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr", default=1e-3, show_default=True, type=_positive_number)
 @click.option(
     "--schedule",
     type=click.Choice(["cosine", "step", "constant"]),
     default="cosine",
     show_default=True,
 )
-@click.option("--iters", type=click.IntRange(1), help="Björck iterations (default 20)")
-@click.option("--train-limit", type=click.IntRange(1), help="train on the first N images only")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if present)")
-@click.option("--data-root", type=click.Path(file_okay=False), help="default $WASSNET_DATA")
+@iters_option(None)
+@limit_option("training images", "--train-limit")
+@seed_option
+@device_option
+@threads_option
+@data_root_option
 @click.option(
     "--out",
     required=True,
     type=click.Path(file_okay=False),
-    help="run folder (checkpoint.pt; an existing run is resumed)",
+    help="run folder (checkpoint.pt; a folder holding a run continues it)",
 )
-@click.option("--max-steps", type=click.IntRange(0), help="stop after N steps (resume later)")
+@click.option(
+    "--resume",
+    is_flag=True,
+    hidden=True,
+    help="require a run to continue in --out (continuing is the default)",
+)
+@click.option("--max-steps", type=click.IntRange(0), help="stop after N steps (continue later)")
 @click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(1))
 @click.option(
     "--eval-limit",
     type=click.IntRange(0),
     help="certify on the first N test images after training (0: skip; default: all)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@json_option
+@quiet_option
+@click.pass_context
 def train(
-    dataset: str,
-    arch: str,
-    eps: float,
-    loss: str,
-    temperature: float,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    schedule: str,
-    iters: int | None,
-    train_limit: int | None,
-    seed: int,
+    ctx: click.Context,
     device: str | None,
+    threads: int | None,
     data_root: str | None,
     out: str,
+    resume: bool,
     max_steps: int | None,
     checkpoint_every: int,
     eval_limit: int | None,
     as_json: bool,
     quiet: bool,
+    **options,
 ) -> None:
-    """Train a classifier (resumable) and certify it on the test split at --eps."""
+    """Train a classifier in a run folder and certify it on the test split at --eps.
+
+    A folder that holds a run is continued from its last checkpoint with the run's
+    saved options (options given here must agree with them). Ctrl-C checkpoints first.
+    """
     from wassnet.certify.radius import certified_accuracy
     from wassnet.certify.train import TrainConfig, train_classifier
     from wassnet.datasets import load_images
+    from wassnet.runs import CHECKPOINT_NAME
 
-    config = TrainConfig(
-        dataset=dataset,
-        arch=arch,
-        eps=eps,
-        loss=loss,  # type: ignore[arg-type]
-        temperature=temperature,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        schedule=schedule,  # type: ignore[arg-type]
-        seed=seed,
-        iters=iters,
-        train_limit=train_limit,
-    )
+    saved = saved_config(Path(out) / CHECKPOINT_NAME, "classifier", resume)
+    if saved is not None:
+        saved = TrainConfig.from_dict(saved).to_dict()
+    config = TrainConfig(**continued_options(ctx, options, saved))
+    set_threads(threads)
     result = train_classifier(
         config,
         out,
@@ -160,8 +186,8 @@ def train(
     )
     data, text = result.to_dict(), result.summary()
     if result.finished and eval_limit != 0:
-        test = load_images(dataset, data_root, split="test", limit=eval_limit)
-        acc = certified_accuracy(result.model, test, eps=[eps])
+        test = load_images(config.dataset, data_root, split="test", limit=eval_limit)
+        acc = certified_accuracy(result.model, test, eps=[config.eps])
         data["test"] = acc.to_dict()
         text += "\ntest split:\n" + acc.summary()
     emit(_Result(data, text), as_json, lambda: text)
@@ -181,20 +207,30 @@ def train(
     help="L2 radii, e.g. --eps 0.5 1.0 1.58  [default: 0.5 1.0 1.58]",
 )
 @click.argument("eps_more", nargs=-1, metavar="")
-@click.option("--dataset", type=click.Choice(DATASETS), help="default: the checkpoint's")
+@click.option("--dataset", type=click.Choice(IMAGE_NAMES), help="default: the checkpoint's")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--limit", type=click.IntRange(1), help="first N images only")
-@click.option("--data-root", type=click.Path(file_okay=False), help="default $WASSNET_DATA")
+@limit_option("images of the split")
+@data_root_option
 @click.option(
     "--attack/--no-attack",
     default=True,
     show_default=True,
     help="L2 PGD on certified points at their radius (must break none)",
 )
-@click.option("--attack-n", default=1000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--attack-limit",
+    "attack_limit",
+    cls=Renamed,
+    old=("--attack-n",),
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="attack the first N certified points",
+)
 @click.option("--attack-steps", default=50, show_default=True, type=click.IntRange(1))
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if present)")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@device_option
+@threads_option
+@json_option
 def certify(
     checkpoint: str,
     eps_first: tuple[str, ...],
@@ -204,9 +240,10 @@ def certify(
     limit: int | None,
     data_root: str | None,
     attack: bool,
-    attack_n: int,
+    attack_limit: int,
     attack_steps: int,
     device: str | None,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Clean accuracy and certified accuracy per radius, with the PGD check.
@@ -215,28 +252,25 @@ def certify(
     at their certified radius; any other count would mean a wrong certificate.
     """
     eps = _parse_eps(eps_first, eps_more) if eps_first or eps_more else [0.5, 1.0, 1.58]
-    from wassnet.certify.attack import attack_certified
+    from wassnet.certify.evaluation import AttackOptions, evaluate
     from wassnet.certify.model import load_classifier
-    from wassnet.certify.radius import certified_accuracy
     from wassnet.datasets import load_images
-    from wassnet.nn import lipschitz_bound
+    from wassnet.errors import InputError
     from wassnet.runtime import resolve_device
 
-    model, state = load_classifier(checkpoint, device=resolve_device(device))
-    name = dataset or state.get("config", {}).get("dataset", "mnist")
+    set_threads(threads)
+    loaded = load_classifier(checkpoint, device=resolve_device(device))
+    name = dataset or loaded.config.get("dataset", "mnist")
     data = load_images(name, data_root, split=split, limit=limit)
-    shape = tuple(state["model"]["input_shape"])
-    if tuple(data.shape) != shape:
-        raise ValueError(f"{name} images are {tuple(data.shape)}, the classifier takes {shape}")
-    cert = lipschitz_bound(model, shape)
-    acc = certified_accuracy(model, data, eps=eps, lipschitz=cert)
-    result = acc.to_dict()
-    result["dataset"], result["split"] = name, split
-    text = f"{name} {split} split\n" + acc.summary()
-    if attack:
-        check = attack_certified(model, data.images, cert, limit=attack_n, steps=attack_steps)
-        result["attack"] = check.to_dict()
-        text += "\n" + check.summary
+    options = AttackOptions(limit=attack_limit, steps=attack_steps) if attack else None
+    try:
+        ev = evaluate(loaded, data, eps, attack=options)
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
+    result = {**ev.accuracy.to_dict(), "dataset": name, "split": split}
+    if ev.attack is not None:
+        result["attack"] = ev.attack.to_dict()
+    text = f"{name} {split} split\n" + ev.summary()
     emit(_Result(result, text), as_json, lambda: text)
 
 
@@ -260,7 +294,7 @@ def _check_export_target(checkpoint: str, out: str, force: bool) -> None:
     help="file for the plain-torch program (torch.export, .pt2)",
 )
 @click.option("--force", is_flag=True, help="replace OUT if it exists (never the checkpoint)")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@json_option
 def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> None:
     """Export to plain torch layers (torch.export program), certificate unchanged.
 
@@ -272,23 +306,19 @@ def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> Non
     _check_export_target(checkpoint, out, force)
     import torch
 
-    from wassnet.certify.model import export_classifier, load_classifier
-    from wassnet.nn import lipschitz_bound
+    from wassnet.certify.evaluation import export_checked
+    from wassnet.certify.model import load_classifier
 
-    model, state = load_classifier(checkpoint)
-    shape = tuple(state["model"]["input_shape"])
-    plain = export_classifier(model)
-    bound = float(lipschitz_bound(plain, shape).bound)
-    original = float(lipschitz_bound(model, shape).bound)
-    if bound != original:  # export freezes the same weights: a difference is a bug
-        raise RuntimeError(f"export changed the certified bound ({original} -> {bound})")
+    loaded = load_classifier(checkpoint)
+    model, shape = loaded.model, loaded.input_shape
+    plain, bound = export_checked(model, shape)  # the same bound, or RuntimeError
     probe = torch.rand(4, *shape, generator=torch.Generator().manual_seed(0))
     program = torch.export.export(plain, (probe,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     meta = {
         "lipschitz_bound": bound,
         "input_shape": list(shape),
-        "num_classes": int(state["model"]["num_classes"]),
-        "arch": state["model"]["arch"],
+        "num_classes": loaded.num_classes,
+        "arch": loaded.arch,
         "radius": "margin / (sqrt(2) * lipschitz_bound)",
     }
     target = Path(out)

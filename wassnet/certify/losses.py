@@ -25,23 +25,25 @@ import math
 import torch
 import torch.nn.functional as F
 
+from wassnet.errors import InputError
+
 __all__ = ["cross_entropy_with_temperature", "hinge_margin", "multiclass_hinge"]
 
 
 def hinge_margin(eps: float) -> float:
     """The logit margin ``sqrt(2) * eps`` that certifies radius ``eps`` for a 1-Lipschitz net."""
     if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"target radius eps must be finite and >= 0, got {eps}")
+        raise InputError(f"target radius eps must be finite and >= 0, got {eps}")
     return math.sqrt(2.0) * eps
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
     if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(
+        raise InputError(
             f"logits must be [batch, classes] with >= 2 classes, got {tuple(logits.shape)}"
         )
     if target.shape != logits.shape[:1]:
-        raise ValueError(
+        raise InputError(
             f"target must be [batch] = {logits.shape[0]} class indices, got {tuple(target.shape)}"
         )
 
@@ -86,7 +88,7 @@ def cross_entropy_with_temperature(
     """
     _check(logits, target)
     if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        raise InputError(f"temperature must be finite and > 0, got {temperature}")
     return F.cross_entropy(logits / temperature, target, reduction=reduction)
 
 
@@ -97,4 +99,4 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
         return values.sum()
     if reduction == "none":
         return values
-    raise ValueError(f"unknown reduction {reduction!r}: choose mean, sum or none")
+    raise InputError(f"unknown reduction {reduction!r}: choose mean, sum or none")

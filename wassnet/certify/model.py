@@ -3,13 +3,16 @@
 A classifier is a critic with ``num_classes`` outputs: :func:`make_classifier` is
 :func:`wassnet.critics.make_critic` with ``out_features = num_classes``. A checkpoint
 records how to rebuild it (``arch``, ``input_shape``, ``num_classes``, overrides), so
-:func:`load_classifier` needs nothing but the file.
+:func:`load_classifier` needs nothing but the file; it returns a :class:`LoadedClassifier`
+(the model and that description).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,9 +20,10 @@ from torch import nn
 
 from wassnet.checkpoint import CheckpointError, load_checkpoint
 from wassnet.critics import PRESETS, make_critic
+from wassnet.errors import InputError
 from wassnet.nn import export
 
-__all__ = ["export_classifier", "load_classifier", "make_classifier"]
+__all__ = ["LoadedClassifier", "export_classifier", "load_classifier", "make_classifier"]
 
 
 def make_classifier(
@@ -35,9 +39,9 @@ def make_classifier(
     computes from the weights.
     """
     if arch not in PRESETS:
-        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown architecture {arch!r}: choose one of {', '.join(PRESETS)}")
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        raise InputError(f"num_classes must be an int >= 2, got {num_classes!r}")
     return make_critic(arch, tuple(input_shape), out_features=num_classes, **overrides)
 
 
@@ -54,17 +58,43 @@ def _spec(state: dict[str, Any], path: str | os.PathLike[str]) -> tuple[str, tup
         raise CheckpointError(f"{str(path)!r} lacks a model description (arch, shape)") from None
 
 
+@dataclass(frozen=True)
+class LoadedClassifier:
+    """A classifier rebuilt from a checkpoint by :func:`load_classifier`.
+
+    Attributes:
+        model: the network, in eval mode, with the saved weights.
+        arch: its :data:`wassnet.critics.PRESETS` name.
+        input_shape: the shape of one input, without the batch dimension (the shape
+            it was trained on, e.g. ``(1, 28, 28)``).
+        num_classes: the number of logits.
+        config: the training config saved with it (:meth:`TrainConfig.to_dict`
+            of the run), ``{}`` when the checkpoint has none.
+        path: the checkpoint file.
+    """
+
+    model: nn.Sequential
+    arch: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    config: dict[str, Any]
+    path: Path
+
+
 def load_classifier(
     path: str | os.PathLike[str], device: str | torch.device | None = "cpu"
-) -> tuple[nn.Sequential, dict[str, Any]]:
-    """Rebuild the classifier saved in a ``classifier`` checkpoint; return it and the checkpoint.
+) -> LoadedClassifier:
+    """Rebuild the classifier saved in a ``classifier`` checkpoint.
 
-    The model is in eval mode on ``device``. Raises :class:`wassnet.checkpoint.CheckpointError`
-    (a ``ValueError``) for a missing, corrupt or foreign file, or weights that do not
-    fit the recorded architecture.
+    The model is in eval mode on ``device`` (``None``: left on the CPU). Raises
+    :class:`wassnet.checkpoint.CheckpointError` (a ``ValueError``) for a missing,
+    corrupt or foreign file, or weights that do not fit the recorded architecture.
     """
     state = load_checkpoint(path, kind="classifier")
     arch, shape, num_classes, overrides = _spec(state, path)
+    config = state.get("config") or {}
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{str(path)!r}: the saved training config is not a mapping")
     model = make_classifier(arch, shape, num_classes, **overrides)
     try:
         model.load_state_dict(state["model"]["state_dict"])
@@ -73,7 +103,7 @@ def load_classifier(
         raise CheckpointError(f"{str(path)!r}: weights do not fit {arch}: {reason}") from None
     if device is not None:
         model = model.to(device)
-    return model.eval(), state
+    return LoadedClassifier(model.eval(), arch, shape, num_classes, dict(config), Path(path))
 
 
 def export_classifier(model: nn.Module) -> nn.Module:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wassnet.errors import InputError, InputTypeError
 from wassnet.nn import LipschitzCertificate, lipschitz_bound
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "certified_accuracy",
     "certified_radius",
     "check_eps",
+    "lipschitz_certificate",
     "logit_margin",
     "resolve_lipschitz",
 ]
@@ -47,15 +49,15 @@ def check_eps(eps: float | Sequence[float]) -> list[float]:
     """``eps`` as a non-empty list of finite radii ``>= 0``; ``ValueError`` otherwise."""
     values = [eps] if isinstance(eps, (int, float)) else list(eps)
     if not values:
-        raise ValueError("eps must hold at least one radius")
+        raise InputError("eps must hold at least one radius")
     out = []
     for e in values:
         try:
             v = float(e)
         except (TypeError, ValueError):
-            raise ValueError(f"eps must be numbers, got {e!r}") from None
+            raise InputError(f"eps must be numbers, got {e!r}") from None
         if not math.isfinite(v) or v < 0:
-            raise ValueError(f"eps must be finite radii >= 0, got {e!r}")
+            raise InputError(f"eps must be finite radii >= 0, got {e!r}")
         out.append(v)
     return out
 
@@ -64,7 +66,7 @@ def logit_margin(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(prediction, margin)`` of ``[batch, k]`` logits: argmax and top-1 minus top-2
     (float64, ``>= 0``, rounded down: never above the exact gap between the logits)."""
     if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(
+        raise InputError(
             f"logits must be [batch, classes] with >= 2 classes, got {tuple(logits.shape)}"
         )
     top = logits.topk(2, dim=1)
@@ -85,12 +87,18 @@ def resolve_lipschitz(
     bounds the model's Lipschitz constant (pass the certificate of the same weights).
     """
     if lipschitz is None:
-        with _eval_mode(model):
-            return float(lipschitz_bound(model, input_shape).bound)
+        return float(lipschitz_certificate(model, input_shape).bound)
     value = float(lipschitz)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"lipschitz must be a finite bound > 0, got {lipschitz!r}")
+        raise InputError(f"lipschitz must be a finite bound > 0, got {lipschitz!r}")
     return value
+
+
+def lipschitz_certificate(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCertificate:
+    """:func:`wassnet.nn.lipschitz_bound` of ``model`` in eval mode, the mode in which
+    :func:`certified_radius` predicts (dropout off); the model's mode is restored."""
+    with _eval_mode(model):
+        return lipschitz_bound(model, input_shape)
 
 
 @contextmanager
@@ -105,11 +113,11 @@ def _eval_mode(model: nn.Module):
 
 def _check_inputs(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(f"inputs must be a non-empty batch [N, ...], got shape {tuple(x.shape)}")
+        raise InputError(f"inputs must be a non-empty batch [N, ...], got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
-        raise ValueError("inputs contain NaN or inf")
+        raise InputError("inputs contain NaN or inf")
 
 
 @torch.no_grad()
@@ -160,7 +168,7 @@ def certified_radius(
     """
     _check_inputs(x)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
     prediction, margin = _predict(model, x, batch_size)
     radius = radius_from_margin(margin, bound)
@@ -223,7 +231,7 @@ def _batches(data: Data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x, y = data
         if len(x) != len(y):
-            raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+            raise InputError(f"{len(x)} inputs but {len(y)} labels")
         for start in range(0, len(x), batch_size):
             yield x[start : start + batch_size], y[start : start + batch_size]
         return
@@ -264,7 +272,7 @@ def certified_accuracy(
         _check_inputs(x)
         y = torch.as_tensor(y).reshape(-1).cpu()
         if len(y) != len(x):
-            raise ValueError(f"batch of {len(x)} inputs with {len(y)} labels")
+            raise InputError(f"batch of {len(x)} inputs with {len(y)} labels")
         if bound is None:
             bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
         pred, radius = certified_radius(
@@ -277,7 +285,7 @@ def certified_accuracy(
             certified[i] += int((ok & (radius > e)).sum())
         correct_radii.append(torch.where(ok, radius, torch.zeros_like(radius)))
     if n == 0 or bound is None:
-        raise ValueError("no examples to certify: the data is empty")
+        raise InputError("no examples to certify: the data is empty")
     return CertifiedAccuracy(
         n=n,
         clean=correct / n,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,12 +27,12 @@ from torch import nn
 
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
-from wassnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from wassnet.errors import CheckpointError, InputError, RunFolderError, TrainingError
+from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
 __all__ = ["CHECKPOINT_NAME", "TrainConfig", "TrainResult", "train_classifier"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 LossName = Literal["hinge", "ce"]
 Schedule = Literal["constant", "cosine", "step"]
 
@@ -54,7 +54,7 @@ class TrainConfig:
             of the steps.
         seed: initial weights and data order.
         iters: Björck iterations per layer (``None``: the preset's default, 20).
-        train_limit: train on the first ``train_limit`` examples only.
+        limit: train on the first ``limit`` examples only.
     """
 
     dataset: str = "mnist"
@@ -68,31 +68,41 @@ class TrainConfig:
     schedule: Schedule = "cosine"
     seed: int = 0
     iters: int | None = None
-    train_limit: int | None = None
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         hinge_margin(self.eps)  # validates eps
         if self.loss not in ("hinge", "ce"):
-            raise ValueError(f"unknown loss {self.loss!r}: choose hinge or ce")
+            raise InputError(f"unknown loss {self.loss!r}: choose hinge or ce")
         if self.schedule not in ("constant", "cosine", "step"):
-            raise ValueError(f"unknown schedule {self.schedule!r}: choose constant, cosine or step")
+            raise InputError(f"unknown schedule {self.schedule!r}: choose constant, cosine or step")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
+            raise InputError(f"lr must be finite and > 0, got {self.lr}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+            raise InputError(f"temperature must be finite and > 0, got {self.temperature}")
         if self.iters is not None and self.iters < 1:
-            raise ValueError(f"iters must be >= 1, got {self.iters}")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train_limit must be >= 1, got {self.train_limit}")
+            raise InputError(f"iters must be >= 1, got {self.iters}")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"limit must be >= 1, got {self.limit}")
 
     def overrides(self) -> dict[str, Any]:
         return {} if self.iters is None else {"iters": self.iters}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config from :meth:`to_dict` (also reads wassnet 0.1's ``train_limit``)."""
+        data = {("limit" if k == "train_limit" else k): v for k, v in data.items()}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"unknown classifier config fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
 
 
 @dataclass
@@ -153,25 +163,25 @@ def _load_data(config: TrainConfig, data, data_root) -> tuple[torch.Tensor, torc
     if data is None:
         from wassnet.datasets import load_images
 
-        d = load_images(config.dataset, data_root, split="train", limit=config.train_limit)
+        d = load_images(config.dataset, data_root, split="train", limit=config.limit)
         return d.images, d.labels, d.num_classes
     if hasattr(data, "images"):
         images, labels = data.images, data.labels
     else:
         images, labels = data
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-    if config.train_limit is not None:
-        images, labels = images[: config.train_limit], labels[: config.train_limit]
+    if config.limit is not None:
+        images, labels = images[: config.limit], labels[: config.limit]
     if images.dim() < 2 or len(images) == 0 or len(images) != len(labels):
-        raise ValueError(
+        raise InputError(
             f"training data must be [N, ...] inputs with N labels, got {tuple(images.shape)} "
             f"and {tuple(labels.shape)}"
         )
     if not torch.isfinite(images).all():
-        raise ValueError("training inputs contain NaN or inf")
+        raise InputError("training inputs contain NaN or inf")
     labels = labels.to(torch.int64)
     if labels.min() < 0:
-        raise ValueError("labels must be class indices >= 0")
+        raise InputError("labels must be class indices >= 0")
     num_classes = getattr(data, "num_classes", None) or max(2, int(labels.max()) + 1)
     return images.to(torch.float32), labels, int(num_classes)
 
@@ -188,172 +198,232 @@ def train_classifier(
     checkpoint_every: int = 200,
     progress: bool = True,
 ) -> TrainResult:
-    """Train (or resume training) a certified-robust classifier; checkpoint into ``out``.
+    """Train (or continue training) a certified-robust classifier in the run folder ``out``.
+
+    The run folder follows :mod:`wassnet.runs`: locked against a second process, a
+    folder holding a checkpoint is continued, Ctrl-C checkpoints at the end of the
+    current step and raises ``KeyboardInterrupt``.
 
     Args:
-        config: the run; resuming requires the same config as the checkpoint's.
-        out: folder for ``checkpoint.pt`` (written atomically).
+        config: the run; continuing requires the same config as the checkpoint's.
+        out: the run folder (``checkpoint.pt``, written atomically).
         data: training ``(images, labels)`` or an ``ImageData``; default: the
             ``config.dataset`` train split from ``data_root`` (torchvision download).
             With bare tensors the number of classes is ``max(labels) + 1``.
         device: ``cpu``, ``cuda``...; default a GPU if present.
-        resume: continue from ``out/checkpoint.pt`` when it exists; with ``False`` an
-            existing checkpoint is an error (never silently overwritten).
+        resume: continue the run in ``out`` when it holds one (the default); with
+            ``False`` an existing run is an error (never silently overwritten).
         max_steps: stop after this many optimizer steps in *this call* (a budget); the
             checkpoint lets a later call continue exactly where this one stopped.
         checkpoint_every: also checkpoint every this many steps (and at each epoch's
-            end, on stop, and on ``KeyboardInterrupt``).
+            end, on stop, and on Ctrl-C).
         progress: show a tqdm progress bar.
 
     Returns:
         A :class:`TrainResult` whose ``model`` is in eval mode on ``device``.
     """
     if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_steps is not None and max_steps < 0:
-        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+        raise InputError(f"max_steps must be >= 0, got {max_steps}")
     dev = resolve_device(device)
-    path = Path(out) / CHECKPOINT_NAME
     images, labels, num_classes = _load_data(config, data, data_root)
-    input_shape = tuple(images.shape[1:])
-    n = len(images)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total = steps_per_epoch * config.epochs
-
-    state: dict[str, Any] | None = None
-    if path.exists():
-        if not resume:
-            raise ValueError(f"{str(path)!r} exists: resume it, or choose another output folder")
-        state = load_checkpoint(path, kind="classifier")
-        saved = state.get("config")
-        if saved != config.to_dict():
-            diff = sorted(k for k in config.to_dict() if (saved or {}).get(k) != getattr(config, k))
-            raise CheckpointError(
-                f"{str(path)!r} was trained with other options ({', '.join(diff) or 'unknown'}); "
-                "resume with the same options or choose another output folder"
-            )
-        if state.get("total_steps") != total:
-            raise CheckpointError(
-                f"{str(path)!r} was trained on {state.get('total_steps')} steps in all, this data "
-                f"gives {total}: resume with the same training data"
-            )
-    else:
-        seed_everything(config.seed)
-
-    model = make_classifier(config.arch, input_shape, num_classes, **config.overrides()).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(config.schedule, s, total)
+    with RunFolder(out) as folder:
+        state = _resume_state(folder, config, total, resume)
+        if state is None:
+            seed_everything(config.seed)
+        run = _Run(config, folder, tuple(images.shape[1:]), num_classes, total, dev, state)
+        budget = total if max_steps is None else min(total, run.step + max_steps)
+        with folder.interrupts():
+            run.train(images, labels, steps_per_epoch, budget, checkpoint_every, progress)
+        if state is None and run.step == 0:
+            run.snapshot()
+    run.model.eval()
+    return TrainResult(
+        model=run.model,
+        checkpoint=folder.checkpoint,
+        config=config,
+        epoch=run.step // steps_per_epoch,
+        step=run.step,
+        total_steps=total,
+        train_seconds=run.seconds,
+        finished=run.step >= total,
+        history=run.history,
     )
-    step, seconds, history = 0, 0.0, []
-    running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    if state is not None:
+
+
+def _resume_state(
+    folder: RunFolder, config: TrainConfig, total: int, resume: bool
+) -> dict[str, Any] | None:
+    """The checkpoint to continue (checked against ``config``), or None for a new run."""
+    if not folder.has_checkpoint():
+        return None
+    path = folder.checkpoint
+    if not resume:
+        raise RunFolderError(
+            f"{str(folder.path)!r} already holds a run (checkpoint.pt): continue it "
+            "(resume=True, the default) or choose another folder"
+        )
+    state = folder.load("classifier")
+    saved = state.get("config")
+    saved = TrainConfig.from_dict(saved).to_dict() if isinstance(saved, dict) else {}
+    if saved != config.to_dict():
+        diff = sorted(k for k in config.to_dict() if saved.get(k) != getattr(config, k))
+        raise CheckpointError(
+            f"{str(path)!r} was trained with other options ({', '.join(diff) or 'unknown'}); "
+            "continue with the same options or choose another folder"
+        )
+    if state.get("total_steps") != total:
+        raise CheckpointError(
+            f"{str(path)!r} was trained on {state.get('total_steps')} steps in all, this data "
+            f"gives {total}: continue with the same training data"
+        )
+    return state
+
+
+class _Run:
+    """One call's training of a classifier run: model, optimizer, schedule, counters."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        folder: RunFolder,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        total: int,
+        dev: torch.device,
+        state: dict[str, Any] | None,
+    ) -> None:
+        self.config, self.folder, self.dev, self.total = config, folder, dev, total
+        self.input_shape, self.num_classes = input_shape, num_classes
+        self.model = make_classifier(
+            config.arch, input_shape, num_classes, **config.overrides()
+        ).to(dev)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _lr_factor(config.schedule, s, total)
+        )
+        self.step, self.seconds = 0, 0.0
+        self.history: list[dict[str, float]] = []
+        self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+        if state is not None:
+            self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
         try:
-            model.load_state_dict(state["model"]["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, seconds = int(state["step"]), float(state["train_seconds"])
-            history = list(state["history"])
-            running = dict(state["running"])
+            self.model.load_state_dict(state["model"]["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.seconds = int(state["step"]), float(state["train_seconds"])
+            self.history = list(state["history"])
+            self.running = dict(state["running"])
             set_rng_state(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             reason = " ".join(str(exc).split())[:200]
-            raise CheckpointError(f"cannot resume from {str(path)!r}: {reason}") from None
+            raise CheckpointError(
+                f"cannot resume from {str(self.folder.checkpoint)!r}: {reason}"
+            ) from None
 
-    def snapshot() -> None:
-        save_checkpoint(
+    def snapshot(self) -> None:
+        config = self.config
+        self.folder.save(
             {
                 "kind": "classifier",
                 "config": config.to_dict(),
                 "model": {
                     "arch": config.arch,
-                    "input_shape": list(input_shape),
-                    "num_classes": num_classes,
+                    "input_shape": list(self.input_shape),
+                    "num_classes": self.num_classes,
                     "overrides": config.overrides(),
-                    "state_dict": model.state_dict(),
+                    "state_dict": self.model.state_dict(),
                 },
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "total_steps": total,
-                "train_seconds": seconds,
-                "history": history,
-                "running": running,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "total_steps": self.total,
+                "train_seconds": self.seconds,
+                "history": self.history,
+                "running": self.running,
                 "rng": rng_state(),
-            },
-            path,
+            }
         )
 
-    budget = total if max_steps is None else min(total, step + max_steps)
-    bar = None
-    if progress and step < budget:
-        from tqdm.auto import tqdm
+    def one_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step on ``(x, y)``; returns the loss."""
+        config = self.config
+        t0 = time.perf_counter()
+        logits = self.model(x)
+        if config.loss == "hinge":
+            loss = multiclass_hinge(logits, y, eps=config.eps)
+        else:
+            loss = cross_entropy_with_temperature(logits, y, config.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.seconds += time.perf_counter() - t0
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"training diverged at step {self.step} (loss {value})")
+        self.step += 1
+        self.running["loss"] += value * len(y)
+        self.running["correct"] += float((logits.argmax(1) == y).sum())
+        self.running["count"] += len(y)
+        return value
 
-        bar = tqdm(total=total, initial=step, desc=f"train {config.arch}", unit="step")
-    model.train()
-    consistent = True  # the in-memory state matches `step` (safe to checkpoint)
-    try:
-        while step < budget:
-            epoch, index = divmod(step, steps_per_epoch)
-            order = _epoch_order(config.seed, epoch, n)
-            idx = order[index * config.batch_size : (index + 1) * config.batch_size]
-            x, y = images[idx].to(dev), labels[idx].to(dev)
-            t0 = time.perf_counter()
-            consistent = False
-            logits = model(x)
-            if config.loss == "hinge":
-                loss = multiclass_hinge(logits, y, eps=config.eps)
-            else:
-                loss = cross_entropy_with_temperature(logits, y, config.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seconds += time.perf_counter() - t0
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise RuntimeError(f"training diverged at step {step} (loss {value})")
-            step += 1
-            running["loss"] += value * len(y)
-            running["correct"] += float((logits.argmax(1) == y).sum())
-            running["count"] += len(y)
-            consistent = True
+    def end_epoch(self, epoch: int) -> None:
+        count = max(self.running["count"], 1.0)
+        self.history.append(
+            {
+                "epoch": float(epoch + 1),
+                "loss": self.running["loss"] / count,
+                "accuracy": self.running["correct"] / count,
+                "lr": float(self.scheduler.get_last_lr()[0]),
+                "train_seconds": self.seconds,
+            }
+        )
+        self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+
+    def train(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        steps_per_epoch: int,
+        budget: int,
+        checkpoint_every: int,
+        progress: bool,
+    ) -> None:
+        """Steps until ``budget``, checkpointing per epoch, every ``checkpoint_every``
+        steps, at the budget and on Ctrl-C (at the end of the step in progress)."""
+        bar = None
+        if progress and self.step < budget:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total, initial=self.step, desc=f"train {self.config.arch}")
+        batch = self.config.batch_size
+        self.model.train()
+        try:
+            while self.step < budget:
+                epoch, index = divmod(self.step, steps_per_epoch)
+                order = _epoch_order(self.config.seed, epoch, len(images))
+                idx = order[index * batch : (index + 1) * batch]
+                value = self.one_step(images[idx].to(self.dev), labels[idx].to(self.dev))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}", epoch=epoch + 1)
+                if self.step % steps_per_epoch == 0:
+                    self.end_epoch(epoch)
+                if (
+                    self.step % steps_per_epoch == 0
+                    or self.step % checkpoint_every == 0
+                    or self.step == budget
+                    or self.folder.interrupted
+                ):
+                    self.snapshot()
+                if self.folder.interrupted:
+                    raise self.folder.stop(self.step)
+        finally:
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", epoch=epoch + 1)
-            if step % steps_per_epoch == 0:
-                count = max(running["count"], 1.0)
-                history.append(
-                    {
-                        "epoch": float(epoch + 1),
-                        "loss": running["loss"] / count,
-                        "accuracy": running["correct"] / count,
-                        "lr": float(scheduler.get_last_lr()[0]),
-                        "train_seconds": seconds,
-                    }
-                )
-                running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-                snapshot()
-            elif step % checkpoint_every == 0 or step == budget:
-                snapshot()
-    except KeyboardInterrupt:
-        if consistent:
-            snapshot()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    if state is None and step == 0:
-        snapshot()
-    model.eval()
-    return TrainResult(
-        model=model,
-        checkpoint=path,
-        config=config,
-        epoch=step // steps_per_epoch,
-        step=step,
-        total_steps=total,
-        train_seconds=seconds,
-        finished=step >= total,
-        history=history,
-    )
+                bar.close()

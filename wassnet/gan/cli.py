@@ -6,47 +6,59 @@ stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from wassnet.clitools import ErrorLineGroup, emit
-
-DATASET_NAMES = (
-    "mnist",
-    "fashion-mnist",
-    "cifar10",
-    "8gaussians",
-    "25gaussians",
-    "ring",
-    "swissroll",
+from wassnet.clitools import (
+    ErrorLineGroup,
+    Finite,
+    Renamed,
+    check_new_file,
+    continued_options,
+    data_root_option,
+    device_option,
+    emit,
+    force_option,
+    iters_option,
+    json_option,
+    limit_option,
+    quiet_option,
+    saved_config,
+    seed_option,
+    set_threads,
+    threads_option,
 )
-CRITIC_NAMES = ("groupsort-dense", "bcop-conv", "relu-dense", "relu-conv")
+from wassnet.errors import InputError
+from wassnet.names import ARCHS, CONSTRAINTS, DATASETS, LEGACY_GAN_CRITICS, is_toy
 
-#: CLI option name -> GANConfig field, for the options that define a run.
-_CONFIG_OPTIONS = {
-    "dataset": "dataset",
-    "critic": "critic",
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "n_critic": "n_critic",
-    "lr_g": "lr_g",
-    "lr_c": "lr_c",
-    "beta1": "beta1",
-    "beta2": "beta2",
-    "gp": "gp",
-    "latent_dim": "latent_dim",
-    "generator_width": "generator_width",
-    "critic_width": "critic_width",
-    "bjorck_iters": "bjorck_iters",
-    "data_limit": "data_limit",
-    "seed": "seed",
-    "log_every": "log_every",
-    "sample_every": "sample_every",
-    "checkpoint_every": "checkpoint_every",
-    "eval_samples": "eval_samples",
-}
+#: Options that define a run: the :class:`~wassnet.gan.trainer.GANConfig` fields.
+CONFIG_FIELDS = (
+    "dataset",
+    "arch",
+    "constraint",
+    "steps",
+    "batch_size",
+    "n_critic",
+    "lr_g",
+    "lr_c",
+    "beta1",
+    "beta2",
+    "gp",
+    "latent_dim",
+    "generator_width",
+    "width",
+    "iters",
+    "limit",
+    "seed",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "eval_samples",
+)
 
 _positive = click.IntRange(1)
-_rate = click.FloatRange(0, min_open=True)
+_rate = Finite(0, open_low=True)
 _beta = click.FloatRange(0, 1, max_open=True)
 
 
@@ -55,19 +67,44 @@ def gan() -> None:
     """Wasserstein GANs with a 1-Lipschitz critic (no gradient penalty), and WGAN-GP."""
 
 
+def _legacy_critic(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """The hidden ``--critic NAME`` of wassnet 0.1: sets ``--arch`` and ``--constraint``."""
+    if value is not None:
+        ctx.meta["wassnet_legacy_critic"] = LEGACY_GAN_CRITICS[value]
+
+
 @gan.command()
-@click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True)
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option(
+    "--arch",
+    type=click.Choice(list(ARCHS)),
+    default=None,
+    help="critic architecture  [default: conv-small for images, dense-small for 2-D data]",
+)
+@click.option(
+    "--constraint",
+    type=click.Choice(CONSTRAINTS),
+    default="orthogonal",
+    show_default=True,
+    help="orthogonal: 1-Lipschitz by construction (Björck/BCOP + GroupSort); none: plain "
+    "layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
+)
 @click.option(
     "--critic",
-    type=click.Choice(CRITIC_NAMES),
-    default=None,
-    help="groupsort-dense / bcop-conv: 1-Lipschitz by construction; relu-dense / relu-conv: "
-    "the WGAN-GP baseline  [default: bcop-conv for images, groupsort-dense for 2-D data]",
+    type=click.Choice(list(LEGACY_GAN_CRITICS)),
+    hidden=True,
+    expose_value=False,
+    callback=_legacy_critic,
 )
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run folder"
 )
-@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option(
+    "--resume",
+    is_flag=True,
+    hidden=True,
+    help="(old spelling) require a run to continue in --out; continuing is the default",
+)
 @click.option("--steps", type=_positive, default=2000, show_default=True, help="generator steps")
 @click.option("--batch-size", type=_positive, default=64, show_default=True)
 @click.option(
@@ -87,22 +124,25 @@ def gan() -> None:
 @click.option("--beta2", type=_beta, default=0.9, show_default=True)
 @click.option(
     "--gp",
-    type=click.FloatRange(0),
+    type=Finite(0),
     default=None,
-    help="gradient-penalty weight (default: 10 for relu critics, 0 for Lipschitz critics)",
+    help="gradient-penalty weight (default: 10 with --constraint none, else 0)",
 )
 @click.option("--latent-dim", type=_positive, default=64, show_default=True)
 @click.option("--generator-width", type=_positive, default=64, show_default=True)
 @click.option(
-    "--critic-width", type=_positive, default=128, show_default=True, help="critic hidden width"
+    "--width",
+    "width",
+    cls=Renamed,
+    old=("--critic-width",),
+    type=_positive,
+    default=128,
+    show_default=True,
+    help="critic hidden width (every hidden layer of --arch)",
 )
-@click.option(
-    "--bjorck-iters", type=_positive, default=10, show_default=True, help="Björck/BCOP iterations"
-)
-@click.option(
-    "--data-limit", type=_positive, default=None, help="use only the first N training images"
-)
-@click.option("--seed", type=int, default=0, show_default=True)
+@iters_option(10, "--bjorck-iters")
+@limit_option("training images", "--data-limit")
+@seed_option
 @click.option("--log-every", type=_positive, default=10, show_default=True)
 @click.option(
     "--sample-every", type=_positive, default=250, show_default=True, help="sample grid cadence"
@@ -115,16 +155,11 @@ def gan() -> None:
     show_default=True,
     help="2-D: points for the exact W1",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="image data folder (default: $WASSNET_DATA or ~/.cache/wassnet/data)",
-)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if present)")
-@click.option("--threads", type=_positive, default=None, help="torch intra-op threads")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@data_root_option
+@device_option
+@threads_option
+@json_option
+@quiet_option
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -139,36 +174,22 @@ def train(
 ) -> None:
     """Train a WGAN; writes checkpoint.pt, metrics.jsonl, sample grids and curves to --out.
 
-    With --resume, the run's saved config is used; options given on the command line
-    must agree with it, except --steps (to extend a run) and the logging cadences.
+    A folder that holds a run is continued from its last checkpoint with the run's
+    saved options; options given on the command line must agree with them, except
+    --steps (to extend a run) and the logging cadences. Ctrl-C checkpoints first.
     """
-    import torch
+    from wassnet.gan.trainer import GANConfig, train_gan
+    from wassnet.runs import CHECKPOINT_NAME
 
-    from wassnet.checkpoint import load_checkpoint
-    from wassnet.gan.trainer import CHECKPOINT_NAME, GANConfig, train_gan
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    values = {_CONFIG_OPTIONS[k]: v for k, v in options.items()}
-    if resume:
-        from pathlib import Path
-
-        saved = load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, kind="gan")["config"]
-        given = {
-            k
-            for k in options
-            if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE
-        }
-        values = {**saved, **{_CONFIG_OPTIONS[k]: options[k] for k in given}}
-    if values["critic"] is None:
-        from wassnet.gan.data import is_toy
-
-        values["critic"] = "groupsort-dense" if is_toy(values["dataset"]) else "bcop-conv"
-    config = GANConfig(**values)
-    result = train_gan(
-        config, out_dir, resume=resume, data_root=data_root, device=device, progress=not quiet
-    )
-    emit(result, as_json, result.summary)
+    if "wassnet_legacy_critic" in ctx.meta:
+        options["arch"], options["constraint"] = ctx.meta["wassnet_legacy_critic"]
+    saved = saved_config(Path(out_dir) / CHECKPOINT_NAME, "gan", resume)
+    if saved is not None:
+        saved = GANConfig.from_dict(saved).to_dict()
+    config = GANConfig(**continued_options(ctx, options, saved))
+    set_threads(threads)
+    result = train_gan(config, out_dir, data_root=data_root, device=device, progress=not quiet)
+    emit(result, as_json)
 
 
 @gan.command()
@@ -181,23 +202,22 @@ def train(
     type=click.Path(dir_okay=False),
     help=".png picture or .npy array",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda (default: a GPU if present)")
-def sample(checkpoint: str, n: int, out_path: str, seed: int, device: str | None) -> None:
+@force_option
+@seed_option
+@device_option
+def sample(
+    checkpoint: str, n: int, out_path: str, force: bool, seed: int, device: str | None
+) -> None:
     """Draw samples from a trained generator: a grid (images) or scatter plot (2-D), or .npy."""
-    from pathlib import Path
-
     import numpy as np
 
     from wassnet.gan.plots import save_samples
     from wassnet.gan.trainer import generate, load_generator
 
+    check_new_file(out_path, force, "--out", (".png", ".npy"))
     path = Path(out_path)
-    if path.suffix.lower() not in (".png", ".npy"):
-        raise click.BadParameter("must end in .png or .npy", param_hint="--out")
     generator, _, _ = load_generator(checkpoint, device)
     samples = generate(generator, n, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
         np.save(path, samples.numpy(), allow_pickle=False)
     else:
@@ -224,11 +244,11 @@ def sample(checkpoint: str, n: int, out_path: str, seed: int, device: str | None
     help="local pytorch-fid Inception state_dict (.pth, or its folder); "
     "default: $WASSNET_FID_WEIGHTS, else pytorch-fid's download",
 )
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@data_root_option
 @click.option("--batch-size", type=_positive, default=50, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@seed_option
+@device_option
+@json_option
 def fid(
     checkpoint: str,
     n: int,
@@ -248,7 +268,6 @@ def fid(
     """
     import torch
 
-    from wassnet.gan.data import is_toy
     from wassnet.gan.trainer import generate, load_generator
 
     generator, config, _ = load_generator(checkpoint, device)
@@ -262,17 +281,17 @@ def fid(
         b = sample_toy(config.dataset, n, gen).double().numpy()
         fake = generate(generator, n, seed=seed).double().numpy()
         result = ToyW1Result(config.dataset, n, exact_w1(fake, a), exact_w1(a, b))
-        emit(result, as_json, result.summary)
+        emit(result, as_json)
         return
     from wassnet.datasets import load_images
     from wassnet.gan.fid import compute_fid
 
     real = load_images(config.dataset, data_root, split=split, limit=n).images
     if len(real) < n:
-        raise ValueError(
+        raise InputError(
             f"the {split} split of {config.dataset} has only {len(real)} images; "
             f"use --n {len(real)} or less"
         )
     fake = generate(generator, n, seed=seed)
     result = compute_fid(real, fake, fid_weights, device, batch_size)
-    emit(result, as_json, result.summary)
+    emit(result, as_json)

@@ -10,17 +10,11 @@ import os
 
 import torch
 
-from wassnet.datasets import IMAGE_DATASETS, TOY_DATASETS, load_images, sample_toy
+from wassnet.datasets import load_images, sample_toy
+from wassnet.errors import InputError
+from wassnet.names import DATASETS, is_toy
 
 __all__ = ["DATASETS", "DataSource", "is_toy"]
-
-#: Every dataset name the GAN trainer accepts.
-DATASETS = tuple(IMAGE_DATASETS) + tuple(TOY_DATASETS)
-
-
-def is_toy(name: str) -> bool:
-    """Whether ``name`` is a 2-D toy distribution (else an image dataset)."""
-    return name in TOY_DATASETS
 
 
 class DataSource:
@@ -39,7 +33,7 @@ class DataSource:
         limit: int | None = None,
     ) -> None:
         if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+            raise InputError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
         self.name = name
         self.images: torch.Tensor | None = None
         if is_toy(name):

@@ -29,6 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from wassnet.checkpoint import load_torch_file
+from wassnet.errors import CheckpointError, InputError
+
 __all__ = [
     "FIDResult",
     "compute_fid",
@@ -84,11 +87,11 @@ def frechet_distance(
     )
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(
+        raise InputError(
             f"shapes do not match: mu {mu1.shape}, {mu2.shape}; sigma {s1.shape}, {s2.shape}"
         )
     if not all(np.isfinite(a).all() for a in (mu1, mu2, s1, s2)):
-        raise ValueError("means and covariances must be finite")
+        raise InputError("means and covariances must be finite")
     s1 = (s1 + s1.T) / 2
     s2 = (s2 + s2.T) / 2
     evals, evecs = np.linalg.eigh(s1)
@@ -104,7 +107,7 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of ``[N, d]`` features, ``N >= 2``."""
     features = np.asarray(features, np.float64)
     if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"need [N, d] features with N >= 2, got shape {features.shape}")
+        raise InputError(f"need [N, d] features with N >= 2, got shape {features.shape}")
     return features.mean(0), np.cov(features, rowvar=False)
 
 
@@ -122,11 +125,11 @@ def frechet_distance_from_features(x: np.ndarray, y: np.ndarray) -> float:
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
-        raise ValueError(
+        raise InputError(
             f"need [n, d] and [m, d] features with n, m >= 2, got {x.shape}, {y.shape}"
         )
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("features must be finite")
+        raise InputError("features must be finite")
     n, m, d = len(x), len(y), x.shape[1]
     if min(n, m) >= d:
         return frechet_distance(*feature_statistics(x), *feature_statistics(y))
@@ -178,18 +181,23 @@ def load_fid_inception(
         model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
         source = "pytorch-fid download"
     else:
-
-        def local(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-            return torch.load(path, map_location="cpu", weights_only=True)
-
+        weights = load_torch_file(path, "FID Inception weights")
+        if not isinstance(weights, dict) or not all(
+            isinstance(v, torch.Tensor) for v in weights.values()
+        ):
+            raise CheckpointError(
+                f"{str(path)!r} is not FID Inception weights (not a state_dict of tensors)"
+            )
         try:
             # fid_inception_v3() builds the FID architecture, then fetches the weights
             # from a URL: the fetch (and only it) is replaced by the local file.
-            with mock.patch.object(inception, "load_state_dict_from_url", local):
+            with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: weights):
                 model = inception.InceptionV3([3])
-        except (RuntimeError, KeyError, EOFError, OSError) as exc:
-            reason = " ".join(str(exc).split())[:200]
-            raise ValueError(f"cannot load FID Inception weights {str(path)!r}: {reason}") from None
+        except RuntimeError:  # load_state_dict: missing / unexpected / mis-shaped tensors
+            raise CheckpointError(
+                f"{str(path)!r} is not pytorch-fid's Inception weights (its tensors do not "
+                "fit the FID network)"
+            ) from None
         source = str(path)
     return model.to(resolve_device(device)).eval(), source
 
@@ -197,9 +205,9 @@ def load_fid_inception(
 def inception_features(images: torch.Tensor, model: nn.Module, batch_size: int = 50) -> np.ndarray:
     """Pool3 features ``[N, 2048]`` (float64) of images ``[N, C, H, W]`` in ``[0, 1]``."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"need images [N, 1 or 3, H, W], got shape {tuple(images.shape)}")
+        raise InputError(f"need images [N, 1 or 3, H, W], got shape {tuple(images.shape)}")
     if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or inf")
+        raise InputError("images contain NaN or inf")
     device = next(model.parameters()).device
     feats = []
     with torch.no_grad():

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from wassnet.errors import InputError
+
 __all__ = ["ConvGenerator", "MLPGenerator", "make_generator"]
 
 
@@ -29,7 +31,7 @@ class MLPGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if latent_dim < 1 or out_features < 1 or any(w < 1 for w in hidden):
-            raise ValueError("latent_dim, out_features and hidden widths must be >= 1")
+            raise InputError("latent_dim, out_features and hidden widths must be >= 1")
         self.latent_dim = latent_dim
         layers: list[nn.Module] = []
         features = latent_dim
@@ -63,11 +65,11 @@ class ConvGenerator(nn.Module):
         super().__init__()
         shape = tuple(int(s) for s in image_shape)
         if len(shape) != 3 or shape[1] != shape[2] or shape[1] % 4:
-            raise ValueError(
+            raise InputError(
                 f"ConvGenerator needs a square (C, H, W) image with H divisible by 4, got {shape}"
             )
         if latent_dim < 1 or width < 1:
-            raise ValueError("latent_dim and width must be >= 1")
+            raise InputError("latent_dim and width must be >= 1")
         c, size = shape[0], shape[1]
         ups = 3 if size % 8 == 0 and size // 8 >= 4 else 2
         start = size // 2**ups

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wassnet.errors import InputError
+
 __all__ = ["critic_objective", "generator_loss", "gradient_penalty"]
 
 
@@ -38,7 +40,7 @@ def gradient_penalty(
     parameters (``create_graph=True``).
     """
     if real.shape != fake.shape:
-        raise ValueError(f"real and fake batches differ in shape: {real.shape} vs {fake.shape}")
+        raise InputError(f"real and fake batches differ in shape: {real.shape} vs {fake.shape}")
     eps = epsilon.reshape(-1, *([1] * (real.dim() - 1))).to(real)
     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
     out = critic(mixed)

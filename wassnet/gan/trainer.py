@@ -35,12 +35,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from wassnet.checkpoint import load_checkpoint, save_checkpoint
-from wassnet.gan.critics import CRITICS, LIPSCHITZ_CRITICS, build_critic
-from wassnet.gan.data import DATASETS, DataSource, is_toy
+from wassnet.checkpoint import load_checkpoint
+from wassnet.errors import InputError, RunFolderError, TrainingError
+from wassnet.gan.critics import build_critic
+from wassnet.gan.data import DataSource
 from wassnet.gan.generators import make_generator
 from wassnet.gan.losses import critic_objective, generator_loss, gradient_penalty
 from wassnet.jsonio import strict_json
+from wassnet.names import (
+    ARCHS,
+    CONSTRAINTS,
+    DATASETS,
+    LEGACY_GAN_CRITICS,
+    default_arch,
+    is_toy,
+)
+from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
 __all__ = [
@@ -53,7 +63,6 @@ __all__ = [
     "train_gan",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 #: Config fields that may differ when a run is resumed (the others must match).
 RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "checkpoint_every")
@@ -63,15 +72,21 @@ RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "checkpoint_every")
 class GANConfig:
     """Everything that defines a WGAN run (model, optimization, logging cadence).
 
-    Defaults suit MNIST with the BCOP critic on a CPU. ``gp=None`` means 10 for the
-    ReLU critics (WGAN-GP) and 0 for the Lipschitz ones. The learning rates (2e-3 for
-    both networks, Adam betas (0.5, 0.9)) are 20 times WGAN-GP's customary 1e-4: on
-    MNIST they gave a far lower FID at equal generator steps for the BCOP, dense and
-    WGAN-GP critics alike (measurements in the ``bench_gan`` section of BENCHMARKS.md).
+    Defaults suit MNIST with the BCOP critic on a CPU. The critic is ``arch`` (a
+    :data:`wassnet.names.ARCHS` name; ``None``: ``conv-small`` for images,
+    ``dense-small`` for 2-D data) built with ``constraint`` (``orthogonal``:
+    1-Lipschitz by construction; ``none``: the WGAN-GP baseline), every hidden width
+    set to ``width`` and ``iters`` Björck / BCOP iterations. ``gp=None`` means 10 for
+    unconstrained critics and 0 for orthogonal ones. ``limit`` keeps the first
+    ``limit`` training images. The learning rates (2e-3 for both networks, Adam betas
+    (0.5, 0.9)) are 20 times WGAN-GP's customary 1e-4: on MNIST they gave a far lower
+    FID at equal generator steps for the BCOP, dense and WGAN-GP critics alike
+    (measurements in the ``bench_gan`` section of BENCHMARKS.md).
     """
 
     dataset: str = "mnist"
-    critic: str = "bcop-conv"
+    arch: str | None = None
+    constraint: str = "orthogonal"
     steps: int = 2000
     batch_size: int = 64
     n_critic: int = 5
@@ -82,9 +97,9 @@ class GANConfig:
     gp: float | None = None
     latent_dim: int = 64
     generator_width: int = 64
-    critic_width: int = 128
-    bjorck_iters: int = 10
-    data_limit: int | None = None
+    width: int = 128
+    iters: int = 10
+    limit: int | None = None
     seed: int = 0
     log_every: int = 10
     sample_every: int = 250
@@ -92,67 +107,88 @@ class GANConfig:
     eval_samples: int = 512
 
     def __post_init__(self) -> None:
+        if self.arch is None:
+            self.arch = default_arch(self.dataset)
         if self.gp is None:
-            self.gp = 0.0 if self.critic in LIPSCHITZ_CRITICS else 10.0
+            self.gp = 0.0 if self.constraint == "orthogonal" else 10.0
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with one clear sentence for an inconsistent config."""
-        if self.dataset not in DATASETS:
-            raise ValueError(
-                f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}"
-            )
-        if self.critic not in CRITICS:
-            raise ValueError(f"unknown critic {self.critic!r}: choose one of {', '.join(CRITICS)}")
-        positive = [
-            "steps",
-            "batch_size",
-            "n_critic",
-            "latent_dim",
-            "generator_width",
-            "critic_width",
-            "bjorck_iters",
-            "log_every",
-            "sample_every",
-            "checkpoint_every",
-            "eval_samples",
-        ]
-        for name in positive:
+        """Raise :class:`~wassnet.errors.InputError` with one sentence for a bad config."""
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("arch", self.arch, tuple(ARCHS))
+        _check_choice("constraint", self.constraint, CONSTRAINTS)
+        for name in _POSITIVE_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         for name in ("lr_g", "lr_c"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise InputError(f"{name} must be a finite number > 0, got {value!r}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not (math.isfinite(self.gp) and self.gp >= 0):
-            raise ValueError(f"gp must be a finite number >= 0, got {self.gp!r}")
-        if self.critic not in LIPSCHITZ_CRITICS and self.gp == 0:
-            raise ValueError(
-                f"critic {self.critic!r} is unconstrained: it needs a gradient penalty gp > 0 "
-                "(WGAN-GP uses 10); only groupsort-dense and bcop-conv train without one"
+            raise InputError(f"gp must be a finite number >= 0, got {self.gp!r}")
+        if self.constraint == "none" and self.gp == 0:
+            raise InputError(
+                "an unconstrained critic (constraint 'none') needs a gradient penalty gp > 0 "
+                "(WGAN-GP uses 10); only orthogonal critics train without one"
             )
-        if self.critic.endswith("-conv") and is_toy(self.dataset):
-            raise ValueError(
-                f"critic {self.critic!r} is convolutional; 2-D dataset {self.dataset!r} needs "
-                "groupsort-dense or relu-dense"
+        if ARCHS[self.arch].kind == "conv" and is_toy(self.dataset):
+            raise InputError(
+                f"arch {self.arch!r} is convolutional; 2-D dataset {self.dataset!r} needs a "
+                "dense arch (dense-small or dense)"
             )
-        if self.data_limit is not None and self.data_limit < 1:
-            raise ValueError(f"data_limit must be >= 1, got {self.data_limit}")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"limit must be >= 1, got {self.limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GANConfig:
+        """The config from :meth:`to_dict` (also reads wassnet 0.1's field names)."""
+        data = _upgrade(data)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown GAN config fields: {', '.join(sorted(unknown))}")
+            raise InputError(f"unknown GAN config fields: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+_POSITIVE_FIELDS = (
+    "steps",
+    "batch_size",
+    "n_critic",
+    "latent_dim",
+    "generator_width",
+    "width",
+    "iters",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "eval_samples",
+)
+#: wassnet 0.1 config field -> its name now.
+_RENAMED_FIELDS = {"critic_width": "width", "bjorck_iters": "iters", "data_limit": "limit"}
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with wassnet 0.1's names (``critic``, ``critic_width``...) renamed."""
+    data = {_RENAMED_FIELDS.get(k, k): v for k, v in data.items()}
+    if "critic" in data:
+        critic = data.pop("critic")
+        if critic not in LEGACY_GAN_CRITICS:
+            raise InputError(f"unknown critic {critic!r} in a saved GAN config")
+        data["arch"], data["constraint"] = LEGACY_GAN_CRITICS[critic]
+    return data
 
 
 @dataclass
@@ -177,7 +213,8 @@ class GANResult:
 
     def summary(self) -> str:
         lines = [
-            f"trained {self.config['critic']} WGAN on {self.config['dataset']}: "
+            f"trained {self.config['arch']} ({self.config['constraint']}) WGAN on "
+            f"{self.config['dataset']}: "
             f"{self.steps} generator steps"
             + (
                 f" (resumed from step {self.resumed_from})" if self.resumed_from is not None else ""
@@ -197,7 +234,13 @@ class GANResult:
 def build_models(config: GANConfig, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Sequential]:
     """The (generator, critic) pair of ``config`` for data of ``data_shape`` (fresh weights)."""
     generator = make_generator(data_shape, config.latent_dim, config.generator_width)
-    critic = build_critic(config.critic, data_shape, config.critic_width, config.bjorck_iters)
+    critic = build_critic(
+        config.arch,  # type: ignore[arg-type]
+        data_shape,
+        constraint=config.constraint,
+        width=config.width,
+        iters=config.iters,
+    )
     return generator, critic
 
 
@@ -238,23 +281,36 @@ class _Metrics:
         self.file.close()
 
 
-def _check_resume(saved: GANConfig, config: GANConfig) -> None:
+def _resume_state(folder: RunFolder, config: GANConfig, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue (checked against ``config``), or None for a new run."""
+    if not folder.has_checkpoint():
+        return None
+    if not resume:
+        raise RunFolderError(
+            f"{str(folder.path)!r} already holds a run (checkpoint.pt): continue it "
+            "(resume=True, the default) or choose another folder"
+        )
+    state = folder.load("gan")
+    saved = GANConfig.from_dict(state["config"])
     for f in fields(GANConfig):
-        if f.name in RESUMABLE_CHANGES:
-            continue
         old, new = getattr(saved, f.name), getattr(config, f.name)
-        if old != new:
-            raise ValueError(
+        if f.name not in RESUMABLE_CHANGES and old != new:
+            raise InputError(
                 f"cannot resume: {f.name} is {new!r} but the run was started with {old!r} "
                 f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
             )
+    if config.steps < state["step"]:
+        raise InputError(
+            f"cannot resume: steps={config.steps} is below the checkpoint's step {state['step']}"
+        )
+    return state
 
 
 def train_gan(
     config: GANConfig,
     out_dir: str | os.PathLike[str],
     *,
-    resume: bool = False,
+    resume: bool = True,
     data_root: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -265,17 +321,20 @@ def train_gan(
     ``mean f(real) - mean f(fake)`` (minus ``gp`` times the WGAN-GP penalty when
     ``gp > 0``). Every ``log_every`` steps the critic's Lipschitz constant is
     certified from its weights (:func:`wassnet.nn.lipschitz_bound`) and logged as
-    ``critic_lipschitz_bound``; for a Lipschitz critic it is at most ``1 + 1e-6`` or so
-    (rounding), for a ReLU critic it is the product of its layers' norms.
+    ``critic_lipschitz_bound``; for an orthogonal critic it is at most ``1 + 1e-6`` or
+    so (rounding), for an unconstrained one it is the product of its layers' norms.
+
+    The run folder follows :mod:`wassnet.runs`: locked against a second process, a
+    folder holding a checkpoint is continued, Ctrl-C checkpoints at the end of the
+    current step and raises ``KeyboardInterrupt``.
 
     Args:
         config: the run's :class:`GANConfig`.
-        out_dir: the run folder (created). It must not already hold a checkpoint
-            unless ``resume=True``.
-        resume: continue from ``out_dir/checkpoint.pt``. ``config`` must equal the
-            saved one except for ``steps`` and the logging cadences; use
-            :meth:`GANConfig.from_dict` on ``load_checkpoint(...)["config"]`` to
-            start from the saved config.
+        out_dir: the run folder (created).
+        resume: continue the run in ``out_dir`` when it holds one (the default).
+            ``config`` must then equal the saved one except for ``steps`` and the
+            logging cadences; start from ``GANConfig.from_dict(state["config"])`` to
+            reuse it. With ``False`` an existing run is an error.
         data_root: folder of image datasets (torchvision layout).
         device: ``"cpu"``, ``"cuda"``, ... (default: a GPU if present).
         progress: show a tqdm progress bar.
@@ -283,213 +342,257 @@ def train_gan(
     Returns:
         A :class:`GANResult`, also written to ``out_dir/summary.json``.
     """
-    from tqdm.auto import tqdm
-
-    from wassnet.gan.plots import plot_curves, plot_level_sets, save_samples
-    from wassnet.nn import lipschitz_bound
-
     config.validate()
     dev = resolve_device(device)
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
-    state = None
-    if resume:
-        state = load_checkpoint(ckpt_path, kind="gan")
-        saved = GANConfig.from_dict(state["config"])
-        _check_resume(saved, config)
-        if config.steps < state["step"]:
-            raise ValueError(
-                f"cannot resume: steps={config.steps} is below the checkpoint's step "
-                f"{state['step']}"
-            )
-    elif ckpt_path.exists():
-        raise ValueError(
-            f"{str(out)!r} already holds a run (checkpoint.pt): pass resume=True (--resume) "
-            "to continue it, or choose another output folder"
+    with RunFolder(out_dir) as folder:
+        state = _resume_state(folder, config, resume)
+        session = _Session(config, folder, state, data_root, dev)
+        try:
+            with folder.interrupts():
+                session.train(progress)
+        finally:
+            session.metrics.close()
+        return session.finish()
+
+
+class _Session:
+    """One call's training of a WGAN run: models, optimizers, random streams, outputs."""
+
+    def __init__(
+        self,
+        config: GANConfig,
+        folder: RunFolder,
+        state: dict[str, Any] | None,
+        data_root: str | os.PathLike[str] | None,
+        dev: torch.device,
+    ) -> None:
+        self.config, self.folder, self.dev = config, folder, dev
+        self.out = folder.path
+        seed_everything(config.seed)
+        self.data = DataSource(config.dataset, data_root, config.limit)
+        self.generator, self.critic = build_models(config, self.data.shape)
+        self.generator.to(dev)
+        self.critic.to(dev)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), config.lr_g, betas=betas)
+        self.opt_c = torch.optim.Adam(self.critic.parameters(), config.lr_c, betas=betas)
+        self.stream = torch.Generator().manual_seed(config.seed)
+        self.start = 0 if state is None else self._restore(state)
+        self.resumed = state is not None
+        self.images = self.data.images is not None
+        if self.data.images is not None:
+            self.data.images = self.data.images.to(dev)
+        # Fixed evaluation draws, independent of the training stream.
+        eval_gen = torch.Generator().manual_seed(config.seed + 1)
+        self.eval_z = torch.randn(
+            max(64, config.eval_samples), config.latent_dim, generator=eval_gen
         )
-    out.mkdir(parents=True, exist_ok=True)
+        self.eval_real = (
+            None if self.images else self.data.sample(config.eval_samples, eval_gen).numpy()
+        )
+        keep = self.start if self.resumed else None
+        self.metrics = _Metrics(self.out / METRICS_NAME, keep_until=keep)
+        self.step_times: list[float] = []
+        self.last: dict[str, Any] = {}
+        self.saved_step = self.start if self.resumed else None
+        self.t_start = time.perf_counter()
 
-    seed_everything(config.seed)
-    data = DataSource(config.dataset, data_root, config.data_limit)
-    generator, critic = build_models(config, data.shape)
-    generator.to(dev)
-    critic.to(dev)
-    opt_g = torch.optim.Adam(
-        generator.parameters(), config.lr_g, betas=(config.beta1, config.beta2)
-    )
-    opt_c = torch.optim.Adam(critic.parameters(), config.lr_c, betas=(config.beta1, config.beta2))
-    stream = torch.Generator().manual_seed(config.seed)
-    start = 0
-    if state is not None:
-        generator.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_c.load_state_dict(state["opt_c"])
-        stream.set_state(state["stream"])
+    def _restore(self, state: dict[str, Any]) -> int:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.stream.set_state(state["stream"])
         set_rng_state(state["rng"])
-        start = int(state["step"])
-    images = data.images is not None
-    if data.images is not None:
-        data.images = data.images.to(dev)
+        return int(state["step"])
 
-    # Fixed evaluation draws, independent of the training stream.
-    eval_gen = torch.Generator().manual_seed(config.seed + 1)
-    eval_z = torch.randn(max(64, config.eval_samples), config.latent_dim, generator=eval_gen)
-    eval_real = None if images else data.sample(config.eval_samples, eval_gen).numpy()
+    # -- checkpoints and pictures --------------------------------------------------------
 
-    metrics = _Metrics(out / METRICS_NAME, keep_until=start if resume else None)
-    step_times: list[float] = []
-    last: dict[str, Any] = {}
-
-    def save(step: int) -> None:
-        save_checkpoint(
+    def checkpoint(self, step: int) -> None:
+        self.folder.save(
             {
                 "kind": "gan",
-                "version": 1,
-                "config": config.to_dict(),
-                "data_shape": list(data.shape),
+                "version": 2,
+                "config": self.config.to_dict(),
+                "data_shape": list(self.data.shape),
                 "step": step,
-                "generator": generator.state_dict(),
-                "critic": critic.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_c": opt_c.state_dict(),
-                "stream": stream.get_state(),
+                "generator": self.generator.state_dict(),
+                "critic": self.critic.state_dict(),
+                "opt_g": self.opt_g.state_dict(),
+                "opt_c": self.opt_c.state_dict(),
+                "stream": self.stream.get_state(),
                 "rng": rng_state(),
-            },
-            ckpt_path,
+            }
         )
+        self.saved_step = step
 
-    def fakes(n_or_z: int | torch.Tensor) -> torch.Tensor:
-        z = n_or_z if isinstance(n_or_z, torch.Tensor) else _latent(n_or_z)
-        return generator(z.to(dev))
+    def latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=self.stream)
 
-    def _latent(n: int) -> torch.Tensor:
-        return torch.randn(n, config.latent_dim, generator=stream)
+    def fakes(self, n_or_z: int | torch.Tensor) -> torch.Tensor:
+        z = n_or_z if isinstance(n_or_z, torch.Tensor) else self.latent(n_or_z)
+        return self.generator(z.to(self.dev))
 
-    def exact_w1_now() -> float:
+    def eval_fakes(self, n: int) -> torch.Tensor:
+        """``n`` samples from the fixed evaluation codes (eval mode, no gradients)."""
+        self.generator.eval()
+        with torch.no_grad():
+            samples = self.fakes(self.eval_z[:n]).cpu()
+        self.generator.train()
+        return samples
+
+    def exact_w1_now(self) -> float:
         from wassnet.ot import exact_w1
 
-        generator.eval()
+        samples = self.eval_fakes(self.config.eval_samples).double().numpy()
+        return exact_w1(samples, self.eval_real)
+
+    def sample_picture(self, step: int) -> None:
+        from wassnet.gan.plots import save_samples
+
+        samples = self.eval_fakes(64 if self.images else self.config.eval_samples)
+        real = None if self.images else self.eval_real
+        save_samples(samples, self.out / f"samples_{step:06d}.png", real=real)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def critic_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One critic update; returns (dual estimate, loss, penalty or None)."""
+        b, config = self.config.batch_size, self.config
+        real = self.data.sample(b, self.stream).to(self.dev)
+        z = self.latent(b)
         with torch.no_grad():
-            samples = fakes(eval_z[: config.eval_samples]).cpu().double().numpy()
-        generator.train()
-        return exact_w1(samples, eval_real)
+            fake = self.fakes(z)
+        out_both = self.critic(torch.cat([real, fake]))
+        w1 = critic_objective(out_both[:b], out_both[b:])
+        loss = -w1
+        penalty = None
+        if config.gp > 0:
+            eps = torch.rand(b, generator=self.stream)
+            penalty = gradient_penalty(self.critic, real, fake, eps)
+            loss = loss + config.gp * penalty
+        self.opt_c.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_c.step()
+        return w1, loss, penalty
 
-    def sample_picture(step: int) -> None:
-        generator.eval()
-        with torch.no_grad():
-            samples = fakes(eval_z[: 64 if images else config.eval_samples]).cpu()
-        generator.train()
-        save_samples(samples, out / f"samples_{step:06d}.png", real=None if images else eval_real)
+    def generator_step(self) -> torch.Tensor:
+        self.critic.requires_grad_(False)
+        loss = generator_loss(self.critic(self.fakes(self.config.batch_size)))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.critic.requires_grad_(True)
+        return loss
 
-    if start == 0:
-        record: dict[str, Any] = {"step": 0}
-        record["critic_lipschitz_bound"] = lipschitz_bound(critic, data.shape).bound
-        if not images:
-            record["exact_w1"] = exact_w1_now()
-        metrics.write(record)
-        sample_picture(0)
+    def log(self, done: int, losses: dict[str, torch.Tensor | None], step_time: float) -> None:
+        from wassnet.nn import lipschitz_bound
 
-    b = config.batch_size
-    t_start = time.perf_counter()
-    bar = tqdm(
-        range(start, config.steps),
-        initial=start,
-        total=config.steps,
-        desc=f"WGAN {config.critic}",
-        disable=not progress,
-    )
-    try:
-        for step in bar:
-            t0 = time.perf_counter()
-            for _ in range(config.n_critic):
-                real = data.sample(b, stream).to(dev)
-                z = _latent(b)
-                with torch.no_grad():
-                    fake = fakes(z)
-                out_both = critic(torch.cat([real, fake]))
-                w1 = critic_objective(out_both[:b], out_both[b:])
-                loss_c = -w1
-                penalty = None
-                if config.gp > 0:
-                    eps = torch.rand(b, generator=stream)
-                    penalty = gradient_penalty(critic, real, fake, eps)
-                    loss_c = loss_c + config.gp * penalty
-                opt_c.zero_grad(set_to_none=True)
-                loss_c.backward()
-                opt_c.step()
-            critic.requires_grad_(False)
-            loss_g = generator_loss(critic(fakes(b)))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            critic.requires_grad_(True)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            step_time = time.perf_counter() - t0
-            step_times.append(step_time)
-            done = step + 1
+        record: dict[str, Any] = {"step": done}
+        for name, value in losses.items():
+            if value is not None:
+                record[name] = float(value.detach())
+        record["critic_lipschitz_bound"] = lipschitz_bound(self.critic, self.data.shape).bound
+        if done > 0:
+            record["step_time_s"] = step_time
+            record["elapsed_s"] = time.perf_counter() - self.t_start
+        sample_now = done % self.config.sample_every == 0 or done == self.config.steps
+        if not self.images and (done == 0 or sample_now):
+            record["exact_w1"] = self.exact_w1_now()
+        if not all(math.isfinite(v) for v in record.values()):
+            raise TrainingError(f"training diverged at step {done}: {record}")
+        self.metrics.write(record)
+        self.last.update(record)
 
-            if done % config.log_every == 0 or done == config.steps:
-                record = {
-                    "step": done,
-                    "critic_loss": float(loss_c.detach()),
-                    "generator_loss": float(loss_g.detach()),
-                    "critic_w1": float(w1.detach()),
-                    "critic_lipschitz_bound": lipschitz_bound(critic, data.shape).bound,
-                    "step_time_s": step_time,
-                    "elapsed_s": time.perf_counter() - t_start,
-                }
-                if penalty is not None:
-                    record["gradient_penalty"] = float(penalty.detach())
-                if not images and (done % config.sample_every == 0 or done == config.steps):
-                    record["exact_w1"] = exact_w1_now()
-                if not all(math.isfinite(v) for v in record.values()):
-                    raise RuntimeError(f"training diverged at step {done}: {record}")
-                metrics.write(record)
-                last.update(record)
-                bar.set_postfix(
-                    w1=f"{record['critic_w1']:.3f}", L=f"{record['critic_lipschitz_bound']:.4f}"
-                )
-            if done % config.sample_every == 0 or done == config.steps:
-                sample_picture(done)
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                save(done)
-    finally:
-        bar.close()
-        metrics.close()
+    def train(self, progress: bool) -> None:
+        from tqdm.auto import tqdm
 
-    files = [METRICS_NAME, CHECKPOINT_NAME]
-    plot_curves(out / METRICS_NAME, out / "curves.png")
-    files.append("curves.png")
-    if not images:
-        generator.eval()
-        with torch.no_grad():
-            samples = fakes(eval_z[: config.eval_samples]).cpu().numpy()
-        plot_level_sets(critic, eval_real, samples, out / "level_sets.png", device=dev)
-        files.append("level_sets.png")
-    if "critic_lipschitz_bound" not in last:  # nothing trained in this call (already done)
-        rows = [json.loads(s) for s in (out / METRICS_NAME).read_text().splitlines()]
-        last = rows[-1] if rows else {}
-    memory, memory_kind = _peak_memory(dev)
-    step_times.sort()
-    result = GANResult(
-        out_dir=str(out),
-        config=config.to_dict(),
-        steps=config.steps,
-        resumed_from=start if resume else None,
-        train_time_s=time.perf_counter() - t_start,
-        step_time_s=step_times[len(step_times) // 2] if step_times else float("nan"),
-        peak_memory_mb=memory,
-        memory_kind=memory_kind,
-        critic_lipschitz_bound=float(last.get("critic_lipschitz_bound", float("nan"))),
-        critic_w1=float(last.get("critic_w1", float("nan"))),
-        exact_w1=last.get("exact_w1"),
-        files=files,
-    )
-    summary = json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False)
-    (out / "summary.json").write_text(summary + "\n")
-    return result
+        config = self.config
+        if self.start == 0:
+            self.log(0, {}, 0.0)
+            self.sample_picture(0)
+        bar = tqdm(
+            range(self.start, config.steps),
+            initial=self.start,
+            total=config.steps,
+            desc=f"WGAN {config.arch} ({config.constraint})",
+            disable=not progress,
+        )
+        with bar:
+            for step in bar:
+                done = step + 1
+                self.one_step(done)
+                if "critic_w1" in self.last:
+                    bar.set_postfix(
+                        w1=f"{self.last['critic_w1']:.3f}",
+                        L=f"{self.last['critic_lipschitz_bound']:.4f}",
+                    )
+                if self.folder.interrupted:
+                    if self.saved_step != done:
+                        self.checkpoint(done)
+                    raise self.folder.stop(done)
+
+    def one_step(self, done: int) -> None:
+        """Generator step ``done`` (with its critic steps), then its logs and checkpoint."""
+        config = self.config
+        t0 = time.perf_counter()
+        for _ in range(config.n_critic):
+            w1, loss_c, penalty = self.critic_step()
+        loss_g = self.generator_step()
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        step_time = time.perf_counter() - t0
+        self.step_times.append(step_time)
+        if done % config.log_every == 0 or done == config.steps:
+            losses = {
+                "critic_loss": loss_c,
+                "generator_loss": loss_g,
+                "critic_w1": w1,
+                "gradient_penalty": penalty,
+            }
+            self.log(done, losses, step_time)
+        if done % config.sample_every == 0 or done == config.steps:
+            self.sample_picture(done)
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            self.checkpoint(done)
+
+    # -- the end ------------------------------------------------------------------------
+
+    def finish(self) -> GANResult:
+        """Curves, level sets (2-D), ``summary.json``; the :class:`GANResult`."""
+        from wassnet.gan.plots import plot_curves, plot_level_sets
+
+        out = self.out
+        files = [METRICS_NAME, CHECKPOINT_NAME]
+        plot_curves(out / METRICS_NAME, out / "curves.png")
+        files.append("curves.png")
+        if not self.images:
+            samples = self.eval_fakes(self.config.eval_samples).numpy()
+            plot_level_sets(self.critic, self.eval_real, samples, out / "level_sets.png", self.dev)
+            files.append("level_sets.png")
+        last = self.last
+        if "critic_w1" not in last:  # nothing trained in this call (already done)
+            rows = [json.loads(s) for s in (out / METRICS_NAME).read_text().splitlines()]
+            last = rows[-1] if rows else {}
+        memory, memory_kind = _peak_memory(self.dev)
+        times = sorted(self.step_times)
+        result = GANResult(
+            out_dir=str(out),
+            config=self.config.to_dict(),
+            steps=self.config.steps,
+            resumed_from=self.start if self.resumed else None,
+            train_time_s=time.perf_counter() - self.t_start,
+            step_time_s=times[len(times) // 2] if times else float("nan"),
+            peak_memory_mb=memory,
+            memory_kind=memory_kind,
+            critic_lipschitz_bound=float(last.get("critic_lipschitz_bound", float("nan"))),
+            critic_w1=float(last.get("critic_w1", float("nan"))),
+            exact_w1=last.get("exact_w1"),
+            files=files,
+        )
+        summary = json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False)
+        (out / "summary.json").write_text(summary + "\n")
+        return result
 
 
 def load_generator(
@@ -529,7 +632,7 @@ def generate(
     Latent codes come from a ``torch.Generator`` seeded with ``seed`` (reproducible).
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InputError(f"n must be >= 1, got {n}")
     dev = next(generator.parameters()).device if device is None else resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     was_training = generator.training

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wassnet.errors import InputError
+
 __all__ = ["FullSort", "GroupSort", "MaxMin", "NormPool", "Translate"]
 
 
@@ -42,14 +44,14 @@ class GroupSort(nn.Module):
     def __init__(self, group_size: int = 2, dim: int = 1) -> None:
         super().__init__()
         if int(group_size) != group_size or group_size < 1:
-            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+            raise InputError(f"group_size must be a positive integer, got {group_size!r}")
         self.group_size = int(group_size)
         self.dim = int(dim)
 
     def _group(self, x: torch.Tensor) -> int:
         channels = x.shape[self.dim]
         if channels % self.group_size != 0:
-            raise ValueError(
+            raise InputError(
                 f"GroupSort: {channels} channels are not divisible by group_size {self.group_size}"
             )
         return self.group_size
@@ -114,12 +116,12 @@ class NormPool(nn.Module):
     def __init__(self, group_size: int) -> None:
         super().__init__()
         if int(group_size) != group_size or group_size < 1:
-            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+            raise InputError(f"group_size must be a positive integer, got {group_size!r}")
         self.group_size = int(group_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] % self.group_size:
-            raise ValueError(
+            raise InputError(
                 f"NormPool: input {tuple(x.shape)} is not [N, C] with C divisible by "
                 f"{self.group_size}"
             )
@@ -135,7 +137,7 @@ class Translate(nn.Module):
     def __init__(self, features: int) -> None:
         super().__init__()
         if int(features) != features or features < 1:
-            raise ValueError(f"features must be a positive integer, got {features!r}")
+            raise InputError(f"features must be a positive integer, got {features!r}")
         self.offset = nn.Parameter(torch.zeros(int(features)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wassnet.errors import InputError
 from wassnet.nn.bjorck import Scaling, bjorck_orthonormalize
 
 __all__ = ["BCOPConv2d", "BCOPKernel", "compose_kernels"]
@@ -175,17 +176,17 @@ class BCOPConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(
+            raise InputError(
                 f"BCOPConv2d: kernel_size must be an integer >= 1, got {kernel_size!r}"
             )
         if stride not in (1, 2):
-            raise ValueError(f"BCOPConv2d: stride must be 1 or 2, got {stride!r}")
+            raise InputError(f"BCOPConv2d: stride must be 1 or 2, got {stride!r}")
         if padding_mode not in ("circular", "zeros"):
-            raise ValueError(
+            raise InputError(
                 f"BCOPConv2d: padding_mode must be 'circular' or 'zeros', got {padding_mode!r}"
             )
         if in_channels < 1 or out_channels < 1:
-            raise ValueError("BCOPConv2d: channel counts must be >= 1")
+            raise InputError("BCOPConv2d: channel counts must be >= 1")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -232,7 +233,7 @@ class BCOPConv2d(nn.Module):
         if self.downsample > 1:
             h, w = x.shape[-2:]
             if h % self.downsample or w % self.downsample:
-                raise ValueError(
+                raise InputError(
                     f"BCOPConv2d with stride {self.downsample} needs an even spatial size, "
                     f"got {h}x{w}"
                 )

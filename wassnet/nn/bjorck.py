@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wassnet.errors import InputError
+
 __all__ = ["BjorckLinear", "BjorckOrthonormalize", "bjorck", "bjorck_orthonormalize"]
 
 Scaling = Literal["safe", "none"]
@@ -80,9 +82,9 @@ def bjorck_orthonormalize(
         are approximately orthonormal.
     """
     if weight.dim() < 2:
-        raise ValueError(f"bjorck_orthonormalize needs a matrix, got shape {tuple(weight.shape)}")
+        raise InputError(f"bjorck_orthonormalize needs a matrix, got shape {tuple(weight.shape)}")
     if iters < 0 or order < 1:
-        raise ValueError(f"need iters >= 0 and order >= 1, got iters={iters}, order={order}")
+        raise InputError(f"need iters >= 0 and order >= 1, got iters={iters}, order={order}")
     if scaling == "safe":
         scale = safe_spectral_scale(weight).clamp_min(torch.finfo(weight.dtype).tiny)
         w = weight / scale.unsqueeze(-1).unsqueeze(-1)
@@ -91,7 +93,7 @@ def bjorck_orthonormalize(
     elif isinstance(scaling, (int, float)) and scaling > 0:
         w = weight / float(scaling)
     else:
-        raise ValueError(f"scaling must be 'safe', 'none' or a positive number, got {scaling!r}")
+        raise InputError(f"scaling must be 'safe', 'none' or a positive number, got {scaling!r}")
 
     wide = w.shape[-2] < w.shape[-1]
     if wide:  # orthonormalize rows by working on the transpose (Gram of the smaller side)
@@ -153,7 +155,7 @@ def bjorck(
     weight = getattr(module, name, None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         shape = None if weight is None else tuple(weight.shape)
-        raise ValueError(f"bjorck() needs a 2-D tensor at module.{name}, found shape {shape}")
+        raise InputError(f"bjorck() needs a 2-D tensor at module.{name}, found shape {shape}")
     parametrize.register_parametrization(
         module, name, BjorckOrthonormalize(iters=iters, order=order, scaling=scaling)
     )

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wassnet.errors import InputTypeError
 from wassnet.nn.lipschitz import LipschitzBoundError, check_faithful, is_plain_sequential
 
 __all__ = ["export"]
@@ -70,7 +71,7 @@ def _export(module: nn.Module, name: str = "") -> nn.Module:
             )
         )
     if parametrize.is_parametrized(module):
-        raise TypeError(
+        raise InputTypeError(
             f"cannot export parametrized {type(module).__name__}: give it an export() method"
         )
     children = dict(module.named_children())

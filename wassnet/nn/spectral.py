@@ -38,6 +38,8 @@ import math
 
 import torch
 
+from wassnet.errors import InputError
+
 __all__ = ["spectral_norm_upper"]
 
 _U = 2.0**-53
@@ -121,7 +123,7 @@ def spectral_norm_upper(matrices: torch.Tensor, perturbation: torch.Tensor | flo
         a = a[None]
     pert = torch.as_tensor(perturbation, dtype=torch.float64).expand(len(a))
     if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(pert).all())):
-        raise ValueError("spectral_norm_upper: the matrix has non-finite entries")
+        raise InputError("spectral_norm_upper: the matrix has non-finite entries")
     if a.numel() == 0 or not bool((a != 0).any()):
         return _up(float(pert.max())) if len(pert) else 0.0
     # one exact power-of-two scale: the largest entry in [1/2, 1)
@@ -136,5 +138,5 @@ def spectral_norm_upper(matrices: torch.Tensor, perturbation: torch.Tensor | flo
     bound = (_ldexp(norm, exponent) + pert) * (1 + 2 * _U)
     result = _up(float(bound.max()))
     if not math.isfinite(result):
-        raise ValueError("spectral_norm_upper: the norm exceeds the float64 range")
+        raise InputError("spectral_norm_upper: the norm exceeds the float64 range")
     return result

@@ -46,6 +46,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from wassnet.errors import InputError
 from wassnet.ot.problem import TransportProblem
 from wassnet.rounding import UNIT, down, gamma, up
 
@@ -184,7 +185,7 @@ class PairwiseCost:
     def dense_matrix(self) -> np.ndarray:
         """The ``n x m`` lower bounds as a NumPy array (only when held densely)."""
         if self._dense is None:
-            raise ValueError("the cost matrix is not held densely (n * m too large)")
+            raise InputError("the cost matrix is not held densely (n * m too large)")
         return self._dense.cpu().numpy()
 
     def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:

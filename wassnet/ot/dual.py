@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wassnet.errors import InputError
 from wassnet.ot.costs import PairwiseCost
 from wassnet.ot.problem import TransportProblem
 from wassnet.ot.tiles import TiledCost
@@ -64,9 +65,9 @@ def _as_potential(
     ``v`` on the columns), the mirror image (``min_j (v_j + c_ij)`` is unchanged)."""
     u = torch.as_tensor(u).to(device=cost.device, dtype=torch.float64)
     if u.shape != (size,):
-        raise ValueError(f"potential must have shape ({size},), got {tuple(u.shape)}")
+        raise InputError(f"potential must have shape ({size},), got {tuple(u.shape)}")
     if not bool(torch.isfinite(u).all()):
-        raise ValueError("potential contains NaN or inf")
+        raise InputError("potential contains NaN or inf")
     # scaled coordinates are below 1 in magnitude: every cost is below 2 sqrt(d)
     diameter = 2.0 * math.sqrt(cost.problem.dim) + 1.0
     u = sign * u

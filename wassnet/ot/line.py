@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from wassnet.errors import InputError
 from wassnet.ot.problem import Marginal, TransportProblem
 from wassnet.rounding import down, product_down, product_up, sum_down, sum_up, two_product, up
 
@@ -82,7 +83,7 @@ def _ratio_bounds(num: np.ndarray, den: int) -> tuple[np.ndarray, np.ndarray]:
 def line_bracket(problem: TransportProblem) -> tuple[float, float]:
     """``(lower, upper)`` around the exact W1 of a ``d == 1`` problem (scaled units)."""
     if problem.dim != 1:
-        raise ValueError(f"line_bracket needs points on the line, got d={problem.dim}")
+        raise InputError(f"line_bracket needs points on the line, got d={problem.dim}")
     z = np.concatenate([problem.x[:, 0], problem.y[:, 0]])
     order = np.argsort(z, kind="stable")
     z = z[order]

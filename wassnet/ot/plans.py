@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wassnet.errors import InputError
 from wassnet.ot.costs import direct_cost_bounds, pair_cost_bounds
 from wassnet.ot.dual import DualBound
 from wassnet.ot.problem import TransportProblem
@@ -123,13 +124,13 @@ def plan_bound(
     cols = np.asarray(cols, dtype=np.int64)
     mass = np.asarray(mass, dtype=np.float64)
     if not np.all(np.isfinite(mass)):
-        raise ValueError("plan masses must be finite")
+        raise InputError("plan masses must be finite")
     keep = mass > 0
     rows, cols, mass = rows[keep], cols[keep], mass[keep]
     with np.errstate(over="ignore"):
         total = mass.sum()
     if not np.isfinite(total):
-        raise ValueError("plan masses overflow float64 when summed (a plan's total is 1)")
+        raise InputError("plan masses overflow float64 when summed (a plan's total is 1)")
     _, c_hi = pair_cost_bounds(problem, rows, cols)
     if _is_uniform_permutation(problem, rows, cols, mass):
         # read as exactly 1/n per pair: an exact assignment, nothing to charge

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wassnet.errors import InputError
 from wassnet.ot.costs import PairwiseCost, pair_cost_bounds
 from wassnet.ot.dual import DualBound, c_transform, dual_value, half_transform
 from wassnet.ot.native import assign, solver_name
@@ -365,7 +366,7 @@ def assignment_bracket(
 ) -> AssignmentBracket:
     """:func:`sparse_bracket` for uniform clouds of equal size (checked)."""
     if cost.m != cost.n:
-        raise ValueError("assignment_bracket needs two clouds of the same size")
+        raise InputError("assignment_bracket needs two clouds of the same size")
     if not cost.problem.uniform_square:
-        raise ValueError("assignment_bracket needs uniform weights")
+        raise InputError("assignment_bracket needs uniform weights")
     return sparse_bracket(cost, u0, v0, **options)  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from wassnet.errors import InputError
 from wassnet.ot.costs import direct_cost_bounds_torch
 from wassnet.ot.problem import TransportProblem
 
@@ -146,7 +147,7 @@ class TiledCost:
         _center: torch.Tensor | None = None,
     ) -> None:
         if backend not in ("auto", "compiled", "eager"):
-            raise ValueError(f"backend must be auto, compiled or eager, got {backend!r}")
+            raise InputError(f"backend must be auto, compiled or eager, got {backend!r}")
         self.problem = problem
         dev = torch.device(device) if device is not None else torch.device("cpu")
         x64 = torch.as_tensor(problem.x, dtype=torch.float64, device=dev)
@@ -202,9 +203,9 @@ class TiledCost:
         potential that :meth:`row_min` certifies against."""
         p = torch.as_tensor(p).to(device=self.device)
         if p.shape != (self.m,):
-            raise ValueError(f"potential must have shape ({self.m},), got {tuple(p.shape)}")
+            raise InputError(f"potential must have shape ({self.m},), got {tuple(p.shape)}")
         if not torch.isfinite(p).all():
-            raise ValueError("potential contains NaN or inf")
+            raise InputError("potential contains NaN or inf")
         return p.float().double()
 
     def margin(self, p: torch.Tensor) -> float:
@@ -426,9 +427,9 @@ class TiledCost:
         """
         p64 = torch.as_tensor(p).to(device=self.device, dtype=torch.float64)
         if p64.shape != (self.m,):
-            raise ValueError(f"potential must have shape ({self.m},), got {tuple(p64.shape)}")
+            raise InputError(f"potential must have shape ({self.m},), got {tuple(p64.shape)}")
         if not bool(torch.isfinite(p64).all()):
-            raise ValueError("potential contains NaN or inf")
+            raise InputError("potential contains NaN or inf")
         p32 = p64.float().double()
         delta = (self.margin(p32) + float((p64 - p32).abs().max())) * (1 + 1e-6)
         block = self._block_size(block)

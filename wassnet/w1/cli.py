@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import click
 
-from wassnet.clitools import emit, parse_shape
+from wassnet.clitools import (
+    Finite,
+    check_new_file,
+    device_option,
+    emit,
+    force_option,
+    json_option,
+    parse_shape,
+    quiet_option,
+    seed_option,
+    set_threads,
+    threads_option,
+)
+from wassnet.w1.options import CRITICS, DEFAULT_CRITICS, ROUTES
 
 __all__ = ["estimate"]
 
-_ROUTES = ("auto", "line", "dense", "assignment", "transport", "blockwise")
-
-
-def _check_plot_path(path: str | None) -> None:
-    """Fail before the computation when the figure cannot be written."""
-    if path is None:
-        return
-    import os
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise click.BadParameter(f"folder {folder} does not exist", param_hint="--plot")
-    if not path.lower().endswith((".png", ".pdf", ".svg", ".jpg", ".jpeg")):
-        raise click.BadParameter(
-            f"{path}: use a .png, .pdf, .svg or .jpg file name", param_hint="--plot"
-        )
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _image_shape(text: str | None) -> tuple[int, int, int] | None:
@@ -42,7 +40,7 @@ def _population_options(
     confidence: float, folds: int, critics: str, budget: float, image_shape: str | None
 ):
     """The population options, checked before any work (bad values: a usage error)."""
-    from wassnet.w1.options import CRITICS, PopulationOptions
+    from wassnet.w1.options import PopulationOptions
 
     names = tuple(c.strip() for c in critics.split(",") if c.strip())
     unknown = [c for c in names if c not in CRITICS]
@@ -79,19 +77,19 @@ def _population_options(
 )
 @click.option(
     "--route",
-    type=click.Choice(_ROUTES),
+    type=click.Choice(["auto", *ROUTES]),
     default="auto",
     show_default=True,
     help="how the sample bracket is computed (auto: by size and weights)",
 )
 @click.option(
     "--time-budget",
-    type=click.FloatRange(0, min_open=True),
+    type=Finite(0, open_low=True),
     help="seconds: return the best certified bracket found by then",
 )
 @click.option(
     "--tol",
-    type=click.FloatRange(0),
+    type=Finite(0),
     default=1e-9,
     show_default=True,
     help="stop once upper - lower <= tol * upper",
@@ -125,7 +123,7 @@ def _population_options(
 )
 @click.option(
     "--critics",
-    default="linear,radial,transport,dense",
+    default=",".join(DEFAULT_CRITICS),
     show_default=True,
     help="critic families tried on each fold (the best on validation is kept); "
     "add conv for images (with --image-shape)",
@@ -136,21 +134,23 @@ def _population_options(
 )
 @click.option(
     "--critic-budget",
-    type=click.FloatRange(0, min_open=True),
+    type=Finite(0, open_low=True),
     default=60.0,
     show_default=True,
     help="seconds for all the population critic fits",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU if present)")
+@seed_option
+@device_option
+@threads_option
 @click.option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False),
     help="save a figure (2-D: points, plan and potential; else potential histograms)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@force_option
+@json_option
+@quiet_option
 def estimate(
     a_path: str,
     b_path: str,
@@ -170,7 +170,9 @@ def estimate(
     image_shape: str | None,
     seed: int,
     device: str | None,
+    threads: int | None,
     plot_path: str | None,
+    force: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -182,11 +184,12 @@ def estimate(
     between the distributions they were drawn from (a confidence bracket from
     held-out critics and the sample value; i.i.d. draws assumed).
     """
-    _check_plot_path(plot_path)
+    check_new_file(plot_path, force, "--plot", _FIGURE_SUFFIXES)
     population = _population_options(confidence, folds, critics, critic_budget, image_shape)
     from wassnet.w1 import SampleOptions, estimate_w1
     from wassnet.w1.io import check_same_dimension, load_points, load_weights
 
+    set_threads(threads)
     a = load_points(a_path, key)
     b = load_points(b_path, key)
     check_same_dimension(a, b)
@@ -206,7 +209,7 @@ def estimate(
         device=device,
         progress=not quiet,
     )
-    emit(result, as_json, result.summary)
+    emit(result, as_json)
     if plot_path:
         from wassnet.w1.plots import plot_estimate
 

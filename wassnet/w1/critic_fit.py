@@ -37,8 +37,15 @@ import torch
 from torch import nn
 
 from wassnet.critics import conv_critic, dense_critic
+from wassnet.errors import InputError
 from wassnet.nn import BjorckLinear, NormPool, Translate, lipschitz_bound, register_lipschitz_rule
 from wassnet.ot import TransportProblem
+from wassnet.w1.dual_training import (
+    DualTrainingOptions,
+    critic_values,
+    dual_and_stderr,
+    train_dual,
+)
 from wassnet.w1.options import PopulationOptions, SampleOptions
 
 __all__ = [
@@ -54,7 +61,6 @@ __all__ = [
 #: per side (a random subsample beyond).
 TRANSPORT_MAX_POINTS = 4000
 
-_EVAL_BATCH = 8192
 #: A validation gain below this many standard errors of the validation dual is noise:
 #: it does not reset early stopping's patience (the best state is still kept).
 _NOISE = 0.25
@@ -149,10 +155,10 @@ def build_critic(name: str, dim: int, options: PopulationOptions) -> nn.Sequenti
     if name == "conv":
         shape = options.image_shape
         if shape is None or math.prod(shape) != dim:
-            raise ValueError(f"image_shape {shape} does not hold {dim} values per point")
+            raise InputError(f"image_shape {shape} does not hold {dim} values per point")
         convs = conv_critic(shape, hidden=options.hidden, iters=options.iters)
         return nn.Sequential(nn.Unflatten(1, shape), *convs)
-    raise ValueError(f"unknown critic family {name!r}")
+    raise InputError(f"unknown critic family {name!r}")
 
 
 def _set_weight(layer: BjorckLinear, weight: torch.Tensor) -> None:
@@ -175,23 +181,8 @@ def _initialize(name: str, critic: nn.Sequential, a: torch.Tensor, b: torch.Tens
         _set_weight(critic[2], torch.ones(1, 1) if gap >= 0 else -torch.ones(1, 1))
 
 
-def critic_values(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``critic(x)`` flattened, without gradients, in batches."""
-    with torch.no_grad():
-        return torch.cat(
-            [critic(x[i : i + _EVAL_BATCH]).reshape(-1) for i in range(0, len(x), _EVAL_BATCH)]
-        )
-
-
 def _dual(critic: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
-    return _dual_and_stderr(critic, a, b)[0]
-
-
-def _dual_and_stderr(critic: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """The dual ``mean f(a) - mean f(b)`` and its standard error."""
-    fa, fb = critic_values(critic, a), critic_values(critic, b)
-    var = fa.var() / len(fa) + fb.var() / len(fb) if min(len(fa), len(fb)) > 1 else 0.0
-    return float(fa.mean() - fb.mean()), float(var) ** 0.5
+    return dual_and_stderr(critic, a, b)[0]
 
 
 @dataclass
@@ -220,38 +211,25 @@ def _train(
     deadline: float,
     generator: torch.Generator,
 ) -> tuple[float, int]:
-    """Adam on ``-(mean f(A) - mean f(B))`` with early stopping; returns (best val dual, steps)."""
-    critic.eval()
-    best = anchor = _dual(critic, data.val_a, data.val_b)
-    best_state = copy.deepcopy(critic.state_dict())
-    optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr)
-    stale, step, device = 0, 0, data.fit_a.device
-    critic.train()
-    for step in range(1, options.steps + 1):
-        ia = torch.randint(len(data.fit_a), (options.batch_size,), generator=generator)
-        ib = torch.randint(len(data.fit_b), (options.batch_size,), generator=generator)
-        batch = torch.cat([data.fit_a[ia.to(device)], data.fit_b[ib.to(device)]])
-        values = critic(batch).reshape(-1)  # one forward: the weights are orthonormalized once
-        loss = values[options.batch_size :].mean() - values[: options.batch_size].mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % options.eval_every and step != options.steps:
-            continue
-        critic.eval()
-        value, stderr = _dual_and_stderr(critic, data.val_a, data.val_b)
-        critic.train()
-        if value > best:
-            best, best_state = value, copy.deepcopy(critic.state_dict())
-        if value > anchor + _NOISE * stderr:
-            anchor, stale = value, 0
-        else:
-            stale += 1
-        if stale >= options.patience or time.perf_counter() > deadline:
-            break
-    critic.load_state_dict(best_state)
-    critic.eval()
-    return best, step
+    """Adam on the training dual with early stopping; returns (best val dual, steps)."""
+    training = DualTrainingOptions(
+        steps=options.steps,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        eval_every=options.eval_every,
+        patience=options.patience,
+        min_gain=_NOISE,
+    )
+    fit = train_dual(
+        critic,
+        data.fit_a,
+        data.fit_b,
+        training,
+        generator=generator,
+        validation=(data.val_a, data.val_b),
+        deadline=deadline,
+    )
+    return float(fit.best_validation), fit.steps  # type: ignore[arg-type]
 
 
 def _certified(critic: nn.Module, dim: int) -> tuple[nn.Module, float]:
@@ -295,7 +273,7 @@ def fit_critic(
         if best is None or scores[name] > best[0]:
             best = (scores[name], name, critic)
     if best is None:
-        raise ValueError("no critic family could be fitted ('transport' needs d >= 2)")
+        raise InputError("no critic family could be fitted ('transport' needs d >= 2)")
     if best[1] == "linear":  # its closed form costs nothing: refit it on every training point
         _initialize("linear", best[2], a, b)
     module, bound = _certified(best[2], a.shape[1])

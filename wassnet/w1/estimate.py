@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from wassnet.errors import InputError
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import resolve_device
 from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
@@ -57,14 +58,14 @@ def _floor_bracket(
     """W1 between two disjoint random halves of one cloud (the sampling floor)."""
     n = len(x)
     if n < 2:
-        raise ValueError("the floor needs at least 2 points in A")
+        raise InputError("the floor needs at least 2 points in A")
     perm = np.random.default_rng([seed, 1]).permutation(n)
     half = n // 2
     first, second = np.sort(perm[:half]), np.sort(perm[half : 2 * half])
     wf = None if w is None else w[first]
     ws = None if w is None else w[second]
     if wf is not None and not (wf.max() > 0 and ws.max() > 0):
-        raise ValueError("the floor needs positive weight in both halves of A")
+        raise InputError("the floor needs positive weight in both halves of A")
     problem = TransportProblem.build(x[first], x[second], wf, ws)
     return sample_bracket(problem, options, device=device, seed=seed)
 
@@ -96,17 +97,17 @@ def _checked_options(
     target: str, metric: str, exact: str, sample: object, population: object
 ) -> tuple[SampleOptions, PopulationOptions]:
     if target not in _TARGETS:
-        raise ValueError(f"target must be sample, population or both, got {target!r}")
+        raise InputError(f"target must be sample, population or both, got {target!r}")
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise InputError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if exact not in ("auto", "always", "never"):
-        raise ValueError(f"exact must be auto, always or never, got {exact!r}")
+        raise InputError(f"exact must be auto, always or never, got {exact!r}")
     sample = SampleOptions() if sample is None else sample
     if not isinstance(sample, SampleOptions):
-        raise ValueError(f"sample must be a SampleOptions, got {type(sample).__name__}")
+        raise InputError(f"sample must be a SampleOptions, got {type(sample).__name__}")
     population = PopulationOptions() if population is None else population
     if not isinstance(population, PopulationOptions):
-        raise ValueError(f"population must be a PopulationOptions, got {type(population).__name__}")
+        raise InputError(f"population must be a PopulationOptions, got {type(population).__name__}")
     return sample, population
 
 
@@ -123,7 +124,7 @@ def _population_refusal(target: str, weighted: bool, n_a: int, n_b: int, folds: 
     else:
         why = size_problem(n_a, n_b, folds)
     if why is not None and target == "population":
-        raise ValueError(why)
+        raise InputError(why)
     return None if why is None else f"population bracket not computed: {why}"
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from wassnet.errors import InputError
+
 __all__ = [
     "CRITICS",
     "DEFAULT_CRITICS",
@@ -80,22 +82,22 @@ class SampleOptions:
 
     def __post_init__(self) -> None:
         if self.route != "auto" and self.route not in ROUTES:
-            raise ValueError(
+            raise InputError(
                 f"route must be auto or one of {', '.join(ROUTES)}, got {self.route!r}"
             )
         if self.time_budget is not None and not (
             math.isfinite(self.time_budget) and self.time_budget > 0
         ):
-            raise ValueError(
+            raise InputError(
                 f"time_budget must be a positive number of seconds, got {self.time_budget}"
             )
         if not (math.isfinite(self.tol) and self.tol >= 0):
-            raise ValueError(f"tol must be a finite number >= 0, got {self.tol}")
+            raise InputError(f"tol must be a finite number >= 0, got {self.tol}")
         for name in ("rounds", "candidates", "warm_start"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.backend not in ("auto", "compiled", "eager"):
-            raise ValueError(f"backend must be auto, compiled or eager, got {self.backend!r}")
+            raise InputError(f"backend must be auto, compiled or eager, got {self.backend!r}")
 
 
 #: The critic families tried for the population bracket, simplest first.
@@ -157,38 +159,38 @@ class PopulationOptions:
 
     def __post_init__(self) -> None:
         if not (0.5 <= self.confidence < 1):
-            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+            raise InputError(f"confidence must be in [0.5, 1), got {self.confidence}")
         if int(self.folds) != self.folds or self.folds < 2:
-            raise ValueError(f"folds must be an integer >= 2, got {self.folds}")
+            raise InputError(f"folds must be an integer >= 2, got {self.folds}")
         critics = tuple(self.critics)
         object.__setattr__(self, "critics", critics)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.image_shape is not None:
             object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         if not critics or any(c not in CRITICS for c in critics):
-            raise ValueError(f"critics must be among {', '.join(CRITICS)}, got {critics!r}")
+            raise InputError(f"critics must be among {', '.join(CRITICS)}, got {critics!r}")
         if "conv" in critics and (
             self.image_shape is None
             or len(self.image_shape) != 3
             or any(int(s) < 1 for s in self.image_shape)
         ):
-            raise ValueError(
+            raise InputError(
                 f"the conv critic needs image_shape (C, H, W), got {self.image_shape!r}"
             )
         if self.activation not in ("maxmin", "fullsort", "groupsort", "relu"):
-            raise ValueError(
+            raise InputError(
                 f"activation must be maxmin, fullsort, groupsort or relu, got {self.activation!r}"
             )
         for name in ("steps", "batch_size", "eval_every", "patience", "iters"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise InputError(f"lr must be a positive number, got {self.lr}")
         if not (0 < self.validation < 1):
-            raise ValueError(f"validation must be in (0, 1), got {self.validation}")
+            raise InputError(f"validation must be in (0, 1), got {self.validation}")
         if self.time_budget is not None and not (
             math.isfinite(self.time_budget) and self.time_budget > 0
         ):
-            raise ValueError(
+            raise InputError(
                 f"time_budget must be a positive number of seconds, got {self.time_budget}"
             )

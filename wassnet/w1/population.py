@@ -47,6 +47,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from wassnet.errors import InputError
 from wassnet.w1.critic_fit import FittedCritic, critic_values, fit_critic
 from wassnet.w1.options import PopulationOptions
 
@@ -263,7 +264,7 @@ def population_bracket(
     k = options.folds
     problem = size_problem(len(xa), len(xb), k)
     if problem:
-        raise ValueError(problem)
+        raise InputError(problem)
     start = time.perf_counter()
     alpha = (1.0 - options.confidence) / 2.0
     folds, critics, heldout = _cross_fit(xa, xb, options, device, seed, alpha / k, progress)

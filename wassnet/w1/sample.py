@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wassnet.errors import InputError
 from wassnet.ot import (
     AssignmentBracket,
     DualBound,
@@ -248,7 +249,7 @@ def _column_route(run: _Run, route: str) -> SampleBracket:
     """Routes ``assignment`` and ``transport``: warm start, then column generation."""
     p = run.problem
     if route == "assignment" and not p.uniform_square:
-        raise ValueError("the assignment route needs uniform weights and n == m")
+        raise InputError("the assignment route needs uniform weights and n == m")
     u0, v0 = run.starting_potentials()
     cost = _passes(run)
     seconds = _pass_seconds(run, cost)
@@ -343,7 +344,7 @@ def sample_bracket(
     options = options or SampleOptions()
     route = choose_route(problem, options) if options.route == "auto" else options.route
     if route == "line" and problem.dim != 1:
-        raise ValueError(f"the line route needs points on the line (d = 1), got d={problem.dim}")
+        raise InputError(f"the line route needs points on the line (d = 1), got d={problem.dim}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     bar = tqdm(desc=f"W1 bracket ({route})", unit="round", disable=not progress, leave=False)
     run = _Run(problem, options, dev, np.random.default_rng(seed), bar)

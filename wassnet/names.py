@@ -1,0 +1,94 @@
+"""The names every job and subcommand share, in one torch-free registry.
+
+``wassnet --help`` reads its choices from here without importing torch; the modules
+that build things (:mod:`wassnet.critics`, :mod:`wassnet.datasets`) read the same
+tables, so a name exists once.
+
+* :data:`ARCHS`: the network architectures (``--arch``), the same for the WGAN critic,
+  the certified classifier and :func:`wassnet.make_critic`;
+* :data:`CONSTRAINTS`: how the Lipschitz constant is controlled (``--constraint``);
+* :data:`IMAGE_DATASETS`, :data:`TOY_DATASETS`, :data:`DATASETS`: the datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ARCHS",
+    "CONSTRAINTS",
+    "DATASETS",
+    "IMAGE_DATASETS",
+    "LEGACY_GAN_CRITICS",
+    "TOY_DATASETS",
+    "ArchSpec",
+    "default_arch",
+    "is_toy",
+]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: ``kind`` (dense or conv), its layer sizes, and one line of help.
+
+    ``channels`` holds one ``(out_channels, kernel, stride)`` per convolution (conv
+    only); ``hidden`` the dense widths after them.
+    """
+
+    kind: str
+    hidden: tuple[int, ...]
+    channels: tuple[tuple[int, int, int], ...] = field(default=())
+    help: str = ""
+
+
+#: ``--arch`` names. The conv networks are Li et al. (2019)'s "small" and "large".
+ARCHS: dict[str, ArchSpec] = {
+    "dense": ArchSpec("dense", (1024, 1024, 1024), help="3 dense layers of 1024"),
+    "dense-small": ArchSpec("dense", (256, 256, 256), help="3 dense layers of 256"),
+    "conv-small": ArchSpec(
+        "conv", (100,), ((16, 4, 2), (32, 4, 2)), help="2 stride-2 convolutions + dense 100"
+    ),
+    "conv-large": ArchSpec(
+        "conv",
+        (512, 512),
+        ((32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)),
+        help="4 convolutions + dense 512, 512",
+    ),
+}
+
+#: ``--constraint``: ``orthogonal`` = Björck dense layers and BCOP convolutions with
+#: GroupSort (1-Lipschitz by construction); ``none`` = plain layers with ReLU, whose
+#: Lipschitz constant is not controlled (the WGAN-GP baseline).
+CONSTRAINTS: tuple[str, ...] = ("orthogonal", "none")
+
+#: The GAN critic names of wassnet 0.1 -> (arch, constraint), read from old
+#: checkpoints and the hidden ``--critic`` option.
+LEGACY_GAN_CRITICS: dict[str, tuple[str, str]] = {
+    "groupsort-dense": ("dense-small", "orthogonal"),
+    "bcop-conv": ("conv-small", "orthogonal"),
+    "relu-dense": ("dense-small", "none"),
+    "relu-conv": ("conv-small", "none"),
+}
+
+#: torchvision class name, shape of one image, number of classes.
+IMAGE_DATASETS: dict[str, tuple[str, tuple[int, int, int], int]] = {
+    "mnist": ("MNIST", (1, 28, 28), 10),
+    "fashion-mnist": ("FashionMNIST", (1, 28, 28), 10),
+    "cifar10": ("CIFAR10", (3, 32, 32), 10),
+}
+
+#: 2-D toy distributions (samplers in :mod:`wassnet.datasets`).
+TOY_DATASETS: tuple[str, ...] = ("8gaussians", "25gaussians", "ring", "swissroll")
+
+#: Every dataset name.
+DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *TOY_DATASETS)
+
+
+def is_toy(name: str) -> bool:
+    """Whether ``name`` is a 2-D toy distribution (else an image dataset)."""
+    return name in TOY_DATASETS
+
+
+def default_arch(dataset: str) -> str:
+    """The default ``--arch`` for a dataset: ``dense-small`` for 2-D data, else ``conv-small``."""
+    return "dense-small" if is_toy(dataset) else "conv-small"

@@ -1,0 +1,192 @@
+"""Training a critic on the Kantorovich-Rubinstein dual: the one loop every caller uses.
+
+For a 1-Lipschitz critic ``f``, ``mean f(A) - mean f(B)`` is a lower bound on W1 between
+the laws of ``A`` and ``B`` (on held-out points, in expectation); :func:`train_dual`
+maximizes it on minibatches with Adam. The population bracket's critics
+(:mod:`wassnet.w1.critic_fit`) and the GroupSort-vs-ReLU application train with it.
+
+Nothing here makes the critic Lipschitz: that is the architecture's job (Björck, BCOP,
+GroupSort). Callers certify the trained critic with :func:`wassnet.nn.lipschitz_bound`
+and divide by the bound before reading a value as a W1 estimate.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from wassnet.errors import InputError
+
+__all__ = ["DualFit", "DualTrainingOptions", "Sampler", "dual_and_stderr", "train_dual"]
+
+#: A source of fresh points: ``sampler(n, generator) -> [n, ...]`` tensor.
+Sampler = Callable[[int, torch.Generator], torch.Tensor]
+
+_EVAL_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class DualTrainingOptions:
+    """How :func:`train_dual` runs.
+
+    Attributes:
+        steps: Adam steps at most.
+        batch_size: points of each side per step (one forward pass on both halves, so
+            a Björck / BCOP layer orthonormalizes once per step).
+        lr: Adam's learning rate.
+        decay: ``"constant"``, or ``"linear"`` to 0 over ``steps``.
+        eval_every: with validation points, evaluate their dual every this many steps
+            (and at the last step); the deadline is also checked then.
+        patience: with validation points, stop after this many evaluations without a
+            gain above ``min_gain`` standard errors (``None``: never stop early).
+        min_gain: a validation gain below this many standard errors of the validation
+            dual is noise: it does not reset the patience (the best state is still kept).
+    """
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 5e-3
+    decay: Literal["constant", "linear"] = "constant"
+    eval_every: int = 50
+    patience: int | None = 3
+    min_gain: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
+        if self.decay not in ("constant", "linear"):
+            raise InputError(f"decay must be constant or linear, got {self.decay!r}")
+        if self.patience is not None and self.patience < 1:
+            raise InputError(f"patience must be >= 1 or None, got {self.patience}")
+
+
+@dataclass
+class DualFit:
+    """What :func:`train_dual` did.
+
+    Attributes:
+        steps: steps taken (fewer than asked after early stopping or the deadline).
+        history: the minibatch dual ``mean f(a) - mean f(b)`` at every step.
+        best_validation: the validation dual of the returned weights (the best seen,
+            the initial ones included), or ``None`` without validation points.
+    """
+
+    steps: int
+    history: list[float] = field(default_factory=list)
+    best_validation: float | None = None
+
+
+def critic_values(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``critic(x)`` flattened, without gradients, in batches."""
+    with torch.no_grad():
+        return torch.cat(
+            [critic(x[i : i + _EVAL_BATCH]).reshape(-1) for i in range(0, len(x), _EVAL_BATCH)]
+        )
+
+
+def dual_and_stderr(critic: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """The dual ``mean f(a) - mean f(b)`` and its standard error."""
+    fa, fb = critic_values(critic, a), critic_values(critic, b)
+    var = fa.var() / len(fa) + fb.var() / len(fb) if min(len(fa), len(fb)) > 1 else 0.0
+    return float(fa.mean() - fb.mean()), float(var) ** 0.5
+
+
+def _draw(source: torch.Tensor | Sampler, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` points: with replacement from a tensor, or fresh from a sampler."""
+    if isinstance(source, torch.Tensor):
+        index = torch.randint(len(source), (n,), generator=generator)
+        return source[index.to(source.device)]
+    return source(n, generator)
+
+
+class _Selection:
+    """Validation bookkeeping: the best state so far and early stopping's patience."""
+
+    def __init__(self, critic: nn.Module, points: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.critic, self.points = critic, points
+        critic.eval()
+        self.best = self.anchor = dual_and_stderr(critic, *points)[0]
+        self.best_state = copy.deepcopy(critic.state_dict())
+        self.stale = 0
+
+    def update(self, options: DualTrainingOptions) -> bool:
+        """Evaluate now; whether training should stop (patience exhausted)."""
+        self.critic.eval()
+        value, stderr = dual_and_stderr(self.critic, *self.points)
+        self.critic.train()
+        if value > self.best:
+            self.best, self.best_state = value, copy.deepcopy(self.critic.state_dict())
+        if value > self.anchor + options.min_gain * stderr:
+            self.anchor, self.stale = value, 0
+        else:
+            self.stale += 1
+        return options.patience is not None and self.stale >= options.patience
+
+
+def train_dual(
+    critic: nn.Module,
+    a: torch.Tensor | Sampler,
+    b: torch.Tensor | Sampler,
+    options: DualTrainingOptions | None = None,
+    *,
+    generator: torch.Generator,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    deadline: float | None = None,
+) -> DualFit:
+    """Maximize ``mean f(a) - mean f(b)`` over the critic's weights (Adam, in place).
+
+    Args:
+        critic: any module mapping ``[N, ...]`` points to ``[N]`` or ``[N, 1]`` values.
+        a, b: the two sides: tensors (minibatches drawn with replacement) or samplers
+            ``(n, generator) -> points`` (fresh points every step).
+        options: steps, batch size, learning rate, decay, validation cadence.
+        generator: every minibatch comes from it (same generator, same run).
+        validation: held-out ``(a, b)`` points; if given, the weights with the best
+            validation dual (initial ones included) are restored at the end and early
+            stopping applies.
+        deadline: a ``time.perf_counter()`` time; training stops at the first
+            evaluation after it.
+
+    Returns:
+        A :class:`DualFit`; the critic is left in eval mode.
+    """
+    options = options or DualTrainingOptions()
+    select = _Selection(critic, validation) if validation is not None else None
+    optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr)
+    schedule = None
+    if options.decay == "linear":
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 - t / options.steps)
+    fit = DualFit(steps=0)
+    critic.train()
+    for step in range(1, options.steps + 1):
+        batch = torch.cat(
+            [_draw(a, options.batch_size, generator), _draw(b, options.batch_size, generator)]
+        )
+        values = critic(batch).reshape(-1)  # one forward: the weights are orthonormalized once
+        dual = values[: options.batch_size].mean() - values[options.batch_size :].mean()
+        optimizer.zero_grad(set_to_none=True)
+        (-dual).backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        fit.steps = step
+        fit.history.append(float(dual.detach()))
+        if step % options.eval_every and step != options.steps:
+            continue
+        stop = select.update(options) if select is not None else False
+        if stop or (deadline is not None and time.perf_counter() > deadline):
+            break
+    if select is not None:
+        critic.load_state_dict(select.best_state)
+        fit.best_validation = select.best
+    critic.eval()
+    return fit
