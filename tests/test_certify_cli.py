@@ -52,7 +52,8 @@ def test_certify_reports_accuracy_and_zero_broken(run_dir, mnist_root):
         "--attack-steps", "10", "--data-root", mnist_root, "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the progress bar goes to stderr
+    assert "PGD" in result.stderr
     certified = [data["certified_accuracy"][k] for k in ("0.1", "0.5", "1", "1.58")]
     assert data["n"] == 200 and data["clean_accuracy"] > 0.3
     assert all(c <= data["clean_accuracy"] for c in certified)
@@ -63,7 +64,7 @@ def test_certify_reports_accuracy_and_zero_broken(run_dir, mnist_root):
 
     text = invoke(
         "classify", "certify", "--checkpoint", run_dir / "checkpoint.pt", "--limit", "50",
-        "--attack-limit", "10", "--attack-steps", "5", "--data-root", mnist_root,
+        "--attack-limit", "10", "--attack-steps", "5", "--data-root", mnist_root, "--quiet",
     )  # fmt: skip
     assert text.exit_code == 0, text.output
     assert "certified accuracy at eps=1.58" in text.output
@@ -104,6 +105,10 @@ def test_export_never_overwrites_without_force(run_dir, tmp_path):
     assert forced.exit_code == 0, forced.output
     assert torch.export.load(str(existing)).module() is not None
     assert not list(tmp_path.glob(".keep.pt2.*"))  # no temporary file left behind
+    nowhere = invoke(
+        "classify", "export", "--checkpoint", checkpoint, "--out", tmp_path / "no/m.pt2"
+    )
+    assert nowhere.exit_code == 2 and "does not exist" in nowhere.output  # checked before work
 
 
 def test_bad_checkpoints_give_one_error_line(tmp_path):

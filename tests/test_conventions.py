@@ -149,11 +149,17 @@ def test_one_arch_registry_for_every_job() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["estimate"], ["gan", "train"], ["classify", "train"], ["classify", "certify"]],
+    [
+        ["estimate"],
+        ["gan", "train"],
+        ["gan", "fid"],
+        ["classify", "train"],
+        ["classify", "certify"],
+    ],
 )
 def test_shared_options_are_spelled_alike(command: list[str]) -> None:
     text = CliRunner().invoke(main, [*command, "--help"]).output
-    for option in ("--device", "--threads", "--json"):
+    for option in ("--device", "--threads", "--json", "--quiet"):
         assert option in text, (command, option)
     for old in ("--attack-n", "--train-limit", "--data-limit", "--bjorck-iters", "--critic-width"):
         assert old not in text, (command, old)

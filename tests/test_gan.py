@@ -237,3 +237,15 @@ def test_second_process_on_a_run_folder_is_refused(tmp_path: Path, one_thread) -
         first.communicate()
     rows = _rows(out)
     assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})  # not interleaved
+
+
+def test_configs_of_wassnet_0_1_still_load() -> None:
+    """Old checkpoints name the critic `critic` (e.g. relu-conv), `critic_width`, ..."""
+    old = {"dataset": "mnist", "critic": "relu-conv", "critic_width": 32, "bjorck_iters": 3}
+    config = GANConfig.from_dict({**old, "data_limit": 10, "gp": None})
+    assert (config.arch, config.constraint, config.width) == ("conv-small", "none", 32)
+    assert (config.iters, config.limit, config.gp) == (3, 10, 10.0)
+    with pytest.raises(ValueError, match="unknown critic"):
+        GANConfig.from_dict({**old, "critic": "resnet"})
+    with pytest.raises(ValueError, match="unknown GAN config fields: colour"):
+        GANConfig.from_dict({**old, "colour": "red"})

@@ -126,6 +126,7 @@ def pgd_l2(
     box: tuple[float, float] | None = (0.0, 1.0),
     batch_size: int = 512,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 PGD: look for ``x'`` with ``||x' - x||_2 <= eps`` and ``argmax f(x') != y``.
 
@@ -138,6 +139,7 @@ def pgd_l2(
         step_size: step length as a fraction of ``eps`` (gradient direction normalized).
         box: clamp ``x'`` into this range (pixels: ``(0, 1)``); ``None``: no box.
         seed: for the random restarts.
+        progress: show a progress bar over the batches.
 
     Returns:
         ``(x_adv, fooled)``: ``x_adv`` ``[N, ...]``, the iterate with the lowest margin
@@ -157,8 +159,11 @@ def pgd_l2(
     e = _per_example(eps, len(x), x)
     gen = torch.Generator().manual_seed(seed)
     advs, fools = [], []
+    from tqdm.auto import tqdm
+
+    starts = tqdm(range(0, len(x), batch_size), desc="PGD", unit="batch", disable=not progress)
     with _frozen(model):
-        for s in range(0, len(x), batch_size):
+        for s in starts:
             sl = slice(s, s + batch_size)
             adv, fooled = _pgd_batch(
                 model, x[sl], y[sl], e[sl], steps, restarts, step_size, box, gen
@@ -230,10 +235,14 @@ class AttackOptions:
     seed: int = 0
 
     def run(
-        self, model: nn.Module, x: torch.Tensor, lipschitz: float | LipschitzCertificate | None
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        lipschitz: float | LipschitzCertificate | None,
+        progress: bool = False,
     ) -> AttackCheck:
         """:func:`attack_certified` with these options."""
-        return attack_certified(model, x, lipschitz, **asdict(self))
+        return attack_certified(model, x, lipschitz, progress=progress, **asdict(self))
 
 
 def attack_certified(
@@ -249,6 +258,7 @@ def attack_certified(
     beyond: float | None = None,
     batch_size: int = 512,
     seed: int = 0,
+    progress: bool = False,
 ) -> AttackCheck:
     """Attack every certified point at ``radius_scale`` x its certified radius.
 
@@ -281,6 +291,7 @@ def attack_certified(
         box=box,
         batch_size=batch_size,
         seed=seed,
+        progress=progress,
     )
     after = certified_radius(model, adv, bound, return_prediction=True)[0]
     broken = int((after != ys).sum())
@@ -298,6 +309,7 @@ def attack_certified(
             box=box,
             batch_size=batch_size,
             seed=seed,
+            progress=progress,
         )
         broken_beyond = int(
             (certified_radius(model, adv2, bound, return_prediction=True)[0] != ys).sum()

@@ -16,6 +16,7 @@ from wassnet.clitools import (
     ErrorLineGroup,
     Finite,
     Renamed,
+    check_new_file,
     continued_options,
     data_root_option,
     device_option,
@@ -231,6 +232,7 @@ def train(
 @device_option
 @threads_option
 @json_option
+@quiet_option
 def certify(
     checkpoint: str,
     eps_first: tuple[str, ...],
@@ -245,6 +247,7 @@ def certify(
     device: str | None,
     threads: int | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Clean accuracy and certified accuracy per radius, with the PGD check.
 
@@ -264,7 +267,7 @@ def certify(
     data = load_images(name, data_root, split=split, limit=limit)
     options = AttackOptions(limit=attack_limit, steps=attack_steps) if attack else None
     try:
-        ev = evaluate(loaded, data, eps, attack=options)
+        ev = evaluate(loaded, data, eps, attack=options, progress=not quiet)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
     result = {**ev.accuracy.to_dict(), "dataset": name, "split": split}
@@ -281,8 +284,7 @@ def _check_export_target(checkpoint: str, out: str, force: bool) -> None:
         raise click.BadParameter(
             f"{out} is the checkpoint being exported: choose another file", param_hint="--out"
         )
-    if target.exists() and not force:
-        raise click.BadParameter(f"{out} exists: pass --force to replace it", param_hint="--out")
+    check_new_file(out, force, "--out")
 
 
 @classify.command("export")
@@ -322,7 +324,6 @@ def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> Non
         "radius": "margin / (sqrt(2) * lipschitz_bound)",
     }
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial.pt2")  # .pt2: no warning
     try:
         torch.export.save(program, str(partial), extra_files={"wassnet.json": json.dumps(meta)})

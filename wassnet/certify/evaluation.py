@@ -147,6 +147,7 @@ def evaluate(
     input_shape: Sequence[int] | None = None,
     attack: AttackOptions | None = _DEFAULT_ATTACK,
     check_export: bool = False,
+    progress: bool = False,
 ) -> Evaluation:
     """Certified accuracy of ``model`` on ``data`` at each ``eps``, with the checks.
 
@@ -180,7 +181,7 @@ def evaluate(
     check, seconds = None, None
     if attack is not None:
         start = time.perf_counter()
-        check = attack.run(model, images, cert)
+        check = attack.run(model, images, cert, progress=progress)
         seconds = time.perf_counter() - start
     result = Evaluation(cert, accuracy, check, seconds)
     return _with_export(result, model, images, shape) if check_export else result

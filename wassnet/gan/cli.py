@@ -248,7 +248,9 @@ def sample(
 @click.option("--batch-size", type=_positive, default=50, show_default=True)
 @seed_option
 @device_option
+@threads_option
 @json_option
+@quiet_option
 def fid(
     checkpoint: str,
     n: int,
@@ -258,7 +260,9 @@ def fid(
     batch_size: int,
     seed: int,
     device: str | None,
+    threads: int | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """FID of a generator's samples against real images (pytorch-fid's Inception).
 
@@ -270,6 +274,7 @@ def fid(
 
     from wassnet.gan.trainer import generate, load_generator
 
+    set_threads(threads)
     generator, config, _ = load_generator(checkpoint, device)
     if is_toy(config.dataset):
         from wassnet.datasets import sample_toy
@@ -293,5 +298,5 @@ def fid(
             f"use --n {len(real)} or less"
         )
     fake = generate(generator, n, seed=seed)
-    result = compute_fid(real, fake, fid_weights, device, batch_size)
+    result = compute_fid(real, fake, fid_weights, device, batch_size, progress=not quiet)
     emit(result, as_json)

@@ -202,8 +202,12 @@ def load_fid_inception(
     return model.to(resolve_device(device)).eval(), source
 
 
-def inception_features(images: torch.Tensor, model: nn.Module, batch_size: int = 50) -> np.ndarray:
+def inception_features(
+    images: torch.Tensor, model: nn.Module, batch_size: int = 50, progress: bool = False
+) -> np.ndarray:
     """Pool3 features ``[N, 2048]`` (float64) of images ``[N, C, H, W]`` in ``[0, 1]``."""
+    from tqdm.auto import tqdm
+
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise InputError(f"need images [N, 1 or 3, H, W], got shape {tuple(images.shape)}")
     if not torch.isfinite(images).all():
@@ -211,7 +215,8 @@ def inception_features(images: torch.Tensor, model: nn.Module, batch_size: int =
     device = next(model.parameters()).device
     feats = []
     with torch.no_grad():
-        for i in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        for i in tqdm(starts, desc="Inception", unit="batch", disable=not progress):
             x = images[i : i + batch_size].float().clamp(0, 1)
             x = torch.round(x * 255) / 255  # as if read back from 8-bit PNG files
             if x.shape[1] == 1:
@@ -227,6 +232,7 @@ def compute_fid(
     device: str | torch.device | None = None,
     batch_size: int = 50,
     model: tuple[nn.Module, str] | None = None,
+    progress: bool = False,
 ) -> FIDResult:
     """FID between two sets of images ``[N, C, H, W]`` in ``[0, 1]`` (N >= 2 each).
 
@@ -234,6 +240,7 @@ def compute_fid(
     """
     net, source = model if model is not None else load_fid_inception(weights_path, device)
     fid = frechet_distance_from_features(
-        inception_features(real, net, batch_size), inception_features(fake, net, batch_size)
+        inception_features(real, net, batch_size, progress),
+        inception_features(fake, net, batch_size, progress),
     )
     return FIDResult(fid, len(real), len(fake), source)
