@@ -174,6 +174,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
         "plot over an existing file": ([good, good, "--plot", tmp / "taken.png"], "--force"),
         "time budget nan": ([good, good, "--time-budget", "nan"], "finite"),
         "critic budget inf": ([good, good, "--critic-budget", "inf"], "finite"),
+        "confidence nan": ([good, good, "--confidence", "nan"], "finite"),
         "device meta": ([good, good, "--device", "meta"], "meta"),
         "assignment route on n != m": (
             [good, tmp / "good15.npy", "--route", "assignment"],
@@ -208,6 +209,7 @@ BAD_CASES = [
     "plot over an existing file",
     "time budget nan",
     "critic budget inf",
+    "confidence nan",
     "device meta",
     "assignment route on n != m",
     "integers beyond 2^53",

@@ -113,6 +113,9 @@ def test_finite_and_device_types() -> None:
     assert Finite(0, 1).convert("1", None, None) == 1.0
     with pytest.raises(click.BadParameter):
         Finite(0, 1).convert("1.5", None, None)
+    for bad in ("1", "nan", "1.5"):
+        with pytest.raises(click.BadParameter):
+            Finite(0.5, 1, open_high=True).convert(bad, None, None)
     device = Device()
     for good in ("cpu", "cuda", "cuda:1", "CUDA:0", "mps"):
         assert device.convert(good, None, None) == good.lower()

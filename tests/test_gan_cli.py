@@ -89,6 +89,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         ["--lr-g", "nan"],
         ["--lr-c", "inf"],
         ["--gp", "nan"],
+        ["--beta1", "nan"],
         ["--device", "tpu"],
         ["--device", "meta"],
         ["--resume"],  # nothing to continue in a new folder

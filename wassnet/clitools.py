@@ -93,9 +93,14 @@ class Finite(click.ParamType):
     name = "number"
 
     def __init__(
-        self, low: float | None = None, high: float | None = None, *, open_low: bool = False
+        self,
+        low: float | None = None,
+        high: float | None = None,
+        *,
+        open_low: bool = False,
+        open_high: bool = False,
     ) -> None:
-        self.low, self.high, self.open_low = low, high, open_low
+        self.low, self.high, self.open_low, self.open_high = low, high, open_low, open_high
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
         try:
@@ -107,8 +112,11 @@ class Finite(click.ParamType):
         if self.low is not None and (number < self.low or (self.open_low and number == self.low)):
             side = ">" if self.open_low else ">="
             self.fail(f"{value} is not {side} {self.low:g}", param, ctx)
-        if self.high is not None and number > self.high:
-            self.fail(f"{value} is not <= {self.high:g}", param, ctx)
+        if self.high is not None and (
+            number > self.high or (self.open_high and number == self.high)
+        ):
+            side = "<" if self.open_high else "<="
+            self.fail(f"{value} is not {side} {self.high:g}", param, ctx)
         return number
 
 

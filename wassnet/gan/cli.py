@@ -59,7 +59,7 @@ CONFIG_FIELDS = (
 
 _positive = click.IntRange(1)
 _rate = Finite(0, open_low=True)
-_beta = click.FloatRange(0, 1, max_open=True)
+_beta = Finite(0, 1, open_high=True)
 
 
 @click.group(cls=ErrorLineGroup)

@@ -109,7 +109,7 @@ def _population_options(
 )
 @click.option(
     "--confidence",
-    type=click.FloatRange(0.5, 1, max_open=True),
+    type=Finite(0.5, 1, open_high=True),
     default=0.95,
     show_default=True,
     help="level of the population bracket",
