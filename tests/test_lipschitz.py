@@ -180,7 +180,8 @@ def test_breakdown_names_and_shapes():
     ]
     assert cert.layers[0].output_shape == (4, 4, 4)
     assert cert.layers[3].input_shape == (64,)
-    assert set(cert.to_dict()) == {"bound", "input_shape", "layers"}
+    assert set(cert.to_dict()) == {"bound", "norm", "input_shape", "layers"}
+    assert cert.to_dict()["norm"] == "l2"
     assert "certified" in cert.summary()
 
 

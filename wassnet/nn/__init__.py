@@ -5,7 +5,7 @@
 * orthogonal dense layers: :func:`bjorck` (a parametrization for any ``nn.Linear``),
   :class:`BjorckLinear`, :func:`bjorck_orthonormalize`
 * orthogonal convolutions: :class:`BCOPConv2d`
-* certificates: :func:`lipschitz_bound` (per-layer breakdown in a
+* certificates: :func:`lipschitz_bound` in l2, l1 or l-inf (per-layer breakdown in a
   :class:`LipschitzCertificate`), :func:`check_faithful` (refuses modules whose
   function may differ from their type's), :func:`spectral_norm_upper` (verified
   norms), :func:`power_iteration_norm`
@@ -17,18 +17,21 @@ from wassnet.nn.bcop import BCOPConv2d, BCOPKernel
 from wassnet.nn.bjorck import BjorckLinear, BjorckOrthonormalize, bjorck, bjorck_orthonormalize
 from wassnet.nn.export import export
 from wassnet.nn.lipschitz import (
+    NORMS,
     LayerBound,
     LipschitzBoundError,
     LipschitzCertificate,
     check_faithful,
     conv2d_operator_norm,
     lipschitz_bound,
+    norm_p,
     power_iteration_norm,
     register_lipschitz_rule,
 )
 from wassnet.nn.spectral import spectral_norm_upper
 
 __all__ = [
+    "NORMS",
     "BCOPConv2d",
     "BCOPKernel",
     "BjorckLinear",
@@ -47,6 +50,7 @@ __all__ = [
     "conv2d_operator_norm",
     "export",
     "lipschitz_bound",
+    "norm_p",
     "power_iteration_norm",
     "register_lipschitz_rule",
     "spectral_norm_upper",

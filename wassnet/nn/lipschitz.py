@@ -1,4 +1,4 @@
-r"""Certified upper bounds on the L2 Lipschitz constant of a network.
+r"""Certified upper bounds on the Lipschitz constant of a network, in l2, l1 or l-inf.
 
 :func:`lipschitz_bound` walks a network made of ``nn.Sequential`` containers and
 layers it knows, computes a bound for each layer **from its weights as they are
@@ -22,6 +22,23 @@ product). Per layer:
   circular convolutions keep an exact norm when ``s`` divides the input size.
 * GroupSort / MaxMin / FullSort, pixel (un)shuffle, flatten, identity: exactly 1 (a
   permutation); ReLU, Tanh: 1; LeakyReLU: ``max(1, |slope|)``; Sigmoid: 1/4.
+
+**Other norms** (``p=1`` or ``p=inf``: the bound on ``|f(x) - f(y)|_p / |x - y|_p``, the
+induced lp -> lp norm, the same norm on every layer's input and output):
+
+* ``nn.Linear``: the exact induced norm, max column abs sum (l1) or max row abs sum
+  (l-inf), summed in float64 with a proven rounding factor.
+* ``nn.Conv2d`` (any padding, stride, dilation): each output is a sum over at most
+  ``in x kh x kw`` distinct inputs, each input feeds at most ``out x kh x kw`` outputs,
+  so l-inf <= the largest abs sum over an output channel's kernel and l1 <= the
+  largest abs sum over an input channel's slice (exact for circular padding, stride 1,
+  kernel within the grid; an upper bound otherwise).
+* BCOP and Björck layers: those norms of their current weights (an orthogonal matrix
+  has l1 and l-inf norms up to ``sqrt(n)``: computed, never assumed 1).
+* Sorting activations (GroupSort, MaxMin, FullSort): 1 in every lp (sorting is
+  non-expansive in every lp, by the rearrangement inequality); fixed permutations and
+  coordinatewise activations (ReLU, Tanh, LeakyReLU, Sigmoid, dropout): as in l2.
+  NormPool (l2 norm of each group of ``g``): 1 in l1, ``sqrt(g)`` in l-inf.
 
 A layer it does not know raises :class:`LipschitzBoundError` instead of being
 assumed 1-Lipschitz. A custom container with its own ``forward`` is not walked for
@@ -53,19 +70,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from wassnet.errors import WassnetError
+from wassnet.errors import InputError, WassnetError
 from wassnet.nn.activations import GroupSort, NormPool, Translate
 from wassnet.nn.bcop import BCOPConv2d
 from wassnet.nn.spectral import spectral_norm_upper
-from wassnet.rounding import product_up
+from wassnet.rounding import nonneg_sum_factor, product_up, up
 
 __all__ = [
+    "NORMS",
     "LayerBound",
     "LipschitzBoundError",
     "LipschitzCertificate",
     "check_faithful",
     "conv2d_operator_norm",
     "lipschitz_bound",
+    "norm_p",
     "power_iteration_norm",
     "register_lipschitz_rule",
 ]
@@ -102,6 +121,12 @@ class LipschitzCertificate:
     bound: float
     input_shape: Shape
     layers: list[LayerBound] = field(default_factory=list)
+    p: float = 2.0
+
+    @property
+    def norm(self) -> str:
+        """``"l1"``, ``"l2"`` or ``"linf"``: the norm on inputs and outputs."""
+        return _NORM_NAMES[self.p]
 
     @property
     def exact(self) -> bool:
@@ -113,19 +138,36 @@ class LipschitzCertificate:
     def to_dict(self) -> dict:
         return {
             "bound": self.bound,
+            "norm": self.norm,
             "input_shape": list(self.input_shape),
             "layers": [asdict(layer) for layer in self.layers],
         }
 
     def summary(self) -> str:
         """A readable table of the breakdown."""
-        lines = [f"certified L2 Lipschitz bound: {self.bound:.8f} (input {self.input_shape})"]
+        label = {"l1": "L1", "l2": "L2", "linf": "L-inf"}[self.norm]
+        lines = [f"certified {label} Lipschitz bound: {self.bound:.8f} (input {self.input_shape})"]
         for layer in self.layers:
             lines.append(f"  {layer.name:<24} {layer.layer:<14} {layer.bound:.8f}  {layer.method}")
         return "\n".join(lines)
 
 
-_RULES: dict[type, Rule] = {}
+#: The norms :func:`lipschitz_bound` certifies, by ``p``.
+NORMS: tuple[float, ...] = (1.0, 2.0, math.inf)
+_NORM_NAMES = {1.0: "l1", 2.0: "l2", math.inf: "linf"}
+#: One table of rules per norm.
+_TABLES: dict[float, dict[type, Rule]] = {p: {} for p in NORMS}
+_RULES = _TABLES[2.0]  # the l2 table (faithfulness checks read it)
+
+
+def norm_p(p: float | int | str) -> float:
+    """``p`` as one of :data:`NORMS` (``1``, ``2``, ``inf``; also ``"inf"``, ``"l1"``...)."""
+    names = {"1": 1.0, "2": 2.0, "inf": math.inf, "l1": 1.0, "l2": 2.0, "linf": math.inf}
+    key = names.get(str(p).strip().lower()) if isinstance(p, str) else p
+    if isinstance(key, bool) or key not in NORMS:
+        raise InputError(f"p must be 1, 2 or inf, got {p!r}")
+    return float(key)
+
 
 #: Methods a forward pass goes through: a subclass that overrides one of them may
 #: compute another function than its registered parent.
@@ -139,17 +181,17 @@ FORWARD_METHODS = (
 )
 
 
-def register_lipschitz_rule(cls: type, rule: Rule) -> None:
-    """Teach :func:`lipschitz_bound` a layer type (this exact class).
+def register_lipschitz_rule(cls: type, rule: Rule, p: float | str = 2) -> None:
+    """Teach :func:`lipschitz_bound` a layer type (this exact class), for the norm ``p``.
 
     ``rule(module, input_shape)`` returns ``(bound, method)``, where ``bound`` must be a
-    proven upper bound on the module's L2 Lipschitz constant for inputs of
+    proven upper bound on the module's Lipschitz constant in the lp norm for inputs of
     ``input_shape`` (no batch dimension) and ``method`` says how it was obtained
     (start it with ``"upper"`` when it is not the exact constant). A subclass of
     ``cls`` uses the rule only if it declares ``lipschitz_inherits_rule = True`` in
     its own body and overrides none of :data:`FORWARD_METHODS`.
     """
-    _RULES[cls] = rule
+    _TABLES[norm_p(p)][cls] = rule
 
 
 def _declared_class(module: nn.Module) -> type:
@@ -223,13 +265,14 @@ def _global_hooks() -> list[str]:
     )
 
 
-def _rule_for(module: nn.Module, label: str = "<model>") -> Rule | None:
-    """The rule of the module's exact class, or an inherited one that the subclass
+def _rule_for(module: nn.Module, label: str = "<model>", p: float = 2.0) -> Rule | None:
+    """The lp rule of the module's exact class, or an inherited one that the subclass
     declares safe; ``None`` when no class in its MRO has a rule."""
+    table = _TABLES[p]
     cls = _declared_class(module)
-    if cls in _RULES:
-        return _RULES[cls]
-    base = next((k for k in cls.__mro__[1:] if k in _RULES), None)
+    if cls in table:
+        return table[cls]
+    base = next((k for k in cls.__mro__[1:] if k in table), None)
     if base is None:
         return None
     between = [k for k in cls.__mro__[: cls.__mro__.index(base)]]
@@ -246,7 +289,7 @@ def _rule_for(module: nn.Module, label: str = "<model>") -> Rule | None:
             f"layer {label}: {cls.__name__} overrides {', '.join(sorted(set(overridden)))} of "
             f"{base.__name__}: its function may differ from the rule's"
         )
-    return _RULES[base]
+    return table[base]
 
 
 def _linear_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
@@ -418,19 +461,112 @@ def _bcop_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     return bound, method + (" after invertible downsampling" if s > 1 else "")
 
 
+def _abs_sum_bound(weight: torch.Tensor, dims: tuple[int, ...]) -> float:
+    """A proven upper bound on ``max`` of the abs sums of ``weight`` over ``dims``."""
+    w = weight.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(w).all()):
+        raise LipschitzBoundError("the weight has non-finite entries")
+    if w.numel() == 0:
+        return 0.0
+    terms = math.prod(w.shape[d] for d in dims)
+    largest = float(w.abs().sum(dim=dims).max())
+    bound = float(up(largest * nonneg_sum_factor(terms)))  # any summation order
+    if not math.isfinite(bound):
+        raise LipschitzBoundError("the weight's norm exceeds the float64 range")
+    return bound
+
+
+def _linear_p_rule(p: float) -> Rule:
+    """l1: max column abs sum; l-inf: max row abs sum (``weight`` is ``[out, in]``)."""
+    dims, what = ((0,), "column") if p == 1 else ((1,), "row")
+
+    def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+        weight = module.weight
+        if isinstance(weight, nn.parameter.UninitializedParameter):
+            raise LipschitzBoundError("uninitialized lazy layer: run one forward pass first")
+        return _abs_sum_bound(weight, dims), f"exact (verified): max {what} abs sum"
+
+    return rule
+
+
+def _conv2d_p_rule(p: float) -> Rule:
+    """l-inf: max over output channels of the kernel's abs sum; l1: over input channels."""
+    dims, what = ((1, 2, 3), "output") if p == math.inf else ((0, 2, 3), "input")
+
+    def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+        conv: nn.Conv2d = module  # type: ignore[assignment]
+        if len(input_shape) != 3:
+            raise LipschitzBoundError(f"Conv2d needs an input shape [C, H, W], got {input_shape}")
+        if conv.groups != 1:
+            raise LipschitzBoundError("Conv2d with groups != 1 is not supported by lipschitz_bound")
+        if conv.padding_mode not in ("zeros", "circular"):
+            raise LipschitzBoundError(
+                f"Conv2d with padding_mode={conv.padding_mode!r} is not certified "
+                "(use 'circular' or 'zeros')"
+            )
+        kernel = _dilated(conv.weight.detach(), tuple(conv.dilation))
+        kh, kw = kernel.shape[-2:]
+        bound = _abs_sum_bound(conv.weight, dims)
+        fits = kh <= input_shape[1] and kw <= input_shape[2]
+        if conv.padding_mode == "circular" and tuple(conv.stride) == (1, 1) and fits:
+            return bound, f"exact (verified): max {what}-channel abs sum, circular"
+        return bound, f"upper: max {what}-channel abs sum"
+
+    return rule
+
+
+def _bcop_p_rule(p: float) -> Rule:
+    conv_rule = _conv2d_p_rule(p)
+
+    def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+        bcop: BCOPConv2d = module  # type: ignore[assignment]
+        check_faithful(bcop.conv, "conv")
+        c, h, w = input_shape
+        s = bcop.downsample
+        bound, method = conv_rule(bcop.conv, (c * s * s, h // s, w // s))
+        return bound, method + (" after invertible downsampling" if s > 1 else "")
+
+    return rule
+
+
+def _norm_pool_rule(p: float) -> Rule:
+    """|‖x_g‖2 - ‖y_g‖2| <= ‖x_g - y_g‖2, which is <= ‖x_g - y_g‖1 and <= sqrt(g) ‖.‖inf."""
+
+    def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+        if p != math.inf:
+            return 1.0, "exact: norm of each group"
+        g = int(module.group_size)
+        root = math.sqrt(g)  # correctly rounded: one step up is above the exact root
+        bound = root if root * root == g else math.nextafter(root, math.inf)
+        return bound, "exact: sqrt(group size), l2 norm of each group in l-inf"
+
+    return rule
+
+
+def _register_every_norm(cls: type, rule: Rule) -> None:
+    """``rule`` holds in every lp (permutations, coordinatewise maps, sorting)."""
+    for p in NORMS:
+        register_lipschitz_rule(cls, rule, p)
+
+
 register_lipschitz_rule(nn.Linear, _linear_rule)
 register_lipschitz_rule(nn.Conv2d, _conv2d_rule)
 register_lipschitz_rule(BCOPConv2d, _bcop_rule)
-register_lipschitz_rule(GroupSort, _constant(1.0, "exact: permutation"))
+for _p in (1.0, math.inf):
+    register_lipschitz_rule(nn.Linear, _linear_p_rule(_p), _p)
+    register_lipschitz_rule(nn.Conv2d, _conv2d_p_rule(_p), _p)
+    register_lipschitz_rule(BCOPConv2d, _bcop_p_rule(_p), _p)
+for _p in NORMS:
+    register_lipschitz_rule(NormPool, _norm_pool_rule(_p), _p)
+_register_every_norm(GroupSort, _constant(1.0, "exact: sorting (non-expansive in every lp)"))
 for _cls in (nn.PixelUnshuffle, nn.PixelShuffle, nn.Flatten, nn.Unflatten, nn.Identity):
-    register_lipschitz_rule(_cls, _constant(1.0, "exact: permutation"))
+    _register_every_norm(_cls, _constant(1.0, "exact: permutation"))
 for _cls in (nn.ReLU, nn.Tanh):
-    register_lipschitz_rule(_cls, _constant(1.0, "exact: 1-Lipschitz activation"))
-register_lipschitz_rule(NormPool, _constant(1.0, "exact: norm of each group"))
-register_lipschitz_rule(Translate, _constant(1.0, "exact: translation"))
-register_lipschitz_rule(nn.Sigmoid, _constant(0.25, "exact: max slope 1/4"))
-register_lipschitz_rule(nn.LeakyReLU, _leaky_relu_rule)
-register_lipschitz_rule(nn.Dropout, _dropout_rule)
+    _register_every_norm(_cls, _constant(1.0, "exact: 1-Lipschitz activation"))
+_register_every_norm(Translate, _constant(1.0, "exact: translation"))
+_register_every_norm(nn.Sigmoid, _constant(0.25, "exact: max slope 1/4"))
+_register_every_norm(nn.LeakyReLU, _leaky_relu_rule)
+_register_every_norm(nn.Dropout, _dropout_rule)
 
 
 def is_plain_sequential(module: nn.Module) -> bool:
@@ -439,19 +575,28 @@ def is_plain_sequential(module: nn.Module) -> bool:
     return issubclass(cls, nn.Sequential) and not _overridden(cls, nn.Sequential)
 
 
-def _walk(module: nn.Module, name: str, shape: Shape, out: list[LayerBound], probe: torch.Tensor):
+def _walk(
+    module: nn.Module,
+    name: str,
+    shape: Shape,
+    out: list[LayerBound],
+    probe: torch.Tensor,
+    p: float = 2.0,
+) -> torch.Tensor:
     """Append the bounds of ``module``'s layers to ``out``; return the output probe."""
     check_faithful(module, name)
-    rule = _rule_for(module, name or "<model>")
+    rule = _rule_for(module, name or "<model>", p)
     if rule is None and is_plain_sequential(module):
         for child_name, child in module.named_children():
-            probe = _walk(child, f"{name}.{child_name}" if name else child_name, shape, out, probe)
+            child_label = f"{name}.{child_name}" if name else child_name
+            probe = _walk(child, child_label, shape, out, probe, p)
             shape = tuple(probe.shape[1:])
         return probe
     if rule is None:
         raise LipschitzBoundError(
             f"cannot certify layer {name or '<model>'} of type {type(module).__name__}: "
-            "no Lipschitz rule is registered for it (see wassnet.nn.register_lipschitz_rule)"
+            f"no {_NORM_NAMES[p]} Lipschitz rule is registered for it "
+            "(see wassnet.nn.register_lipschitz_rule)"
         )
     bound, method = rule(module, shape)
     if not math.isfinite(bound):
@@ -485,14 +630,18 @@ def _product_up(factors: Sequence[float]) -> float:
 
 
 @torch.no_grad()
-def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCertificate:
-    """A certified upper bound on the L2 Lipschitz constant of ``model``.
+def lipschitz_bound(
+    model: nn.Module, input_shape: Sequence[int], p: float | str = 2
+) -> LipschitzCertificate:
+    """A certified upper bound on the Lipschitz constant of ``model`` in the lp norm.
 
     Args:
         model: an ``nn.Sequential`` (nested freely) of layers with a registered rule,
             or one such layer.
         input_shape: the shape of one input, without the batch dimension (e.g.
             ``(784,)`` or ``(1, 28, 28)``). Convolution bounds depend on it.
+        p: ``2`` (default), ``1`` or ``inf`` (``math.inf`` or ``"inf"``): the bound is
+            on ``|f(x) - f(y)|_p / |x - y|_p``, the same norm on inputs and outputs.
 
     Returns:
         A :class:`LipschitzCertificate`; ``float(cert)`` is the bound. It is computed
@@ -505,6 +654,7 @@ def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCe
             differ from its type's (:func:`check_faithful`).
     """
     shape = tuple(int(s) for s in input_shape)
+    norm = norm_p(p)
     hooks = _global_hooks()
     if hooks:
         raise LipschitzBoundError(
@@ -521,9 +671,9 @@ def lipschitz_bound(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCe
     )
     layers: list[LayerBound] = []
     with parametrize.cached():
-        _walk(model, "", shape, layers, probe)
+        _walk(model, "", shape, layers, probe, norm)
     bound = _product_up([layer.bound for layer in layers])
-    return LipschitzCertificate(bound=bound, input_shape=shape, layers=layers)
+    return LipschitzCertificate(bound=bound, input_shape=shape, layers=layers, p=norm)
 
 
 def power_iteration_norm(
