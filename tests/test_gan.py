@@ -249,3 +249,17 @@ def test_configs_of_wassnet_0_1_still_load() -> None:
         GANConfig.from_dict({**old, "critic": "resnet"})
     with pytest.raises(ValueError, match="unknown GAN config fields: colour"):
         GANConfig.from_dict({**old, "colour": "red"})
+
+
+@pytest.mark.parametrize("dataset", ["8gaussians", "mnist"])
+def test_projection_critic_stays_certified(tmp_path: Path, dataset: str, mnist_root, one_thread):
+    """constraint="projection": plain layers, l2-projected after every critic step."""
+    options = {**TINY, "constraint": "projection", "log_every": 1, "steps": 4}
+    if dataset == "mnist":
+        options.update(dataset="mnist", arch="conv-small", limit=64, batch_size=8, n_critic=1)
+    result = train_gan(GANConfig(**options), tmp_path, data_root=mnist_root, progress=False)
+    rows = _rows(tmp_path)
+    assert len(rows) == 5 and all(r["critic_lipschitz_bound"] <= 1 + 1e-6 for r in rows)
+    assert result.config["gp"] == 0.0
+    state = load_checkpoint(tmp_path / "checkpoint.pt", kind="gan")
+    assert not any("parametrizations" in key for key in state["critic"])  # plain layers

@@ -214,8 +214,11 @@ def make_critic(
 
     Args:
         constraint: ``"orthogonal"`` (Björck / BCOP layers with GroupSort: 1-Lipschitz
-            by construction) or ``"none"`` (plain ``nn.Linear`` / ``nn.Conv2d`` with zero
-            padding and ReLU, same shapes: the unconstrained WGAN-GP baseline).
+            by construction), ``"projection"`` (plain ``nn.Linear`` / ``nn.Conv2d`` with
+            zero padding and GroupSort, to be kept Lipschitz by
+            :func:`wassnet.nn.projection.constrain` after every optimizer step: the
+            returned network is not constrained until then) or ``"none"`` (plain layers
+            with zero padding and ReLU, same shapes: the unconstrained WGAN-GP baseline).
         width: if given, every hidden dense width of the preset becomes ``width``.
         overrides: keyword arguments for the builder (``iters``, ``activation``,
             ``group_size``, ``hidden``, ...).
@@ -232,8 +235,9 @@ def make_critic(
     builder = options.pop("builder")
     if width is not None:
         options["hidden"] = (width,) * len(options["hidden"])
-    if constraint == "none":
-        options.update(activation="relu", constraint="none")
+    if constraint in ("none", "projection"):
+        activation = "relu" if constraint == "none" else "groupsort"
+        options.update(activation=activation, constraint="none")
         if builder is conv_critic:
             options["padding_mode"] = "zeros"
         overrides.pop("iters", None)  # plain layers have no iterations

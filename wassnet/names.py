@@ -57,9 +57,11 @@ ARCHS: dict[str, ArchSpec] = {
 }
 
 #: ``--constraint``: ``orthogonal`` = Björck dense layers and BCOP convolutions with
-#: GroupSort (1-Lipschitz by construction); ``none`` = plain layers with ReLU, whose
-#: Lipschitz constant is not controlled (the WGAN-GP baseline).
-CONSTRAINTS: tuple[str, ...] = ("orthogonal", "none")
+#: GroupSort (1-Lipschitz by construction, l2); ``projection`` = plain layers with
+#: GroupSort whose weights are projected after every update (:mod:`wassnet.nn.projection`,
+#: l1, l2 or l-inf); ``none`` = plain layers with ReLU, whose Lipschitz constant is not
+#: controlled (the WGAN-GP baseline).
+CONSTRAINTS: tuple[str, ...] = ("orthogonal", "projection", "none")
 
 #: The GAN critic names of wassnet 0.1 -> (arch, constraint), read from old
 #: checkpoints and the hidden ``--critic`` option.

@@ -86,8 +86,9 @@ def _legacy_critic(ctx: click.Context, param: click.Parameter, value: str | None
     type=click.Choice(CONSTRAINTS),
     default="orthogonal",
     show_default=True,
-    help="orthogonal: 1-Lipschitz by construction (Björck/BCOP + GroupSort); none: plain "
-    "layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
+    help="orthogonal: 1-Lipschitz by construction (Björck/BCOP + GroupSort); projection: "
+    "plain layers + GroupSort, weights projected to l2 norm <= 1 after every step; none: "
+    "plain layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
 )
 @click.option(
     "--critic",

@@ -1,11 +1,12 @@
 """The WGAN critic: any :data:`wassnet.names.ARCHS` architecture, constrained or not.
 
-==============  ===========================================  ======================
+==============  ===========================================  ==========================
 ``constraint``  network                                      Lipschitz control
-==============  ===========================================  ======================
+==============  ===========================================  ==========================
 ``orthogonal``  Björck dense / BCOP conv layers + GroupSort  by construction
+``projection``  plain layers + GroupSort                     projection after each step
 ``none``        plain ``nn.Linear`` / ``nn.Conv2d`` + ReLU   gradient penalty
-==============  ===========================================  ======================
+==============  ===========================================  ==========================
 
 Orthogonal critics are 1-Lipschitz for any weights (up to rounding); the trainer still
 certifies them from their weights at every log step. The unconstrained critics are the

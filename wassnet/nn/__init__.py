@@ -9,6 +9,8 @@
   :class:`LipschitzCertificate`), :func:`check_faithful` (refuses modules whose
   function may differ from their type's), :func:`spectral_norm_upper` (verified
   norms), :func:`power_iteration_norm`
+* constraint by projection: :func:`constrain` (project after every optimizer step),
+  :func:`project_`, :func:`project_l1_ball_` (:mod:`wassnet.nn.projection`)
 * deployment: :func:`export` to plain torch layers
 """
 
@@ -28,6 +30,7 @@ from wassnet.nn.lipschitz import (
     power_iteration_norm,
     register_lipschitz_rule,
 )
+from wassnet.nn.projection import constrain, project_, project_l1_ball_
 from wassnet.nn.spectral import spectral_norm_upper
 
 __all__ = [
@@ -47,11 +50,14 @@ __all__ = [
     "bjorck",
     "bjorck_orthonormalize",
     "check_faithful",
+    "constrain",
     "conv2d_operator_norm",
     "export",
     "lipschitz_bound",
     "norm_p",
     "power_iteration_norm",
+    "project_",
+    "project_l1_ball_",
     "register_lipschitz_rule",
     "spectral_norm_upper",
 ]

@@ -1,0 +1,103 @@
+"""Projection-constrained layers: the projections land in the set, are the Euclidean
+projection where claimed, and keep the certified bound at most 1 + 1e-6 after every step."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from wassnet.nn import BjorckLinear, lipschitz_bound
+from wassnet.nn.projection import constrain, project_, project_conv_, project_l1_ball_
+
+P_NORMS = [1, 2, math.inf]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 1e4]),
+    radius=st.sampled_from([0.5, 1.0, 3.0]),
+    seed=st.integers(0, 10**6),
+)
+def test_l1_ball_projection_is_the_euclidean_projection(n, scale, radius, seed):
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(6, n, generator=gen, dtype=torch.float64) * scale
+    w = project_l1_ball_(v.clone(), dim=1, radius=radius)
+    assert bool((w.abs().sum(1) <= radius * (1 + 1e-15)).all())
+    inside = v.abs().sum(1) <= radius
+    assert torch.equal(w[inside], v[inside])  # points of the ball do not move
+    # variational inequality: <v - w, z - w> <= 0 for every z in the ball
+    z = torch.randn(200, n, generator=gen, dtype=torch.float64)
+    z = z / z.abs().sum(1, keepdim=True) * radius * torch.rand(200, 1, generator=gen)
+    for row in range(6):
+        gap = ((v[row] - w[row]) * (z - w[row])).sum(1)
+        assert float(gap.max()) <= 1e-9 * (1 + float(v[row].abs().sum()) ** 2)
+
+
+def test_l1_ball_projection_along_any_dim_and_in_float32():
+    torch.manual_seed(0)
+    w = torch.randn(300, 1024)
+    project_l1_ball_(w, dim=1)
+    assert float(w.double().abs().sum(1).max()) <= 1 + 1e-7
+    v = torch.randn(50, 7)
+    project_l1_ball_(v, dim=0)
+    assert float(v.double().abs().sum(0).max()) <= 1 + 1e-7
+    with pytest.raises(ValueError, match="radius"):
+        project_l1_ball_(v, radius=0)
+
+
+@pytest.mark.parametrize("p", P_NORMS)
+def test_certified_bound_stays_at_most_one_after_every_step(p):
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 32),
+        nn.ReLU(),
+        nn.Linear(32, 3),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    handle = constrain(optimizer, model, p, input_shape=(2, 6, 6))
+    bounds = [lipschitz_bound(model, (2, 6, 6), p=p).bound]
+    for _ in range(15):
+        loss = -model(torch.randn(8, 2, 6, 6)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        bounds.append(lipschitz_bound(model, (2, 6, 6), p=p).bound)
+    assert max(bounds) <= 1 + 1e-6, bounds
+    handle.remove()
+    optimizer.step()  # no hook any more: the weights move freely
+    assert lipschitz_bound(model, (2, 6, 6), p=p).bound != bounds[-1]
+
+
+def test_l2_projection_orthonormalizes_dense_weights():
+    torch.manual_seed(2)
+    layer = nn.Linear(20, 12)
+    project_(layer, 2, iters=30)
+    s = torch.linalg.svdvals(layer.weight.detach().double())
+    assert float((s - 1).abs().max()) < 1e-5
+
+
+def test_parametrized_layers_are_left_alone():
+    torch.manual_seed(3)
+    layer = BjorckLinear(6, 6)
+    before = copy.deepcopy(layer.state_dict())
+    project_(nn.Sequential(layer), math.inf)
+    for key, value in layer.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_conv_projection_needs_the_shape_in_l2():
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    with pytest.raises(ValueError, match="input shape"):
+        project_conv_(conv, 2)
+    with pytest.raises(ValueError, match="p must be"):
+        project_conv_(conv, 3)
