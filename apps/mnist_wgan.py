@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     result = train_gan(config, args.out, data_root=args.data_root, device=args.device)
     print(result.summary())
-    generator, _, _ = load_generator(args.out, args.device)
+    generator = load_generator(args.out, args.device).generator
     samples = generate(generator, 64, seed=args.seed)
     save_samples(samples * 2 - 1, args.out / "grid.png", nrow=8)
 

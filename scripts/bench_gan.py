@@ -180,7 +180,7 @@ def mnist(args: argparse.Namespace, log) -> str:
     log(f"real statistics ({len(real)} images) in {time.perf_counter() - t0:.0f} s")
     rows = []
     for name, (_, label, _) in specs.items():
-        generator, _, _ = load_generator(args.out / f"mnist_{name}", args.device)
+        generator = load_generator(args.out / f"mnist_{name}", args.device).generator
         fake = generate(generator, args.fid_n, seed=args.seed)
         fid = frechet_distance_from_features(real_features, inception_features(fake, model[0]))
         log(f"FID {name}: {fid:.2f}")

@@ -174,7 +174,7 @@ def test_attack_options_are_attack_certified_keywords_with_the_same_defaults():
     keywords = {
         name: p.default
         for name, p in inspect.signature(attack_certified).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "progress"  # display only
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("progress", "p")
     }
     fields = {f.name: f.default for f in dataclasses.fields(AttackOptions)}
     assert fields == keywords
@@ -357,3 +357,75 @@ def test_keyboard_interrupt_mid_step_resumes_exactly(tmp_path, monkeypatch):
     assert resumed.finished
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ other norms (l-inf, l1)
+
+
+def test_margin_factors_and_radius_rounding():
+    from wassnet.certify.radius import margin_factor, radius_from_margin
+
+    assert margin_factor(1) == 1.0 and margin_factor("inf") == 2.0
+    assert margin_factor(2) > math.sqrt(2) and margin_factor(2) == math.nextafter(
+        math.sqrt(2), math.inf
+    )
+    margin = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    for p, c in ((1, 1.0), (math.inf, 2.0), (2, math.sqrt(2))):
+        r = radius_from_margin(margin, 0.5, p)
+        assert r[0] == 0 and bool((r[1:] < margin[1:] / (c * 0.5)).all())  # rounded down
+        assert bool((r[1:] > margin[1:] / (c * 0.5) * (1 - 1e-14)).all())
+    assert multiclass_hinge(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), eps=0.5, p="inf") == 0
+    assert multiclass_hinge(torch.tensor([[0.9, 0.0]]), torch.tensor([0]), eps=0.5, p="inf") > 0
+
+
+def test_projected_l1_certificates_survive_l1_pgd():
+    """An l1-projected network (untrained): every certified point survives l1 PGD."""
+    from wassnet.nn import project_
+
+    torch.manual_seed(4)
+    model = make_classifier("dense-small", (8,), 3, constraint="projection", hidden=(16, 16))
+    project_(model, 1)
+    x = torch.rand(300, 8)
+    y = model(x).argmax(1)  # the model's own labels: every point is correct
+    ev = evaluate(model, (x, y), [1e-4], attack=AttackOptions(steps=60, beyond=50.0), p=1)
+    assert ev.lipschitz.norm == "l1" and ev.lipschitz.bound <= 1 + 1e-6
+    assert ev.attack.attacked == 300 and ev.attack.broken == 0
+    assert ev.attack.max_relative_perturbation <= 1.0
+    assert ev.attack.broken_beyond > 0  # the attack has teeth beyond the radius
+
+
+@pytest.mark.parametrize("norm", ["inf"])
+def test_projected_classifier_certificates_survive_pgd_in_its_norm(tmp_path, norm):
+    torch.manual_seed(0)
+    x, y = blobs(n=384, d=8)
+    eps = 0.02
+    config = TrainConfig(
+        arch="dense-small",
+        eps=eps,
+        epochs=6,
+        batch_size=64,
+        lr=1e-2,
+        norm=norm,
+        constraint="projection",
+    )
+    result = train_classifier(config, tmp_path, data=(x, y), device="cpu", progress=False)
+    loaded = load_classifier(tmp_path / "checkpoint.pt")
+    assert loaded.norm == norm
+    assert not any("parametrizations" in k for k in loaded.model.state_dict())
+    cert = lipschitz_bound(loaded.model, (8,), p=norm)
+    assert cert.bound <= 1 + 1e-6
+    ev = evaluate(loaded, (x, y), [eps], attack=AttackOptions(steps=60, restarts=2, beyond=10.0))
+    assert ev.lipschitz.norm == "linf"
+    assert ev.accuracy.clean > 0.9 and ev.accuracy.certified[0] > 0.3
+    assert ev.attack.attacked > 50 and ev.attack.broken == 0
+    assert ev.attack.max_relative_perturbation <= 1.0  # PGD stayed inside the lp balls
+    assert ev.attack.broken_beyond > 0  # the attack has teeth beyond the radius
+    assert result.finished
+
+
+def test_other_norms_need_projection():
+    with pytest.raises(ValueError, match="projection"):
+        TrainConfig(norm="inf")
+    with pytest.raises(ValueError, match="p must be"):
+        TrainConfig(norm="3", constraint="projection")
+    assert TrainConfig(norm="l-inf".replace("-", ""), constraint="projection").norm == "inf"

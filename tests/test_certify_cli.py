@@ -196,3 +196,34 @@ def test_train_defaults_match_config():
     assert set(CONFIG_FIELDS) == set(defaults)
     params = {p.name: p.default for p in train.params if p.name in CONFIG_FIELDS}
     assert params == defaults
+
+
+def test_linf_run_trains_certifies_and_exports_in_its_norm(mnist_root, tmp_path):
+    out = tmp_path / "linf"
+    trained = invoke(
+        "classify", "train", "--arch", "conv-small", "--norm", "inf", "--constraint",
+        "projection", "--eps", "0.1", "--epochs", "1", "--limit", "256", "--batch-size", "32",
+        "--eval-limit", "50", "--data-root", mnist_root, "--out", out, "--quiet", "--json",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    data = json.loads(trained.output)
+    assert data["config"]["norm"] == "inf" and data["test"]["norm"] == "linf"
+    assert data["test"]["lipschitz_bound"] <= 1 + 1e-6
+    certified = invoke(
+        "classify", "certify", "--checkpoint", out / "checkpoint.pt", "--limit", "50",
+        "--attack-limit", "20", "--attack-steps", "5", "--data-root", mnist_root, "--json",
+        "--quiet",
+    )  # fmt: skip
+    assert certified.exit_code == 0, certified.output
+    result = json.loads(certified.output)
+    assert result["norm"] == "linf" and set(result["certified_accuracy"]) == {"0.1", "0.3"}
+    assert result["attack"]["broken"] == 0
+    exported = invoke(
+        "classify", "export", "--checkpoint", out / "checkpoint.pt", "--out", tmp_path / "m.pt2",
+        "--json",
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    meta = json.loads(exported.output)
+    assert meta["norm"] == "inf" and meta["radius"] == "margin / (2 * lipschitz_bound)"
+    refused = invoke("classify", "train", "--norm", "inf", "--out", tmp_path / "no", "--quiet")
+    assert refused.exit_code == 1 and "projection" in refused.output

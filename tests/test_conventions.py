@@ -162,7 +162,7 @@ def test_one_arch_registry_for_every_job() -> None:
 )
 def test_shared_options_are_spelled_alike(command: list[str]) -> None:
     text = CliRunner().invoke(main, [*command, "--help"]).output
-    for option in ("--device", "--threads", "--json", "--quiet"):
+    for option in ("--device", "--threads", "--json", "--quiet", "--seed"):
         assert option in text, (command, option)
     for old in ("--attack-n", "--train-limit", "--data-limit", "--bjorck-iters", "--critic-width"):
         assert old not in text, (command, old)

@@ -263,3 +263,14 @@ def test_projection_critic_stays_certified(tmp_path: Path, dataset: str, mnist_r
     assert result.config["gp"] == 0.0
     state = load_checkpoint(tmp_path / "checkpoint.pt", kind="gan")
     assert not any("parametrizations" in key for key in state["critic"])  # plain layers
+
+
+def test_load_generator_returns_its_run(tmp_path: Path, one_thread) -> None:
+    from wassnet.gan import LoadedGenerator, generate, load_generator
+
+    train_gan(GANConfig(**TINY, steps=2, log_every=1), tmp_path, progress=False)
+    loaded = load_generator(tmp_path)
+    assert isinstance(loaded, LoadedGenerator) and not loaded.generator.training
+    assert (loaded.step, loaded.data_shape, loaded.config.arch) == (2, (2,), "dense-small")
+    assert loaded.path == tmp_path / "checkpoint.pt"
+    assert generate(loaded.generator, 5).shape == (5, 2)

@@ -34,7 +34,8 @@ def main() -> None:
     type=click.Choice(CONSTRAINTS),
     default="orthogonal",
     show_default=True,
-    help="orthogonal: 1-Lipschitz by construction; none: plain layers + ReLU",
+    help="orthogonal: Björck/BCOP (1-Lipschitz in l2); projection: plain layers, "
+    "projected to norm <= 1 with --norm; none: plain layers + ReLU",
 )
 @click.option(
     "--input-shape",
@@ -44,6 +45,13 @@ def main() -> None:
     help="shape of one input, e.g. 2 or 1,28,28",
 )
 @click.option("--out-features", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--norm",
+    type=click.Choice(["2", "1", "inf"]),
+    default="2",
+    show_default=True,
+    help="certify |f(x) - f(y)|_p <= L |x - y|_p in this lp norm",
+)
 @iters_option(20)
 @seed_option
 @json_option
@@ -52,6 +60,7 @@ def bound(
     constraint: str,
     input_shape: str,
     out_features: int,
+    norm: str,
     iters: int,
     seed: int,
     as_json: bool,
@@ -65,7 +74,11 @@ def bound(
     torch.manual_seed(seed)
     shape = parse_shape(input_shape)
     critic = make_critic(arch, shape, out_features, constraint=constraint, iters=iters)
-    cert = lipschitz_bound(critic, shape)
+    if constraint == "projection":
+        from wassnet.nn import project_
+
+        project_(critic, norm, shape, iters=30)
+    cert = lipschitz_bound(critic, shape, p=norm)
     emit(cert, as_json)
 
 

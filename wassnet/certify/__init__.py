@@ -10,8 +10,8 @@ perturbation of L2 norm ``< m / (sqrt(2) L)`` changes its prediction.
   :func:`cross_entropy_with_temperature`
 * certificates: :func:`certified_radius`, :func:`certified_accuracy`
 * training: :class:`TrainConfig`, :func:`train_classifier` (resumable, atomic checkpoints)
-* empirical check: :func:`pgd_l2`, :func:`attack_certified` ("certified but broken: 0 of N"),
-  with :class:`AttackOptions`
+* empirical check: :func:`pgd` (l2, l1, l-inf), :func:`attack_certified` ("certified
+  but broken: 0 of N"), with :class:`AttackOptions`
 * all of it at once: :func:`evaluate` (an :class:`Evaluation`: bound, certified accuracy,
   attack, export check)
 
@@ -23,11 +23,17 @@ from wassnet._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".attack": ["AttackCheck", "AttackOptions", "attack_certified", "pgd_l2"],
+        ".attack": ["AttackCheck", "AttackOptions", "attack_certified", "pgd", "pgd_l2"],
         ".evaluation": ["Evaluation", "evaluate"],
         ".losses": ["cross_entropy_with_temperature", "hinge_margin", "multiclass_hinge"],
         ".model": ["LoadedClassifier", "export_classifier", "load_classifier", "make_classifier"],
-        ".radius": ["CertifiedAccuracy", "certified_accuracy", "certified_radius", "logit_margin"],
+        ".radius": [
+            "CertifiedAccuracy",
+            "certified_accuracy",
+            "certified_radius",
+            "logit_margin",
+            "margin_factor",
+        ],
         ".train": ["TrainConfig", "TrainResult", "train_classifier"],
     },
 )

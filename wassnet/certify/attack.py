@@ -17,6 +17,7 @@ show the attack does find adversarial examples where they exist.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,8 +29,9 @@ from torch.nn.utils import parametrize
 from wassnet.certify.radius import certified_radius, resolve_lipschitz
 from wassnet.errors import InputError
 from wassnet.nn import LipschitzCertificate
+from wassnet.nn.lipschitz import norm_p
 
-__all__ = ["AttackCheck", "AttackOptions", "attack_certified", "pgd_l2"]
+__all__ = ["AttackCheck", "AttackOptions", "attack_certified", "pgd", "pgd_l2"]
 
 
 @contextmanager
@@ -65,10 +67,40 @@ def _per_example(eps: float | torch.Tensor, n: int, like: torch.Tensor) -> torch
     return e
 
 
-def _project(delta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _project(delta: torch.Tensor, eps: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """``delta`` projected onto the lp ball of radius ``eps`` (per example)."""
+    view = (-1, *([1] * (delta.dim() - 1)))
+    if p == math.inf:
+        bound = eps.view(view)
+        return torch.maximum(torch.minimum(delta, bound), -bound)
+    if p == 1:
+        from wassnet.nn.projection import project_l1_ball_
+
+        unit = delta.flatten(1) / eps.clamp_min(1e-30)[:, None]
+        return (project_l1_ball_(unit, dim=1) * eps[:, None]).view_as(delta)
     norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
     factor = (eps / norms).clamp(max=1.0)
-    return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+    return delta * factor.view(view)
+
+
+def _ascent(grad: torch.Tensor, p: float) -> torch.Tensor:
+    """The steepest-descent direction of unit lp norm for the margin's gradient."""
+    view = (-1, *([1] * (grad.dim() - 1)))
+    if p == math.inf:
+        return grad.sign()
+    return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+
+
+def _random_start(x: torch.Tensor, eps: torch.Tensor, p: float, gen: torch.Generator):
+    """A random point of the lp ball around 0 (l-inf: uniform in the box)."""
+    view = (-1, *([1] * (x.dim() - 1)))
+    if p == math.inf:
+        u = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        return (2 * u - 1) * eps.view(view)
+    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    radius = torch.rand(len(x), generator=gen, dtype=x.dtype).to(x.device) * eps
+    unit = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+    return _project(unit * radius.view(view), eps, p)
 
 
 def _pgd_batch(
@@ -81,6 +113,7 @@ def _pgd_batch(
     step_size: float,
     box: tuple[float, float] | None,
     gen: torch.Generator,
+    p: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep, per example, the iterate with the lowest margin over all steps and restarts."""
     view = (-1, *([1] * (x.dim() - 1)))
@@ -88,13 +121,7 @@ def _pgd_batch(
     best_margin = torch.full((len(x),), float("inf"), device=x.device)
     alpha = (step_size * eps).view(view)
     for restart in range(restarts):
-        if restart == 0:
-            delta = torch.zeros_like(x)
-        else:  # uniform direction, radius uniform in [0, eps]
-            noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-            radius = torch.rand(len(x), generator=gen, dtype=x.dtype).to(x.device) * eps
-            unit = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-            delta = unit * radius.view(view)
+        delta = torch.zeros_like(x) if restart == 0 else _random_start(x, eps, p, gen)
         for _ in range(steps + 1):
             adv = x + delta
             if box is not None:
@@ -107,14 +134,13 @@ def _pgd_batch(
             if (best_margin < 0).all():
                 break
             (grad,) = torch.autograd.grad(margin.sum(), adv)
-            gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-            delta = _project((adv.detach() - x) - alpha * grad / gnorm, eps)
+            delta = _project((adv.detach() - x) - alpha * _ascent(grad, p), eps, p)
         if (best_margin < 0).all():
             break
     return best, best_margin < 0
 
 
-def pgd_l2(
+def pgd(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -127,8 +153,13 @@ def pgd_l2(
     batch_size: int = 512,
     seed: int = 0,
     progress: bool = False,
+    p: float | str = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2 PGD: look for ``x'`` with ``||x' - x||_2 <= eps`` and ``argmax f(x') != y``.
+    """PGD in lp: look for ``x'`` with ``||x' - x||_p <= eps`` and ``argmax f(x') != y``.
+
+    ``p = 2``: normalized-gradient steps, projection onto the ball; ``p = inf``:
+    sign-gradient steps (FGSM-style), clipping to the box ``[-eps, eps]``; ``p = 1``:
+    normalized-gradient steps, exact projection onto the l1 ball.
 
     Args:
         model: classifier ``[N, ...] -> [N, k]`` (run in eval mode, weights frozen).
@@ -140,6 +171,7 @@ def pgd_l2(
         box: clamp ``x'`` into this range (pixels: ``(0, 1)``); ``None``: no box.
         seed: for the random restarts.
         progress: show a progress bar over the batches.
+        p: the norm (``2``, ``1`` or ``inf``).
 
     Returns:
         ``(x_adv, fooled)``: ``x_adv`` ``[N, ...]``, the iterate with the lowest margin
@@ -157,6 +189,7 @@ def pgd_l2(
     x = x.to(device)
     y = torch.as_tensor(y).to(device)
     e = _per_example(eps, len(x), x)
+    norm = norm_p(p)
     gen = torch.Generator().manual_seed(seed)
     advs, fools = [], []
     from tqdm.auto import tqdm
@@ -166,11 +199,16 @@ def pgd_l2(
         for s in starts:
             sl = slice(s, s + batch_size)
             adv, fooled = _pgd_batch(
-                model, x[sl], y[sl], e[sl], steps, restarts, step_size, box, gen
+                model, x[sl], y[sl], e[sl], steps, restarts, step_size, box, gen, norm
             )
             advs.append(adv.detach())
             fools.append(fooled)
     return torch.cat(advs), torch.cat(fools)
+
+
+def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, **options):
+    """:func:`pgd` in l2 (the name of wassnet 0.1)."""
+    return pgd(model, x, y, eps, **options, p=2)
 
 
 @dataclass(frozen=True)
@@ -240,9 +278,10 @@ class AttackOptions:
         x: torch.Tensor,
         lipschitz: float | LipschitzCertificate | None,
         progress: bool = False,
+        p: float | str = 2,
     ) -> AttackCheck:
-        """:func:`attack_certified` with these options."""
-        return attack_certified(model, x, lipschitz, progress=progress, **asdict(self))
+        """:func:`attack_certified` with these options, radii in the lp norm."""
+        return attack_certified(model, x, lipschitz, progress=progress, p=p, **asdict(self))
 
 
 def attack_certified(
@@ -259,21 +298,23 @@ def attack_certified(
     batch_size: int = 512,
     seed: int = 0,
     progress: bool = False,
+    p: float | str = 2,
 ) -> AttackCheck:
-    """Attack every certified point at ``radius_scale`` x its certified radius.
+    """Attack every certified point at ``radius_scale`` x its certified lp radius.
 
     Points with a positive radius (at most ``limit`` of them, in order) are attacked with
-    :func:`pgd_l2` towards any class other than the model's own prediction. The default
-    ``radius_scale`` sits just below 1 so that float32 rounding of the forward pass on
-    the exact decision boundary is not counted. ``broken`` must be 0; ``beyond`` (e.g.
-    2.0) repeats the attack at that multiple of the radius as a control of its power.
+    :func:`pgd` in the same norm ``p`` towards any class other than the model's own
+    prediction. The default ``radius_scale`` sits just below 1 so that float32 rounding
+    of the forward pass on the exact decision boundary is not counted. ``broken`` must
+    be 0; ``beyond`` (e.g. 2.0) repeats the attack at that multiple of the radius as a
+    control of its power.
     """
     if not 0 < radius_scale <= 1:
         raise InputError(f"radius_scale must be in (0, 1], got {radius_scale}")
     if beyond is not None and beyond <= 1:
         raise InputError(f"beyond must be > 1, got {beyond}")
-    bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
-    pred, radius = certified_radius(model, x, bound, return_prediction=True)
+    bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz, p)
+    pred, radius = certified_radius(model, x, bound, return_prediction=True, p=p)
     keep = torch.nonzero(radius > 0).flatten()
     if limit is not None:
         keep = keep[:limit]
@@ -281,7 +322,7 @@ def attack_certified(
     if len(keep) == 0:
         return AttackCheck(0, 0, radius_scale, steps, restarts, 0.0, beyond, 0 if beyond else None)
     eps = rs * radius_scale
-    adv, _ = pgd_l2(
+    adv, _ = pgd(
         model,
         xs,
         ys,
@@ -292,14 +333,15 @@ def attack_certified(
         batch_size=batch_size,
         seed=seed,
         progress=progress,
+        p=p,
     )
-    after = certified_radius(model, adv, bound, return_prediction=True)[0]
+    after = certified_radius(model, adv, bound, return_prediction=True, p=p)[0]
     broken = int((after != ys).sum())
-    dist = (adv.cpu() - xs.cpu()).flatten(1).norm(dim=1)
+    dist = (adv.cpu() - xs.cpu()).flatten(1).norm(p=norm_p(p), dim=1)
     rel = float((dist / rs.cpu()).max())
     broken_beyond = None
     if beyond is not None:
-        adv2, _ = pgd_l2(
+        adv2, _ = pgd(
             model,
             xs,
             ys,
@@ -310,8 +352,8 @@ def attack_certified(
             batch_size=batch_size,
             seed=seed,
             progress=progress,
+            p=p,
         )
-        broken_beyond = int(
-            (certified_radius(model, adv2, bound, return_prediction=True)[0] != ys).sum()
-        )
+        after2 = certified_radius(model, adv2, bound, return_prediction=True, p=p)[0]
+        broken_beyond = int((after2 != ys).sum())
     return AttackCheck(len(keep), broken, radius_scale, steps, restarts, rel, beyond, broken_beyond)

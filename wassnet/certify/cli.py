@@ -33,6 +33,10 @@ from wassnet.clitools import (
 from wassnet.names import ARCHS, IMAGE_DATASETS
 
 IMAGE_NAMES = list(IMAGE_DATASETS)
+#: The radius factor c in margin / (c L), by norm, as written in the export's metadata.
+_FACTOR_TEXT = {"2": "sqrt(2)", "inf": "2", "1": "1"}
+#: Default radii of `classify certify`, by norm (MNIST pixels in [0, 1]).
+_DEFAULT_EPS = {"2": [0.5, 1.0, 1.58], "inf": [0.1, 0.3], "1": [1.0, 2.0]}
 
 
 class _Result:
@@ -71,10 +75,11 @@ def _parse_eps(first: tuple[str, ...], more: tuple[str, ...]) -> list[float]:
 
 @click.group(cls=ErrorLineGroup)
 def classify() -> None:
-    """Certified-robust classifiers: no L2 perturbation below the radius changes a prediction.
+    """Certified-robust classifiers: no perturbation below the radius changes a prediction.
 
-    The radius of a prediction is margin / (sqrt(2) L), with L the Lipschitz bound
-    computed from the trained weights.
+    The radius of a prediction is margin / (c L), with L the Lipschitz bound computed
+    from the trained weights in the run's norm (--norm: l2, c = sqrt(2); l-inf, c = 2;
+    l1, c = 1).
     """
 
 
@@ -92,6 +97,8 @@ CONFIG_FIELDS = (
     "seed",
     "iters",
     "limit",
+    "norm",
+    "constraint",
 )
 _positive_number = Finite(0, open_low=True)
 
@@ -104,7 +111,8 @@ _positive_number = Finite(0, open_low=True)
     default=1.58,
     show_default=True,
     type=_positive_number,
-    help="target certified L2 radius (hinge margin sqrt(2)*eps)",
+    help="target certified radius in --norm (hinge margin sqrt(2)*eps in l2, 2*eps in "
+    "l-inf, eps in l1)",
 )
 @click.option("--loss", type=click.Choice(["hinge", "ce"]), default="hinge", show_default=True)
 @click.option(
@@ -118,6 +126,21 @@ _positive_number = Finite(0, open_low=True)
     type=click.Choice(["cosine", "step", "constant"]),
     default="cosine",
     show_default=True,
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["2", "inf", "1"]),
+    default="2",
+    show_default=True,
+    help="norm of the certified radii (inf and 1 need --constraint projection)",
+)
+@click.option(
+    "--constraint",
+    type=click.Choice(["orthogonal", "projection"]),
+    default="orthogonal",
+    show_default=True,
+    help="orthogonal: Björck/BCOP layers (l2); projection: plain layers projected to "
+    "norm <= 1 after every step (any --norm)",
 )
 @iters_option(None)
 @limit_option("training images", "--train-limit")
@@ -188,7 +211,7 @@ def train(
     data, text = result.to_dict(), result.summary()
     if result.finished and eval_limit != 0:
         test = load_images(config.dataset, data_root, split="test", limit=eval_limit)
-        acc = certified_accuracy(result.model, test, eps=[config.eps])
+        acc = certified_accuracy(result.model, test, eps=[config.eps], p=config.norm)
         data["test"] = acc.to_dict()
         text += "\ntest split:\n" + acc.summary()
     emit(_Result(data, text), as_json, lambda: text)
@@ -205,7 +228,8 @@ def train(
     "--eps",
     "eps_first",
     multiple=True,
-    help="L2 radii, e.g. --eps 0.5 1.0 1.58  [default: 0.5 1.0 1.58]",
+    help="radii in the checkpoint's norm, e.g. --eps 0.5 1.0 1.58  [default: 0.5 1.0 "
+    "1.58 in l2, 0.1 0.3 in l-inf, 1 2 in l1]",
 )
 @click.argument("eps_more", nargs=-1, metavar="")
 @click.option("--dataset", type=click.Choice(IMAGE_NAMES), help="default: the checkpoint's")
@@ -216,7 +240,7 @@ def train(
     "--attack/--no-attack",
     default=True,
     show_default=True,
-    help="L2 PGD on certified points at their radius (must break none)",
+    help="PGD (in the checkpoint's norm) on certified points at their radius (must break none)",
 )
 @click.option(
     "--attack-limit",
@@ -229,6 +253,7 @@ def train(
     help="attack the first N certified points",
 )
 @click.option("--attack-steps", default=50, show_default=True, type=click.IntRange(1))
+@seed_option
 @device_option
 @threads_option
 @json_option
@@ -244,6 +269,7 @@ def certify(
     attack: bool,
     attack_limit: int,
     attack_steps: int,
+    seed: int,
     device: str | None,
     threads: int | None,
     as_json: bool,
@@ -251,10 +277,10 @@ def certify(
 ) -> None:
     """Clean accuracy and certified accuracy per radius, with the PGD check.
 
-    Prints "certified but broken: 0 of N": the L2 PGD attack run on N certified points
-    at their certified radius; any other count would mean a wrong certificate.
+    Prints "certified but broken: 0 of N": PGD (in the checkpoint's norm) run on N certified
+    points at their certified radius; any other count would mean a wrong certificate.
     """
-    eps = _parse_eps(eps_first, eps_more) if eps_first or eps_more else [0.5, 1.0, 1.58]
+    eps = _parse_eps(eps_first, eps_more) if eps_first or eps_more else None
     from wassnet.certify.evaluation import AttackOptions, evaluate
     from wassnet.certify.model import load_classifier
     from wassnet.datasets import load_images
@@ -263,9 +289,10 @@ def certify(
 
     set_threads(threads)
     loaded = load_classifier(checkpoint, device=resolve_device(device))
+    eps = _DEFAULT_EPS.get(loaded.norm, _DEFAULT_EPS["2"]) if eps is None else eps
     name = dataset or loaded.config.get("dataset", "mnist")
     data = load_images(name, data_root, split=split, limit=limit)
-    options = AttackOptions(limit=attack_limit, steps=attack_steps) if attack else None
+    options = AttackOptions(limit=attack_limit, steps=attack_steps, seed=seed) if attack else None
     try:
         ev = evaluate(loaded, data, eps, attack=options, progress=not quiet)
     except InputError as exc:
@@ -313,7 +340,7 @@ def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> Non
 
     loaded = load_classifier(checkpoint)
     model, shape = loaded.model, loaded.input_shape
-    plain, bound = export_checked(model, shape)  # the same bound, or RuntimeError
+    plain, bound = export_checked(model, shape, p=loaded.norm)  # same bound, or RuntimeError
     probe = torch.rand(4, *shape, generator=torch.Generator().manual_seed(0))
     program = torch.export.export(plain, (probe,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     meta = {
@@ -321,7 +348,8 @@ def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> Non
         "input_shape": list(shape),
         "num_classes": loaded.num_classes,
         "arch": loaded.arch,
-        "radius": "margin / (sqrt(2) * lipschitz_bound)",
+        "norm": loaded.norm,
+        "radius": f"margin / ({_FACTOR_TEXT[loaded.norm]} * lipschitz_bound)",
     }
     target = Path(out)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial.pt2")  # .pt2: no warning

@@ -7,7 +7,7 @@
    (:func:`wassnet.nn.lipschitz_bound`, model in eval mode);
 2. clean and certified accuracy at each radius (:func:`certified_accuracy` with that
    ``L``);
-3. optionally, L2 PGD on the certified points at their radius
+3. optionally, PGD (in the classifier's norm) on the certified points at their radius
    (:func:`attack_certified`: "certified but broken" must be 0);
 4. optionally, the plain-torch export (:func:`export_classifier`): its certified bound
    must equal ``L`` exactly (:func:`export_checked` raises otherwise: export freezes
@@ -97,7 +97,10 @@ class Evaluation:
 
 
 def export_checked(
-    model: nn.Module, input_shape: Sequence[int], lipschitz: float | None = None
+    model: nn.Module,
+    input_shape: Sequence[int],
+    lipschitz: float | None = None,
+    p: float | str = 2,
 ) -> tuple[nn.Module, float]:
     """``(plain, bound)``: :func:`export_classifier` of ``model`` and its certified bound.
 
@@ -106,9 +109,11 @@ def export_checked(
     same weights: a difference is a bug and raises ``RuntimeError``.
     """
     shape = tuple(int(s) for s in input_shape)
-    original = float(lipschitz_certificate(model, shape).bound) if lipschitz is None else lipschitz
+    if lipschitz is None:
+        lipschitz = float(lipschitz_certificate(model, shape, p).bound)
+    original = lipschitz
     plain = export_classifier(model)
-    bound = float(lipschitz_certificate(plain, shape).bound)
+    bound = float(lipschitz_certificate(plain, shape, p).bound)
     if bound != original:
         raise RuntimeError(f"export changed the certified bound ({original} -> {bound})")
     return plain, bound
@@ -148,6 +153,7 @@ def evaluate(
     attack: AttackOptions | None = _DEFAULT_ATTACK,
     check_export: bool = False,
     progress: bool = False,
+    p: float | str | None = None,
 ) -> Evaluation:
     """Certified accuracy of ``model`` on ``data`` at each ``eps``, with the checks.
 
@@ -155,7 +161,7 @@ def evaluate(
         model: a classifier ``[N, *shape] -> [N, k]``, or a :class:`LoadedClassifier`
             (its ``input_shape`` is then the one the data must have).
         data: a :class:`wassnet.datasets.ImageData` or ``(images, labels)`` tensors.
-        eps: L2 radii (in input units; pixels in ``[0, 1]`` for wassnet's datasets).
+        eps: lp radii (in input units; pixels in ``[0, 1]`` for wassnet's datasets).
         input_shape: the shape one input must have (default: the
             :class:`LoadedClassifier`'s, or else the data's).
         attack: options of the PGD check of the certificates (default:
@@ -163,6 +169,9 @@ def evaluate(
             attack.
         check_export: also export the model to plain torch layers, require the same
             certified bound (``RuntimeError`` otherwise) and compare predictions.
+        progress: show the attack's progress bar.
+        p: the norm of the radii and of the attack (default: the
+            :class:`LoadedClassifier`'s ``norm``, else 2).
 
     Returns:
         An :class:`Evaluation`; every radius in it uses the one bound ``lipschitz``.
@@ -173,27 +182,35 @@ def evaluate(
     """
     if isinstance(model, LoadedClassifier):
         input_shape = model.input_shape if input_shape is None else input_shape
+        p = model.norm if p is None else p
         model = model.model
+    p = 2 if p is None else p
     images, labels = _images_labels(data)
     shape = _input_shape(images, input_shape)
-    cert = lipschitz_certificate(model, shape)
-    accuracy = certified_accuracy(model, (images, labels), eps=eps, lipschitz=cert)
+    cert = lipschitz_certificate(model, shape, p)
+    accuracy = certified_accuracy(model, (images, labels), eps=eps, lipschitz=cert, p=p)
     check, seconds = None, None
     if attack is not None:
         start = time.perf_counter()
-        check = attack.run(model, images, cert, progress=progress)
+        check = attack.run(model, images, cert, progress=progress, p=p)
         seconds = time.perf_counter() - start
     result = Evaluation(cert, accuracy, check, seconds)
-    return _with_export(result, model, images, shape) if check_export else result
+    return _with_export(result, model, images, shape, p) if check_export else result
 
 
 def _with_export(
-    result: Evaluation, model: nn.Module, images: torch.Tensor, shape: tuple[int, ...]
+    result: Evaluation,
+    model: nn.Module,
+    images: torch.Tensor,
+    shape: tuple[int, ...],
+    p: float | str,
 ) -> Evaluation:
     bound = float(result.lipschitz.bound)
-    plain, export_bound = export_checked(model, shape, bound)
-    pred, radius = certified_radius(model, images, bound, return_prediction=True)
-    plain_pred, plain_radius = certified_radius(plain, images, export_bound, return_prediction=True)
+    plain, export_bound = export_checked(model, shape, bound, p)
+    pred, radius = certified_radius(model, images, bound, return_prediction=True, p=p)
+    plain_pred, plain_radius = certified_radius(
+        plain, images, export_bound, return_prediction=True, p=p
+    )
     return replace(
         result,
         export_bound=export_bound,

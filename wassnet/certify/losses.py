@@ -26,15 +26,21 @@ import torch
 import torch.nn.functional as F
 
 from wassnet.errors import InputError
+from wassnet.nn.lipschitz import norm_p
 
 __all__ = ["cross_entropy_with_temperature", "hinge_margin", "multiclass_hinge"]
 
 
-def hinge_margin(eps: float) -> float:
-    """The logit margin ``sqrt(2) * eps`` that certifies radius ``eps`` for a 1-Lipschitz net."""
+def hinge_margin(eps: float, p: float | str = 2) -> float:
+    """The logit margin ``c_p * eps`` that certifies lp radius ``eps`` for a 1-Lipschitz net.
+
+    ``c_2 = sqrt(2)``, ``c_inf = 2``, ``c_1 = 1`` (see
+    :func:`wassnet.certify.radius.margin_factor`).
+    """
     if not math.isfinite(eps) or eps < 0:
         raise InputError(f"target radius eps must be finite and >= 0, got {eps}")
-    return math.sqrt(2.0) * eps
+    factor = {1.0: 1.0, 2.0: math.sqrt(2.0), math.inf: 2.0}[norm_p(p)]
+    return factor * eps
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -49,7 +55,11 @@ def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def multiclass_hinge(
-    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.58, reduction: str = "mean"
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 1.58,
+    reduction: str = "mean",
+    p: float | str = 2,
 ) -> torch.Tensor:
     r"""Multi-class hinge loss with margin :math:`\mu = \sqrt{2}\,\varepsilon`.
 
@@ -66,9 +76,10 @@ def multiclass_hinge(
         target: ``[batch]`` class indices.
         eps: target L2 radius (Li et al. 2019 use 1.58 on MNIST in [0, 1] pixels).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per example, ``[batch]``).
+        p: the norm of ``eps`` (margin ``c_p * eps``: ``2 * eps`` in l-inf).
     """
     _check(logits, target)
-    margin = hinge_margin(eps)
+    margin = hinge_margin(eps, p)
     true = logits.gather(1, target[:, None])
     hinge = (margin - true + logits).clamp_min(0)
     hinge = hinge.scatter(1, target[:, None], 0.0)

@@ -34,9 +34,11 @@ def make_classifier(
     ``arch`` is a :data:`wassnet.critics.PRESETS` name: ``dense`` (3 x 1024, the FC
     network of Li et al. 2019), ``dense-small`` (3 x 256), ``conv-small`` / ``conv-large``
     (BCOP networks of Li et al. 2019). ``overrides`` go to the builder (``iters``,
-    ``activation``, ``group_size``, ``hidden``...). The Lipschitz constant is at most 1
-    by construction; the certified value is what :func:`wassnet.nn.lipschitz_bound`
-    computes from the weights.
+    ``activation``, ``group_size``, ``hidden``, ``constraint``...). With the default
+    ``constraint="orthogonal"`` the L2 Lipschitz constant is at most 1 by construction;
+    with ``constraint="projection"`` the layers are plain and stay 1-Lipschitz only while
+    :func:`wassnet.nn.constrain` projects them. The certified value is always what
+    :func:`wassnet.nn.lipschitz_bound` computes from the weights.
     """
     if arch not in PRESETS:
         raise InputError(f"unknown architecture {arch!r}: choose one of {', '.join(PRESETS)}")
@@ -71,6 +73,8 @@ class LoadedClassifier:
         config: the training config saved with it (:meth:`TrainConfig.to_dict`
             of the run), ``{}`` when the checkpoint has none.
         path: the checkpoint file.
+        norm: the norm its radii are certified in (``"2"``, ``"1"`` or ``"inf"``; the
+            training config's ``norm``, ``"2"`` for checkpoints of wassnet 0.1).
     """
 
     model: nn.Sequential
@@ -79,6 +83,7 @@ class LoadedClassifier:
     num_classes: int
     config: dict[str, Any]
     path: Path
+    norm: str = "2"
 
 
 def load_classifier(
@@ -103,7 +108,8 @@ def load_classifier(
         raise CheckpointError(f"{str(path)!r}: weights do not fit {arch}: {reason}") from None
     if device is not None:
         model = model.to(device)
-    return LoadedClassifier(model.eval(), arch, shape, num_classes, dict(config), Path(path))
+    norm = str(config.get("norm", "2"))
+    return LoadedClassifier(model.eval(), arch, shape, num_classes, dict(config), Path(path), norm)
 
 
 def export_classifier(model: nn.Module) -> nn.Module:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from wassnet.errors import InputError, InputTypeError
-from wassnet.nn import LipschitzCertificate, lipschitz_bound
+from wassnet.nn import LipschitzCertificate, lipschitz_bound, norm_name, norm_p
 
 __all__ = [
     "CertifiedAccuracy",
@@ -38,10 +38,25 @@ __all__ = [
     "check_eps",
     "lipschitz_certificate",
     "logit_margin",
+    "margin_factor",
     "resolve_lipschitz",
 ]
 
 SQRT2 = math.sqrt(2.0)
+
+
+def margin_factor(p: float | str = 2) -> float:
+    """``c_p`` with radius ``margin / (c_p L)`` for an lp -> lp bound ``L``, rounded up.
+
+    Moving the input by ``delta`` moves the logits by ``|f(x+delta) - f(x)|_p <= L
+    |delta|_p``; the margin (top logit minus any other) then shrinks by at most
+    ``|d_i - d_j|``, which is ``<= |d|_1`` (``c_1 = 1``), ``<= sqrt(2) |d|_2``
+    (``c_2 = sqrt(2)``) and ``<= 2 |d|_inf`` (``c_inf = 2``).
+    """
+    norm = norm_p(p)
+    return {1.0: 1.0, 2.0: math.nextafter(SQRT2, math.inf), math.inf: 2.0}[norm]
+
+
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -80,25 +95,34 @@ def resolve_lipschitz(
     model: nn.Module,
     input_shape: Sequence[int],
     lipschitz: float | LipschitzCertificate | None = None,
+    p: float | str = 2,
 ) -> float:
-    """The certified bound ``L``: ``lipschitz_bound(model, input_shape)`` unless given.
+    """The certified lp bound ``L``: ``lipschitz_bound(model, input_shape, p)`` unless given.
 
     A given value must be a finite number ``> 0``; it is the caller's promise that it
-    bounds the model's Lipschitz constant (pass the certificate of the same weights).
+    bounds the model's lp Lipschitz constant (pass the certificate of the same weights;
+    a certificate of another norm is refused).
     """
     if lipschitz is None:
-        return float(lipschitz_certificate(model, input_shape).bound)
+        return float(lipschitz_certificate(model, input_shape, p).bound)
+    if isinstance(lipschitz, LipschitzCertificate) and lipschitz.p != norm_p(p):
+        raise InputError(
+            f"the certificate bounds the {lipschitz.norm} constant; this radius needs "
+            f"the {norm_name(p)} one"
+        )
     value = float(lipschitz)
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"lipschitz must be a finite bound > 0, got {lipschitz!r}")
     return value
 
 
-def lipschitz_certificate(model: nn.Module, input_shape: Sequence[int]) -> LipschitzCertificate:
+def lipschitz_certificate(
+    model: nn.Module, input_shape: Sequence[int], p: float | str = 2
+) -> LipschitzCertificate:
     """:func:`wassnet.nn.lipschitz_bound` of ``model`` in eval mode, the mode in which
     :func:`certified_radius` predicts (dropout off); the model's mode is restored."""
     with _eval_mode(model):
-        return lipschitz_bound(model, input_shape)
+        return lipschitz_bound(model, input_shape, p=p)
 
 
 @contextmanager
@@ -147,38 +171,43 @@ def certified_radius(
     *,
     batch_size: int = 1024,
     return_prediction: bool = False,
+    p: float | str = 2,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    r"""Certified L2 radius of the prediction at each input: ``margin / (sqrt(2) * L)``.
+    r"""Certified lp radius of the prediction at each input: ``margin / (c_p L)``.
+
+    ``c_2 = sqrt(2)``, ``c_inf = 2``, ``c_1 = 1`` (:func:`margin_factor`), ``L`` the
+    model's lp -> lp bound.
 
     Args:
         model: a classifier ``[N, *shape] -> [N, k]`` (``k >= 2``), evaluated in eval
             mode (its mode is restored afterwards).
         x: ``[N, *shape]`` inputs (moved to the model's device batch by batch).
-        lipschitz: a bound on the model's L2 Lipschitz constant. Default: computed from
+        lipschitz: a bound on the model's lp Lipschitz constant. Default: computed from
             the current weights with :func:`wassnet.nn.lipschitz_bound` on ``shape``.
         batch_size: inputs per forward pass.
         return_prediction: also return the predicted classes.
+        p: the norm of perturbations: ``2`` (default), ``1`` or ``inf``.
 
     Returns:
         ``radius``: float64 ``[N]`` on the CPU (``0`` where the top two logits tie), or
         ``(prediction, radius)`` with ``prediction`` int64 ``[N]``. Guarantee: for
-        every ``i`` and every ``delta`` with ``||delta||_2 < radius[i]``, the model
+        every ``i`` and every ``delta`` with ``||delta||_p < radius[i]``, the model
         predicts ``prediction[i]`` at ``x[i] + delta`` (up to float32 rounding of the
         forward pass).
     """
     _check_inputs(x)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
+    bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz, p)
     prediction, margin = _predict(model, x, batch_size)
-    radius = radius_from_margin(margin, bound)
+    radius = radius_from_margin(margin, bound, p)
     return (prediction, radius) if return_prediction else radius
 
 
-def radius_from_margin(margin: torch.Tensor, bound: float) -> torch.Tensor:
-    """``margin / (sqrt(2) L)`` rounded down: the denominator is rounded up (``sqrt(2)``
-    and the product), the quotient one step down (``0`` stays ``0``)."""
-    denominator = math.nextafter(math.nextafter(SQRT2, math.inf) * bound, math.inf)
+def radius_from_margin(margin: torch.Tensor, bound: float, p: float | str = 2) -> torch.Tensor:
+    """``margin / (c_p L)`` rounded down: the denominator is rounded up (``c_p`` and the
+    product), the quotient one step down (``0`` stays ``0``)."""
+    denominator = math.nextafter(margin_factor(p) * bound, math.inf)
     radius = margin.to(torch.float64) / denominator
     return torch.where(radius > 0, torch.nextafter(radius, torch.zeros_like(radius)), radius)
 
@@ -199,9 +228,11 @@ class CertifiedAccuracy:
     certified: list[float]
     lipschitz: float
     median_radius: float
+    norm: str = "l2"
 
     def to_dict(self) -> dict:
         return {
+            "norm": self.norm,
             "n": self.n,
             "clean_accuracy": self.clean,
             "certified_accuracy": {
@@ -214,11 +245,11 @@ class CertifiedAccuracy:
     def summary(self) -> str:
         lines = [
             f"examples: {self.n}",
-            f"certified Lipschitz bound L: {self.lipschitz:.8f}",
+            f"certified {self.norm} Lipschitz bound L: {self.lipschitz:.8f}",
             f"clean accuracy: {100 * self.clean:.2f}%",
         ]
         lines += [
-            f"certified accuracy at eps={e:g}: {100 * c:.2f}%"
+            f"certified accuracy at eps={e:g} ({self.norm}): {100 * c:.2f}%"
             for e, c in zip(self.eps, self.certified, strict=True)
         ]
         lines.append(f"median certified radius (correct points, else 0): {self.median_radius:.4f}")
@@ -247,6 +278,7 @@ def certified_accuracy(
     lipschitz: float | LipschitzCertificate | None = None,
     *,
     batch_size: int = 1024,
+    p: float | str = 2,
 ) -> CertifiedAccuracy:
     """Clean and certified accuracy of ``model`` on ``data`` at each radius in ``eps``.
 
@@ -254,9 +286,10 @@ def certified_accuracy(
         model: a classifier ``[N, *shape] -> [N, k]``.
         data: ``(images, labels)`` tensors, a :class:`wassnet.datasets.ImageData`, or an
             iterable of ``(x, y)`` batches such as a ``DataLoader``.
-        eps: L2 radii (in input units; pixels in ``[0, 1]`` for wassnet's datasets).
+        eps: lp radii (in input units; pixels in ``[0, 1]`` for wassnet's datasets).
         lipschitz: the model's certified bound; default: computed from its weights once.
         batch_size: examples per forward pass (for tensors).
+        p: the norm of perturbations (``2``, ``1`` or ``inf``).
 
     Returns:
         A :class:`CertifiedAccuracy`. Raises ``ValueError`` for bad ``eps``, empty data,
@@ -274,9 +307,9 @@ def certified_accuracy(
         if len(y) != len(x):
             raise InputError(f"batch of {len(x)} inputs with {len(y)} labels")
         if bound is None:
-            bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz)
+            bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz, p)
         pred, radius = certified_radius(
-            model, x, bound, batch_size=batch_size, return_prediction=True
+            model, x, bound, batch_size=batch_size, return_prediction=True, p=p
         )
         ok = pred == y
         n += len(y)
@@ -293,4 +326,5 @@ def certified_accuracy(
         certified=[c / n for c in certified],
         lipschitz=bound,
         median_radius=float(torch.cat(correct_radii).median()),
+        norm=norm_name(p),
     )

@@ -28,12 +28,15 @@ from torch import nn
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
 from wassnet.errors import CheckpointError, InputError, RunFolderError, TrainingError
+from wassnet.nn import constrain, norm_p
 from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
 __all__ = ["CHECKPOINT_NAME", "TrainConfig", "TrainResult", "train_classifier"]
 
 LossName = Literal["hinge", "ce"]
+#: Canonical names of the norms in configs (strings: JSON has no infinity).
+_NORM_KEYS = {1.0: "1", 2.0: "2", math.inf: "inf"}
 Schedule = Literal["constant", "cosine", "step"]
 
 
@@ -55,6 +58,11 @@ class TrainConfig:
         seed: initial weights and data order.
         iters: Björck iterations per layer (``None``: the preset's default, 20).
         limit: train on the first ``limit`` examples only.
+        norm: the norm of the certified radii: ``"2"`` (default), ``"inf"`` or ``"1"``;
+            the hinge margin is ``c_p * eps`` (``2 eps`` in l-inf, ``eps`` in l1).
+        constraint: ``"orthogonal"`` (Björck / BCOP layers, l2 only) or
+            ``"projection"`` (plain layers projected to lp norm <= 1 after every step,
+            :func:`wassnet.nn.constrain`); l1 and l-inf need ``"projection"``.
     """
 
     dataset: str = "mnist"
@@ -69,9 +77,21 @@ class TrainConfig:
     seed: int = 0
     iters: int | None = None
     limit: int | None = None
+    norm: str = "2"
+    constraint: str = "orthogonal"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", _NORM_KEYS[norm_p(self.norm)])
         hinge_margin(self.eps)  # validates eps
+        if self.constraint not in ("orthogonal", "projection"):
+            raise InputError(
+                f"unknown constraint {self.constraint!r}: choose orthogonal or projection"
+            )
+        if self.norm != "2" and self.constraint != "projection":
+            raise InputError(
+                f"norm {self.norm} needs constraint='projection' (orthogonal layers are "
+                "1-Lipschitz in l2 only)"
+            )
         if self.loss not in ("hinge", "ce"):
             raise InputError(f"unknown loss {self.loss!r}: choose hinge or ce")
         if self.schedule not in ("constant", "cosine", "step"):
@@ -89,7 +109,11 @@ class TrainConfig:
             raise InputError(f"limit must be >= 1, got {self.limit}")
 
     def overrides(self) -> dict[str, Any]:
-        return {} if self.iters is None else {"iters": self.iters}
+        """Keyword arguments for :func:`make_classifier` beyond the preset."""
+        extra: dict[str, Any] = {} if self.iters is None else {"iters": self.iters}
+        if self.constraint != "orthogonal":
+            extra["constraint"] = self.constraint
+        return extra
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -305,6 +329,8 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: _lr_factor(config.schedule, s, total)
         )
+        if config.constraint == "projection":
+            constrain(self.optimizer, self.model, config.norm, input_shape)
         self.step, self.seconds = 0, 0.0
         self.history: list[dict[str, float]] = []
         self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
@@ -356,7 +382,7 @@ class _Run:
         t0 = time.perf_counter()
         logits = self.model(x)
         if config.loss == "hinge":
-            loss = multiclass_hinge(logits, y, eps=config.eps)
+            loss = multiclass_hinge(logits, y, eps=config.eps, p=config.norm)
         else:
             loss = cross_entropy_with_temperature(logits, y, config.temperature)
         self.optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,13 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ],
         ".generators": ["ConvGenerator", "MLPGenerator", "make_generator"],
         ".losses": ["critic_objective", "generator_loss", "gradient_penalty"],
-        ".trainer": ["GANConfig", "GANResult", "generate", "load_generator", "train_gan"],
+        ".trainer": [
+            "GANConfig",
+            "GANResult",
+            "LoadedGenerator",
+            "generate",
+            "load_generator",
+            "train_gan",
+        ],
     },
 )

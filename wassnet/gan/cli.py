@@ -217,7 +217,7 @@ def sample(
 
     check_new_file(out_path, force, "--out", (".png", ".npy"))
     path = Path(out_path)
-    generator, _, _ = load_generator(checkpoint, device)
+    generator = load_generator(checkpoint, device).generator
     samples = generate(generator, n, seed=seed)
     if path.suffix.lower() == ".npy":
         np.save(path, samples.numpy(), allow_pickle=False)
@@ -276,7 +276,8 @@ def fid(
     from wassnet.gan.trainer import generate, load_generator
 
     set_threads(threads)
-    generator, config, _ = load_generator(checkpoint, device)
+    loaded = load_generator(checkpoint, device)
+    generator, config = loaded.generator, loaded.config
     if is_toy(config.dataset):
         from wassnet.datasets import sample_toy
         from wassnet.gan.toy import ToyW1Result

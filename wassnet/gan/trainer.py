@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from wassnet.checkpoint import load_checkpoint
-from wassnet.errors import InputError, RunFolderError, TrainingError
+from wassnet.errors import CheckpointError, InputError, RunFolderError, TrainingError
 from wassnet.gan.critics import build_critic
 from wassnet.gan.data import DataSource
 from wassnet.gan.generators import make_generator
@@ -57,6 +57,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "GANConfig",
     "GANResult",
+    "LoadedGenerator",
     "build_models",
     "generate",
     "load_generator",
@@ -599,10 +600,29 @@ class _Session:
         return result
 
 
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A generator rebuilt from a GAN checkpoint by :func:`load_generator`.
+
+    Attributes:
+        generator: the network, in eval mode, with the saved weights.
+        config: the run's :class:`GANConfig`.
+        data_shape: the shape of one sample (``(2,)`` or ``(C, H, W)``).
+        step: the generator steps trained when the checkpoint was written.
+        path: the checkpoint file.
+    """
+
+    generator: nn.Module
+    config: GANConfig
+    data_shape: tuple[int, ...]
+    step: int
+    path: Path
+
+
 def load_generator(
     checkpoint: str | os.PathLike[str], device: str | torch.device | None = None
-) -> tuple[nn.Module, GANConfig, dict[str, Any]]:
-    """The trained generator of a GAN checkpoint (in eval mode), its config and the state.
+) -> LoadedGenerator:
+    """The trained generator of a GAN checkpoint (in eval mode), with its config.
 
     ``checkpoint`` is a ``checkpoint.pt`` file or a run folder holding one. Raises
     :class:`wassnet.checkpoint.CheckpointError` for a missing, corrupt or non-GAN file.
@@ -613,15 +633,14 @@ def load_generator(
     state = load_checkpoint(path, kind="gan")
     try:
         config = GANConfig.from_dict(state["config"])
-        shape = tuple(state["data_shape"])
+        shape = tuple(int(s) for s in state["data_shape"])
         generator, _ = build_models(config, shape)
         generator.load_state_dict(state["generator"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        from wassnet.checkpoint import CheckpointError
-
+        step = int(state["step"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{str(path)!r} is not a usable GAN checkpoint: {exc}") from None
     generator.to(resolve_device(device)).eval()
-    return generator, config, state
+    return LoadedGenerator(generator, config, shape, step, path)
 
 
 def generate(

@@ -84,6 +84,7 @@ __all__ = [
     "check_faithful",
     "conv2d_operator_norm",
     "lipschitz_bound",
+    "norm_name",
     "norm_p",
     "power_iteration_norm",
     "register_lipschitz_rule",
@@ -126,7 +127,7 @@ class LipschitzCertificate:
     @property
     def norm(self) -> str:
         """``"l1"``, ``"l2"`` or ``"linf"``: the norm on inputs and outputs."""
-        return _NORM_NAMES[self.p]
+        return norm_name(self.p)
 
     @property
     def exact(self) -> bool:
@@ -158,6 +159,11 @@ _NORM_NAMES = {1.0: "l1", 2.0: "l2", math.inf: "linf"}
 #: One table of rules per norm.
 _TABLES: dict[float, dict[type, Rule]] = {p: {} for p in NORMS}
 _RULES = _TABLES[2.0]  # the l2 table (faithfulness checks read it)
+
+
+def norm_name(p: float | int | str) -> str:
+    """``"l1"``, ``"l2"`` or ``"linf"`` for ``p``."""
+    return _NORM_NAMES[norm_p(p)]
 
 
 def norm_p(p: float | int | str) -> float:
