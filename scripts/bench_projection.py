@@ -1,7 +1,8 @@
 """Training-step cost of projection-constrained layers, against plain and parametrized ones.
 
-One training step = forward on a batch, backward, Adam step, and for the projected
-layers the projection after the step (:func:`wassnet.nn.constrain`'s hook), for:
+One training step = forward on a batch, backward of ``-mean(output^2)`` (a loss that
+grows the weights, so the constraint binds at every step), Adam step, and for the
+projected layers the projection after the step (:func:`wassnet.nn.constrain`'s hook), for:
 
 * dense ``[n, n]`` layers, n = 256 and 1024, batch 256: plain ``nn.Linear``; projected
   in l1, l2 (3 warm-started Björck iterations) and l-inf; ``BjorckLinear`` (the
@@ -45,7 +46,7 @@ def _step(
         constrain(optimizer, module, p, shape)
 
     def run() -> None:
-        loss = module(x).square().mean()
+        loss = -module(x).square().mean()  # grows the weights: the constraint binds
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
