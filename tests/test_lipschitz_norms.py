@@ -171,3 +171,14 @@ def test_bad_norms_and_missing_rules_are_refused():
         lipschitz_bound(Scale(), (3,), p=1)
     register_lipschitz_rule(Scale, lambda m, s: (2.0, "exact: scale"), p="inf")
     assert lipschitz_bound(Scale(), (3,), p=math.inf).bound == 2.0
+
+
+@pytest.mark.parametrize("p", [1, math.inf, 2])
+def test_circular_padding_wider_than_the_kernel_is_refused(p):
+    """Was: p=1 certified 1.0 for an operator of l1 norm 4 (pixels repeated by the padding)."""
+    conv = nn.Conv2d(1, 1, 1, padding=1, padding_mode="circular", bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    assert _exact_matrix_norm(_operator(conv, (1, 2, 2)), 1) == 4
+    with pytest.raises(LipschitzBoundError, match="circular Conv2d"):
+        lipschitz_bound(conv, (1, 2, 2), p=p)

@@ -101,3 +101,28 @@ def test_conv_projection_needs_the_shape_in_l2():
         project_conv_(conv, 2)
     with pytest.raises(ValueError, match="p must be"):
         project_conv_(conv, 3)
+
+
+def test_rows_a_float32_sum_rounds_onto_the_radius_are_projected():
+    """Was: a row of exact l1 norm 1 + 5.2e-7 summed to 1.0 in float32 and was left as is;
+    three such layers certified 1.0000016 > 1 + 1e-6."""
+    k = 35
+    model = nn.Sequential(*[nn.Linear(k + 1, k + 1, bias=False) for _ in range(3)])
+    row = torch.cat([torch.ones(1), torch.full((k,), 2.0**-26)])
+    for layer in model:
+        layer.weight.data.copy_(row.repeat(k + 1, 1))
+    assert float(row.sum()) == 1.0 and float(row.double().sum()) > 1 + 5e-7
+    constrain(torch.optim.SGD(model.parameters(), lr=0.0), model, math.inf)
+    assert lipschitz_bound(model, (k + 1,), p=math.inf).bound <= 1 + 1e-6
+
+
+def test_column_projection_of_a_single_input_layer():
+    """Was: nn.Linear(1, m).weight (shape [m, 1], strides (1, 1)) crashed the copy-back."""
+    weight = torch.ones(4, 1)
+    project_l1_ball_(weight, dim=0)
+    assert torch.allclose(weight, torch.full((4, 1), 0.25))
+    layer = nn.Linear(1, 4)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    constrain(torch.optim.SGD(layer.parameters(), lr=0.1), layer, 1)
+    assert lipschitz_bound(layer, (1,), p=1).bound <= 1 + 1e-6

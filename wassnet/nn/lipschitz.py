@@ -512,6 +512,13 @@ def _conv2d_p_rule(p: float) -> Rule:
             )
         kernel = _dilated(conv.weight.detach(), tuple(conv.dilation))
         kh, kw = kernel.shape[-2:]
+        left, right, top, bottom = conv._reversed_padding_repeated_twice
+        if conv.padding_mode == "circular" and (top + bottom > kh - 1 or left + right > kw - 1):
+            # wider circular padding repeats input pixels: each feeds several outputs per tap
+            raise LipschitzBoundError(
+                "circular Conv2d is certified only when its total padding is at most "
+                f"kernel - 1; got padding {conv.padding} for kernel {(kh, kw)}"
+            )
         bound = _abs_sum_bound(conv.weight, dims)
         fits = kh <= input_shape[1] and kw <= input_shape[2]
         if conv.padding_mode == "circular" and tuple(conv.stride) == (1, 1) and fits:

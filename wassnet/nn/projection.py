@@ -72,15 +72,19 @@ def project_l1_ball_(x: torch.Tensor, dim: int = -1, radius: float = 1.0) -> tor
     if not radius > 0:
         raise InputError(f"radius must be > 0, got {radius}")
     moved = x.movedim(dim, -1)
-    rows = moved.reshape(-1, moved.shape[-1])
+    view = moved.is_contiguous()  # then rows is a view of x: updated in place
+    rows = (
+        moved.reshape(-1, moved.shape[-1]) if view else moved.reshape(-1, moved.shape[-1]).clone()
+    )
     magnitude = rows.abs()
-    outside = magnitude.sum(dim=1) > radius
+    # decided in float64: a float32 sum can round a row just above the radius down onto it
+    outside = magnitude.to(torch.float64).sum(dim=1) > radius
     if not bool(outside.any()):
         return x
     everyone = bool(outside.all())
     mag = magnitude if everyone else magnitude[outside]
     theta = _l1_threshold(mag, radius)
-    projected = rows[outside] if not everyone else rows
+    projected = rows if everyone else rows[outside]
     projected = projected.sign() * (mag - theta).clamp_min(0)
     # the float sum may land a few ulps above the radius: shrink those rows by it
     sums = projected.abs().to(torch.float64).sum(dim=1, keepdim=True)
@@ -89,7 +93,8 @@ def project_l1_ball_(x: torch.Tensor, dim: int = -1, radius: float = 1.0) -> tor
         rows.copy_(projected)
     else:
         rows[outside] = projected
-    moved.copy_(rows.reshape(moved.shape))
+    if not view:
+        moved.copy_(rows.view(moved.shape))
     return x
 
 
