@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import pytest
 import torch
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -42,7 +43,7 @@ def _operator(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
         return module.double()(basis).reshape(n, -1).T.contiguous()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     out_f=st.integers(1, 7),
     in_f=st.integers(1, 7),
@@ -62,7 +63,7 @@ def test_dense_bound_is_the_exact_rational_norm_rounded_up(out_f, in_f, scale, s
     assert cert.exact and cert.norm == ("l1" if p == 1 else "linf")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     c_in=st.integers(1, 3),
     c_out=st.integers(1, 3),

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -18,7 +19,7 @@ from wassnet.nn.projection import constrain, project_, project_conv_, project_l1
 P_NORMS = [1, 2, math.inf]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     n=st.integers(1, 40),
     scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 1e4]),

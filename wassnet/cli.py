@@ -15,6 +15,7 @@ from wassnet.clitools import (
     emit,
     iters_option,
     json_option,
+    norm_option,
     parse_shape,
     seed_option,
 )
@@ -45,13 +46,7 @@ def main() -> None:
     help="shape of one input, e.g. 2 or 1,28,28",
 )
 @click.option("--out-features", default=1, show_default=True, type=click.IntRange(1))
-@click.option(
-    "--norm",
-    type=click.Choice(["2", "1", "inf"]),
-    default="2",
-    show_default=True,
-    help="certify |f(x) - f(y)|_p <= L |x - y|_p in this lp norm",
-)
+@norm_option("certify |f(x) - f(y)|_p <= L |x - y|_p in this lp norm")
 @iters_option(20)
 @seed_option
 @json_option

@@ -46,6 +46,7 @@ __all__ = [
     "iters_option",
     "json_option",
     "limit_option",
+    "norm_option",
     "parse_shape",
     "quiet_option",
     "saved_config",
@@ -189,6 +190,17 @@ class Renamed(click.Option):
             return super().get_help_record(ctx)
         finally:
             self.opts = opts
+
+
+def norm_option(help_text: str) -> Callable[[F], F]:
+    """``--norm 2|inf|1``: the lp norm of a certificate (default 2)."""
+    return click.option(
+        "--norm",
+        type=click.Choice(["2", "inf", "1"]),
+        default="2",
+        show_default=True,
+        help=help_text,
+    )
 
 
 def limit_option(what: str, *old: str) -> Callable[[F], F]:

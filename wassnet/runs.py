@@ -109,6 +109,20 @@ class RunFolder:
         """Whether the folder holds a run to continue."""
         return self.checkpoint.exists()
 
+    def previous_run(self, kind: str, resume: bool = True) -> dict[str, Any] | None:
+        """The checkpoint of the run this folder holds, or None for a new folder.
+
+        With ``resume=False`` a folder holding a run is refused (never overwritten).
+        """
+        if not self.has_checkpoint():
+            return None
+        if not resume:
+            raise RunFolderError(
+                f"{str(self.path)!r} already holds a run ({self.checkpoint.name}): continue "
+                "it (resume=True, the default) or choose another folder"
+            )
+        return self.load(kind)
+
     def load(self, kind: str) -> dict[str, Any]:
         """The checkpoint (see :func:`wassnet.checkpoint.load_checkpoint`)."""
         from wassnet.checkpoint import load_checkpoint

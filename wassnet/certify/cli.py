@@ -24,6 +24,7 @@ from wassnet.clitools import (
     iters_option,
     json_option,
     limit_option,
+    norm_option,
     quiet_option,
     saved_config,
     seed_option,
@@ -127,13 +128,7 @@ _positive_number = Finite(0, open_low=True)
     default="cosine",
     show_default=True,
 )
-@click.option(
-    "--norm",
-    type=click.Choice(["2", "inf", "1"]),
-    default="2",
-    show_default=True,
-    help="norm of the certified radii (inf and 1 need --constraint projection)",
-)
+@norm_option("norm of the certified radii (inf and 1 need --constraint projection)")
 @click.option(
     "--constraint",
     type=click.Choice(["orthogonal", "projection"]),

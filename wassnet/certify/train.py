@@ -27,7 +27,7 @@ from torch import nn
 
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
-from wassnet.errors import CheckpointError, InputError, RunFolderError, TrainingError
+from wassnet.errors import CheckpointError, InputError, TrainingError
 from wassnet.nn import constrain, norm_p
 from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
@@ -282,15 +282,10 @@ def _resume_state(
     folder: RunFolder, config: TrainConfig, total: int, resume: bool
 ) -> dict[str, Any] | None:
     """The checkpoint to continue (checked against ``config``), or None for a new run."""
-    if not folder.has_checkpoint():
+    state = folder.previous_run("classifier", resume)
+    if state is None:
         return None
     path = folder.checkpoint
-    if not resume:
-        raise RunFolderError(
-            f"{str(folder.path)!r} already holds a run (checkpoint.pt): continue it "
-            "(resume=True, the default) or choose another folder"
-        )
-    state = folder.load("classifier")
     saved = state.get("config")
     saved = TrainConfig.from_dict(saved).to_dict() if isinstance(saved, dict) else {}
     if saved != config.to_dict():

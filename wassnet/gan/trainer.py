@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from wassnet.checkpoint import load_checkpoint
-from wassnet.errors import CheckpointError, InputError, RunFolderError, TrainingError
+from wassnet.errors import CheckpointError, InputError, TrainingError
 from wassnet.gan.critics import build_critic
 from wassnet.gan.data import DataSource
 from wassnet.gan.generators import make_generator
@@ -284,14 +284,9 @@ class _Metrics:
 
 def _resume_state(folder: RunFolder, config: GANConfig, resume: bool) -> dict[str, Any] | None:
     """The checkpoint to continue (checked against ``config``), or None for a new run."""
-    if not folder.has_checkpoint():
+    state = folder.previous_run("gan", resume)
+    if state is None:
         return None
-    if not resume:
-        raise RunFolderError(
-            f"{str(folder.path)!r} already holds a run (checkpoint.pt): continue it "
-            "(resume=True, the default) or choose another folder"
-        )
-    state = folder.load("gan")
     saved = GANConfig.from_dict(state["config"])
     for f in fields(GANConfig):
         old, new = getattr(saved, f.name), getattr(config, f.name)

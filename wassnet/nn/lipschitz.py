@@ -399,12 +399,22 @@ def _polyphase(kernel: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     )
 
 
-def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
-    conv: nn.Conv2d = module  # type: ignore[assignment]
+def _check_conv(conv: nn.Conv2d, input_shape: Shape) -> None:
+    """Refuse what no conv rule certifies: grouped convs, other padding modes, no [C, H, W]."""
     if len(input_shape) != 3:
         raise LipschitzBoundError(f"Conv2d needs an input shape [C, H, W], got {input_shape}")
     if conv.groups != 1:
         raise LipschitzBoundError("Conv2d with groups != 1 is not supported by lipschitz_bound")
+    if conv.padding_mode not in ("zeros", "circular"):
+        raise LipschitzBoundError(
+            f"Conv2d with padding_mode={conv.padding_mode!r} is not certified "
+            "(use 'circular' or 'zeros')"
+        )
+
+
+def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+    conv: nn.Conv2d = module  # type: ignore[assignment]
+    _check_conv(conv, input_shape)
     kernel = _dilated(conv.weight.detach(), tuple(conv.dilation))
     kh, kw = kernel.shape[-2:]
     left, right, top, bottom = conv._reversed_padding_repeated_twice
@@ -420,15 +430,9 @@ def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
             grid, exact = (h // sh, w // sw), "exact: FFT, circular"
         else:  # striding is a crop of the stride-1 circular convolution
             grid, exact, sh, sw = (h, w), "upper: FFT, circular, stride ignored", 1, 1
-    elif conv.padding_mode == "zeros":
-        # crop of a circular convolution on the zero-extended grid (rounded up to the stride)
+    else:  # zeros: a crop of a circular convolution on the zero-extended grid
         hp, wp = -(-(h + top + bottom) // sh) * sh, -(-(w + left + right) // sw) * sw
         grid, exact = (hp // sh, wp // sw), f"upper: FFT on zero-padded grid {hp}x{wp}"
-    else:
-        raise LipschitzBoundError(
-            f"Conv2d with padding_mode={conv.padding_mode!r} is not certified "
-            "(use 'circular' or 'zeros')"
-        )
     norm = conv2d_operator_norm(_polyphase(kernel, (sh, sw)), grid)
     if (sh, sw) != (1, 1):
         exact += f", polyphase stride {sh}x{sw}"
@@ -501,15 +505,7 @@ def _conv2d_p_rule(p: float) -> Rule:
 
     def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
         conv: nn.Conv2d = module  # type: ignore[assignment]
-        if len(input_shape) != 3:
-            raise LipschitzBoundError(f"Conv2d needs an input shape [C, H, W], got {input_shape}")
-        if conv.groups != 1:
-            raise LipschitzBoundError("Conv2d with groups != 1 is not supported by lipschitz_bound")
-        if conv.padding_mode not in ("zeros", "circular"):
-            raise LipschitzBoundError(
-                f"Conv2d with padding_mode={conv.padding_mode!r} is not certified "
-                "(use 'circular' or 'zeros')"
-            )
+        _check_conv(conv, input_shape)
         kernel = _dilated(conv.weight.detach(), tuple(conv.dilation))
         kh, kw = kernel.shape[-2:]
         left, right, top, bottom = conv._reversed_padding_repeated_twice
