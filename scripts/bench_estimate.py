@@ -1,6 +1,7 @@
 """Benchmark of `wassnet estimate --target sample` against POT's exact solver.
 
     python scripts/bench_estimate.py speed --sizes 2000 5000 10000 20000
+    python scripts/bench_estimate.py speed --metric cityblock --sizes 2000 5000 10000
     python scripts/bench_estimate.py scale --sizes 100000 --dims 16 64
     python scripts/bench_estimate.py scale --sizes 1000000 --dims 16 --time-budget 1800
     python scripts/bench_estimate.py population --draws 20 --workers 2
@@ -15,6 +16,8 @@ Each section writes its own table into BENCHMARKS.md (machine, command, date).
   ``--pot-dense-max`` points it is ``ot.emd2_lazy`` (no matrix), under a time limit.
   Ours: ``estimate_w1(target="sample")`` with default options (bracket closed to
   1e-9 relative), POT's value must lie inside it (checked, column "exact inside").
+  ``--metric cityblock|chebyshev``: both sides with that ground cost (POT's
+  ``ot.dist(metric=...)``), tables in their own sections.
 * scale: ours only (POT's dense solver does not fit 24 GiB past n ~ 25 000), time,
   passes over all pairs, bracket width and peak memory.
 * population: W1 between the distributions on known-truth families, coverage over
@@ -159,7 +162,9 @@ def _ours(a: np.ndarray, b: np.ndarray, wa, wb, args: dict) -> dict:
     from wassnet import SampleOptions, estimate_w1
 
     options = SampleOptions(time_budget=args["time_budget"])
-    s = estimate_w1(a, b, wa, wb, target="sample", sample=options, seed=args["seed"]).sample
+    s = estimate_w1(
+        a, b, wa, wb, target="sample", sample=options, seed=args["seed"], metric=args["metric"]
+    ).sample
     return {"lower": s.lower, "upper": s.upper, "route": s.route, "passes": s.passes}
 
 
@@ -169,11 +174,13 @@ def _pot(a: np.ndarray, b: np.ndarray, wa, wb, args: dict) -> dict:
     wa = np.full(len(a), 1 / len(a)) if wa is None else wa / wa.sum()
     wb = np.full(len(b), 1 / len(b)) if wb is None else wb / wb.sum()
     if len(a) <= args["pot_dense_max"]:
-        cost = ot.dist(a, b, metric="euclidean")
+        cost = ot.dist(a, b, metric=args["metric"])
         value, log = ot.emd2(wa, wb, cost, numItermax=10**9, log=True)
         how = "emd2 + cdist"
     else:
-        value, log = ot.emd2_lazy(a, b, wa, wb, metric="euclidean", numItermax=10**9, log=True)
+        value, log = ot.emd2_lazy(
+            a, b, wa, wb, metric=args["metric"], numItermax=10**9, log=True
+        )
         how = "emd2_lazy"
     return {"value": float(value), "status": log.get("warning") or "optimal", "how": how}
 
@@ -200,6 +207,7 @@ def _child_args(args: argparse.Namespace) -> dict:
         "pot_dense_max": args.pot_dense_max,
         "repeats": args.repeats,
         "repeat_max": args.repeat_max,
+        "metric": args.metric,
     }
 
 
@@ -259,7 +267,14 @@ def speed(args: argparse.Namespace) -> None:
             "matrix on the dense route). Peak GB: the child's max RSS (Python, torch and the "
             "data included)."
         )
-        write_section(f"bench_estimate_speed_n{n}", f"W1 sample bracket vs POT, n = {n}", body)
+        if args.metric == "euclidean":
+            write_section(f"bench_estimate_speed_n{n}", f"W1 sample bracket vs POT, n = {n}", body)
+        else:
+            write_section(
+                f"bench_estimate_speed_{args.metric}_n{n}",
+                f"W1 sample bracket vs POT, {args.metric} cost, n = {n}",
+                body,
+            )
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -301,6 +316,9 @@ def main() -> None:
         "--dims", type=int, nargs="+", help="default: 16 64 (population: 2 16 64 128)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--metric", choices=["euclidean", "cityblock", "chebyshev"], default="euclidean"
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="per child, seconds")
     parser.add_argument("--time-budget", type=float, default=None, help="ours, seconds")
     parser.add_argument("--pot-dense-max", type=int, default=25000)

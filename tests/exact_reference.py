@@ -5,7 +5,8 @@ Float64 inputs are exact dyadic rationals, so a transport problem's marginals ar
 enclosed in ``[lo, hi]`` with rational endpoints ``2^-BITS`` apart (integer square
 roots). The optimal value is monotone in the costs, so the exact W1 lies in
 ``[LP(lo), LP(hi)]``, each computed exactly by the transportation simplex in
-``Fraction`` s (Bland's rule: it terminates on degenerate problems).
+``Fraction`` s (Bland's rule: it terminates on degenerate problems). Cityblock (l1) and
+chebyshev (l-inf) costs of rationals are rationals: their enclosures are exact.
 """
 
 from __future__ import annotations
@@ -45,8 +46,21 @@ def sqrt_enclosure(q: Fraction, bits: int = BITS) -> tuple[Fraction, Fraction]:
     return Fraction(r, scale), Fraction(r + 1, scale)
 
 
-def cost_enclosures(x, y) -> tuple[list[list[Fraction]], list[list[Fraction]]]:
-    """Exact enclosures of all Euclidean costs between two float64 clouds ``[n, d]``."""
+def exact_cost(xi: list[Fraction], yj: list[Fraction], metric: str) -> tuple[Fraction, Fraction]:
+    """An enclosure of one cost: exact for cityblock and chebyshev."""
+    diffs = [abs(p - q) for p, q in zip(xi, yj, strict=True)]
+    if metric == "cityblock":
+        return sum(diffs, Fraction(0)), sum(diffs, Fraction(0))
+    if metric == "chebyshev":
+        return max(diffs), max(diffs)
+    assert metric == "euclidean", metric
+    return sqrt_enclosure(sum(d * d for d in diffs))
+
+
+def cost_enclosures(
+    x, y, metric: str = "euclidean"
+) -> tuple[list[list[Fraction]], list[list[Fraction]]]:
+    """Exact enclosures of all costs between two float64 clouds ``[n, d]``."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     fx = [[Fraction(float(v)) for v in row] for row in x]
@@ -55,8 +69,7 @@ def cost_enclosures(x, y) -> tuple[list[list[Fraction]], list[list[Fraction]]]:
     for xi in fx:
         row_lo, row_hi = [], []
         for yj in fy:
-            s = sum((p - q) ** 2 for p, q in zip(xi, yj, strict=True))
-            a, b = sqrt_enclosure(s)
+            a, b = exact_cost(xi, yj, metric)
             row_lo.append(a)
             row_hi.append(b)
         lo.append(row_lo)
@@ -147,12 +160,16 @@ def transport_lp(cost: list[list[Fraction]], a: list[Fraction], b: list[Fraction
         del basis[leaving]
 
 
-def w1_enclosure(x, y, wa=None, wb=None) -> tuple[Fraction, Fraction]:
-    """Rationals ``lo <= W1 <= hi`` for float64 clouds (exact marginals), ``hi - lo`` tiny."""
+def w1_enclosure(x, y, wa=None, wb=None, metric: str = "euclidean") -> tuple[Fraction, Fraction]:
+    """Rationals ``lo <= W1 <= hi`` for float64 clouds (exact marginals), ``hi - lo`` tiny
+    (``0`` for cityblock and chebyshev)."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     a, b = marginal(wa, len(x)), marginal(wb, len(y))
-    lo, hi = cost_enclosures(x, y)
+    lo, hi = cost_enclosures(x, y, metric)
+    if hi == lo:
+        value = transport_lp(lo, a, b)
+        return value, value
     return transport_lp(lo, a, b), transport_lp(hi, a, b)
 
 

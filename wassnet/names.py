@@ -7,6 +7,7 @@ tables, so a name exists once.
 * :data:`ARCHS`: the network architectures (``--arch``), the same for the WGAN critic,
   the certified classifier and :func:`wassnet.make_critic`;
 * :data:`CONSTRAINTS`: how the Lipschitz constant is controlled (``--constraint``);
+* :data:`METRICS`: the ground costs of W1 (``--metric``);
 * :data:`IMAGE_DATASETS`, :data:`TOY_DATASETS`, :data:`DATASETS`: the datasets.
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "DATASETS",
     "IMAGE_DATASETS",
     "LEGACY_GAN_CRITICS",
+    "METRICS",
     "TOY_DATASETS",
     "ArchSpec",
     "default_arch",
@@ -62,6 +64,10 @@ ARCHS: dict[str, ArchSpec] = {
 #: l1, l2 or l-inf); ``none`` = plain layers with ReLU, whose Lipschitz constant is not
 #: controlled (the WGAN-GP baseline).
 CONSTRAINTS: tuple[str, ...] = ("orthogonal", "projection", "none")
+
+#: Ground costs of W1 (``--metric``), named as in SciPy's ``cdist``: ``euclidean``
+#: (l2), ``cityblock`` (l1), ``chebyshev`` (l-inf) (:mod:`wassnet.ot.metrics`).
+METRICS: tuple[str, ...] = ("euclidean", "cityblock", "chebyshev")
 
 #: The GAN critic names of wassnet 0.1 -> (arch, constraint), read from old
 #: checkpoints and the hidden ``--critic`` option.

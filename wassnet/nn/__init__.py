@@ -28,6 +28,7 @@ from wassnet.nn.lipschitz import (
     lipschitz_bound,
     norm_name,
     norm_p,
+    norm_ratio,
     power_iteration_norm,
     register_lipschitz_rule,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "lipschitz_bound",
     "norm_name",
     "norm_p",
+    "norm_ratio",
     "power_iteration_norm",
     "project_",
     "project_l1_ball_",

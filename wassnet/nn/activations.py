@@ -14,6 +14,8 @@ spatial position.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -103,21 +105,25 @@ class FullSort(GroupSort):
 
 
 class NormPool(nn.Module):
-    r"""The Euclidean norm of each contiguous group of ``group_size`` channels.
+    r"""The lp norm (default l2) of each contiguous group of ``group_size`` channels.
 
-    ``[N, C] -> [N, C / group_size]``: ``y_k = ||x_{group k}||_2``. Guarantees: 1-Lipschitz
-    in L2 (the reverse triangle inequality, group by group) and gradient-norm
-    preserving away from zero (the Jacobian's rows ``x_g / ||x_g||`` are orthonormal).
-    ``NormPool(C)`` after a translation is the distance to a point, the optimal
-    critic between a law and its radial rescaling. ``C`` must be divisible by
-    ``group_size``.
+    ``[N, C] -> [N, C / group_size]``: ``y_k = ||x_{group k}||_p``. Guarantees: 1-Lipschitz
+    in lp (the reverse triangle inequality, group by group; in another norm the
+    certified rule charges the norms' ratio on a group), and for ``p = 2``
+    gradient-norm preserving away from zero (the Jacobian's rows ``x_g / ||x_g||`` are
+    orthonormal). ``NormPool(C)`` after a translation is the distance to a point, the
+    optimal critic between a law and its radial rescaling. ``C`` must be divisible by
+    ``group_size``; ``p`` is 1, 2 or ``inf``.
     """
 
-    def __init__(self, group_size: int) -> None:
+    def __init__(self, group_size: int, p: float = 2.0) -> None:
         super().__init__()
         if int(group_size) != group_size or group_size < 1:
             raise InputError(f"group_size must be a positive integer, got {group_size!r}")
+        if p not in (1, 2, math.inf):
+            raise InputError(f"NormPool: p must be 1, 2 or inf, got {p!r}")
         self.group_size = int(group_size)
+        self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] % self.group_size:
@@ -125,10 +131,10 @@ class NormPool(nn.Module):
                 f"NormPool: input {tuple(x.shape)} is not [N, C] with C divisible by "
                 f"{self.group_size}"
             )
-        return torch.linalg.vector_norm(x.unflatten(1, (-1, self.group_size)), dim=2)
+        return torch.linalg.vector_norm(x.unflatten(1, (-1, self.group_size)), ord=self.p, dim=2)
 
     def extra_repr(self) -> str:
-        return f"group_size={self.group_size}"
+        return f"group_size={self.group_size}" + ("" if self.p == 2 else f", p={self.p:g}")
 
 
 class Translate(nn.Module):

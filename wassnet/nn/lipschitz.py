@@ -38,7 +38,8 @@ induced lp -> lp norm, the same norm on every layer's input and output):
 * Sorting activations (GroupSort, MaxMin, FullSort): 1 in every lp (sorting is
   non-expansive in every lp, by the rearrangement inequality); fixed permutations and
   coordinatewise activations (ReLU, Tanh, LeakyReLU, Sigmoid, dropout): as in l2.
-  NormPool (l2 norm of each group of ``g``): 1 in l1, ``sqrt(g)`` in l-inf.
+  NormPool (lq norm of each group of ``g``): 1 in lp for ``p <= q``, else the norms'
+  ratio ``g^(1/q - 1/p)`` (:func:`norm_ratio`: ``sqrt(g)`` for l2 groups in l-inf).
 
 A layer it does not know raises :class:`LipschitzBoundError` instead of being
 assumed 1-Lipschitz. A custom container with its own ``forward`` is not walked for
@@ -86,6 +87,7 @@ __all__ = [
     "lipschitz_bound",
     "norm_name",
     "norm_p",
+    "norm_ratio",
     "power_iteration_norm",
     "register_lipschitz_rule",
 ]
@@ -538,16 +540,29 @@ def _bcop_p_rule(p: float) -> Rule:
     return rule
 
 
+def norm_ratio(q: float, p: float, dim: int) -> float:
+    """The smallest ``C`` with ``|v|_q <= C |v|_p`` for all ``v`` in ``R^dim``, rounded
+    up: 1 when ``q >= p``, else ``dim ** (1/q - 1/p)`` (``q, p`` in 1, 2, inf)."""
+    q, p = norm_p(q), norm_p(p)
+    if q >= p:
+        return 1.0
+    if (q, p) == (1.0, math.inf):
+        return float(dim)
+    if math.isqrt(dim) ** 2 == dim:  # exponent 1/2: an exact integer root
+        return float(math.isqrt(dim))
+    return math.nextafter(math.sqrt(dim), math.inf)  # sqrt is correctly rounded
+
+
 def _norm_pool_rule(p: float) -> Rule:
-    """|‖x_g‖2 - ‖y_g‖2| <= ‖x_g - y_g‖2, which is <= ‖x_g - y_g‖1 and <= sqrt(g) ‖.‖inf."""
+    """|‖x_g‖q - ‖y_g‖q| <= ‖x_g - y_g‖q <= C(q, p, g) ‖x_g - y_g‖p, group by group."""
 
     def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
-        if p != math.inf:
-            return 1.0, "exact: norm of each group"
-        g = int(module.group_size)
-        root = math.sqrt(g)  # correctly rounded: one step up is above the exact root
-        bound = root if root * root == g else math.nextafter(root, math.inf)
-        return bound, "exact: sqrt(group size), l2 norm of each group in l-inf"
+        q = float(getattr(module, "p", 2.0))
+        bound = norm_ratio(q, p, int(module.group_size))
+        if bound == 1.0:
+            return 1.0, f"exact: {norm_name(q)} norm of each group"
+        ratio = f"|v|_{norm_name(q)[1:]} <= {bound:.6g} |v|_{norm_name(p)[1:]}"
+        return bound, f"exact: {ratio} on a group"
 
     return rule
 

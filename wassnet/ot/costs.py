@@ -1,6 +1,10 @@
-r"""Euclidean costs of a :class:`~wassnet.ot.problem.TransportProblem`, certified.
+r"""Costs of a :class:`~wassnet.ot.problem.TransportProblem`, certified.
 
-Two kinds of certified values, both in the problem's (power-of-two scaled) units:
+Two kinds of certified values, both in the problem's (power-of-two scaled) units.
+The notes below prove the Euclidean ones; for the ``cityblock`` and ``chebyshev``
+metrics both kinds come from direct differences with the margins of
+:mod:`wassnet.ot.metrics` (chunks by ``torch.cdist``, whose order of summation the
+margin does not depend on).
 
 * :meth:`PairwiseCost.pair_bounds`: **lower and upper bounds** on :math:`c_{ij}` for
   given pairs, from direct differences of the scaled points (no shift). With
@@ -47,6 +51,7 @@ import numpy as np
 import torch
 
 from wassnet.errors import InputError
+from wassnet.ot.metrics import lower_bound_matrix, norm_bounds_torch
 from wassnet.ot.problem import TransportProblem
 from wassnet.rounding import UNIT, down, gamma, up
 
@@ -72,13 +77,17 @@ def _down_t(t: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(t, torch.full_like(t, -torch.inf))
 
 
-def direct_cost_bounds_torch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lo, hi)`` with ``lo_k <= |x_k - y_k| <= hi_k`` exactly, for rows of two float64
-    ``[k, d]`` tensors (any device; see the module notes)."""
+def direct_cost_bounds_torch(
+    x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` with ``lo_k <= |x_k - y_k| <= hi_k`` exactly (the metric's norm), for
+    rows of two float64 ``[k, d]`` tensors (any device; see the module notes)."""
+    diff = x - y
+    if metric != "euclidean":
+        return norm_bounds_torch(diff, metric)
     dim = x.shape[1]
     f_lo, f_hi = _sum_factors(dim)
     floor = dim * _ETA
-    diff = x - y
     sq = (diff * diff).sum(1)
     same = ~(diff != 0).any(1)  # equal points: the cost is exactly 0
     hi = _up_t(torch.sqrt(_up_t(_up_t(sq * f_hi) + floor)))
@@ -88,7 +97,7 @@ def direct_cost_bounds_torch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Te
 
 
 def direct_cost_bounds(
-    x: np.ndarray, y: np.ndarray, chunk: int = 1 << 16
+    x: np.ndarray, y: np.ndarray, chunk: int = 1 << 16, metric: str = "euclidean"
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`direct_cost_bounds_torch` for NumPy ``[k, d]`` arrays (chunked); ``y`` may
     be a single row ``[1, d]``, paired with every row of ``x``."""
@@ -99,7 +108,7 @@ def direct_cost_bounds(
     for s in range(0, k, chunk):
         xs = torch.tensor(np.asarray(x[s : s + chunk], dtype=np.float64))
         ys = y_one if one else torch.tensor(np.asarray(y[s : s + chunk], dtype=np.float64))
-        lo_t, hi_t = direct_cost_bounds_torch(xs, ys)
+        lo_t, hi_t = direct_cost_bounds_torch(xs, ys, metric)
         lo[s : s + chunk], hi[s : s + chunk] = lo_t.numpy(), hi_t.numpy()
     return lo, hi
 
@@ -112,12 +121,14 @@ def pair_cost_bounds(
     lo, hi = np.empty(len(rows)), np.empty(len(rows))
     for s in range(0, len(rows), chunk):
         r, c = rows[s : s + chunk], cols[s : s + chunk]
-        lo[s : s + chunk], hi[s : s + chunk] = direct_cost_bounds(problem.x[r], problem.y[c])
+        lo[s : s + chunk], hi[s : s + chunk] = direct_cost_bounds(
+            problem.x[r], problem.y[c], metric=problem.metric
+        )
     return lo, hi
 
 
 class PairwiseCost:
-    """Certified Euclidean costs of a :class:`TransportProblem` (scaled units).
+    """Certified costs of a :class:`TransportProblem` (scaled units, its metric).
 
     Args:
         problem: the two clouds (``x`` ``[n, d]``, ``y`` ``[m, d]``, scaled exactly).
@@ -141,9 +152,21 @@ class PairwiseCost:
         dev = torch.device(device) if device is not None else torch.device("cpu")
         x64 = torch.as_tensor(problem.x, dtype=torch.float64, device=dev)
         y64 = torch.as_tensor(problem.y, dtype=torch.float64, device=dev)
+        self.n, self.m = len(x64), len(y64)
+        self.chunk_rows = max(1, min(chunk_bytes // (8 * max(self.m, 1)), 1 << 18))
+        self.exact_close_pairs = exact_close_pairs
+        self._dense = None
+        if problem.metric == "euclidean":
+            self._prepare_expansion(x64, y64)
+        else:  # l1, l-inf: direct differences, no centring, no expansion
+            self.x, self.y = x64, y64
+        if self.n * self.m * 8 <= dense_bytes:
+            self._dense = torch.cat([c for _, c in self._compute_chunks()])
+
+    def _prepare_expansion(self, x64: torch.Tensor, y64: torch.Tensor) -> None:
+        """The augmented, centred points of the Euclidean expansion (module notes)."""
         self.center = torch.cat([x64, y64]).mean(0)
         self.x, self.y = x64 - self.center, y64 - self.center  # x' = fl(x - c)
-        self.n, self.m = len(self.x), len(self.y)
         dim = self.x.shape[1]
         x_sq, y_sq = (self.x * self.x).sum(1), (self.y * self.y).sum(1)
         self._kappa = float(up(2.0 * gamma(dim + 2) + 16 * UNIT))
@@ -159,17 +182,22 @@ class PairwiseCost:
         # pairs closer than 1% of the radius scale: the expansion's margin would exceed
         # ~1e-10 of their cost, so they are recomputed by direct differences
         self._close_ratio = 1e-2 / 2.0**0.5  # c < ratio (|x'| + |y'|)  =>  c^2 < 1e-4 T
-        self.exact_close_pairs = exact_close_pairs
-        self.chunk_rows = max(1, min(chunk_bytes // (8 * max(self.m, 1)), 1 << 18))
-        self._dense = None
-        if self.n * self.m * 8 <= dense_bytes:
-            self._dense = torch.cat([c for _, c in self._compute_chunks()])
 
     @property
     def device(self) -> torch.device:
         return self.x.device
 
+    @property
+    def held(self) -> bool:
+        """Whether the matrix of lower bounds is held in memory (passes only read it)."""
+        return self._dense is not None
+
     def _compute_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        if self.problem.metric != "euclidean":
+            for start in range(0, self.n, self.chunk_rows):
+                rows = self.x[start : start + self.chunk_rows]
+                yield start, lower_bound_matrix(rows, self.y, self.problem.metric)
+            return
         for start in range(0, self.n, self.chunk_rows):
             stop = start + self.chunk_rows
             cost = (self._xa[start:stop] @ self._ya_t).clamp_min_(0).sqrt_()

@@ -18,7 +18,6 @@ Potentials are in the problem's scaled units; ``value`` is in the input's units.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 
 from wassnet.errors import InputError
 from wassnet.ot.costs import PairwiseCost
+from wassnet.ot.metrics import ones_norm
 from wassnet.ot.problem import TransportProblem
 from wassnet.ot.tiles import TiledCost
 from wassnet.rounding import down
@@ -68,8 +68,8 @@ def _as_potential(
         raise InputError(f"potential must have shape ({size},), got {tuple(u.shape)}")
     if not bool(torch.isfinite(u).all()):
         raise InputError("potential contains NaN or inf")
-    # scaled coordinates are below 1 in magnitude: every cost is below 2 sqrt(d)
-    diameter = 2.0 * math.sqrt(cost.problem.dim) + 1.0
+    # scaled coordinates are below 1 in magnitude: every cost is below 2 |(1, ..., 1)|
+    diameter = 2.0 * ones_norm(cost.problem.metric, cost.problem.dim) + 1.0
     u = sign * u
     top = u.max()
     shifted = torch.clamp_min(u - top, -diameter) if top - u.min() > diameter else u - top

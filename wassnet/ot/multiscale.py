@@ -26,12 +26,15 @@ import numpy as np
 import torch
 
 from wassnet.ot.exact import network_simplex
+from wassnet.ot.metrics import metric_cdist
 
 __all__ = ["extend_potentials", "multilevel_warm_start", "warm_start"]
 
 
-def _cdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(x, y, compute_mode="use_mm_for_euclid_dist_if_necessary")
+def _cdist(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
+    if metric == "euclidean":  # heuristic values: the fast expansion is fine here
+        return torch.cdist(x, y, compute_mode="use_mm_for_euclid_dist_if_necessary")
+    return metric_cdist(x, y, metric)
 
 
 @torch.no_grad()
@@ -44,6 +47,7 @@ def extend_potentials(
     v_sub: np.ndarray,
     device: torch.device | str | None = None,
     chunk: int = 1 << 24,
+    metric: str = "euclidean",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Extend potentials of the subsample ``(x[sub_a], y[sub_b])`` to all points."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -55,12 +59,12 @@ def extend_potentials(
     step = max(1, chunk // max(1, len(sub_b)))
     for s in range(0, len(x), step):
         xc = torch.as_tensor(x[s : s + step], dtype=torch.float64, device=dev)
-        u[s : s + step] = (vs[None, :] + _cdist(xc, ys)).min(1).values.cpu().numpy()
+        u[s : s + step] = (vs[None, :] + _cdist(xc, ys, metric)).min(1).values.cpu().numpy()
     v = np.empty(len(y))
     step = max(1, chunk // max(1, len(sub_a)))
     for s in range(0, len(y), step):
         yc = torch.as_tensor(y[s : s + step], dtype=torch.float64, device=dev)
-        v[s : s + step] = (us[:, None] - _cdist(xs, yc)).max(0).values.cpu().numpy()
+        v[s : s + step] = (us[:, None] - _cdist(xs, yc, metric)).max(0).values.cpu().numpy()
     return u, v
 
 
@@ -84,6 +88,7 @@ def warm_start(
     size: int = 2000,
     rng: np.random.Generator | None = None,
     device: torch.device | str | None = None,
+    metric: str = "euclidean",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Potentials ``(u, v)`` on all points from an exactly solved random subsample.
 
@@ -93,14 +98,15 @@ def warm_start(
         size: points per side in the subsample.
         rng: the random generator that picks the subsample.
         device: where the extension's distances are computed.
+        metric: the ground cost (:mod:`wassnet.ot.metrics`).
     """
     from scipy.spatial.distance import cdist
 
     rng = rng or np.random.default_rng(0)
     sub_a, pa = _subsample(rng, len(x), size, wa)
     sub_b, pb = _subsample(rng, len(y), size, wb)
-    _, _, _, u_sub, v_sub = network_simplex(cdist(x[sub_a], y[sub_b]), pa, pb)
-    return extend_potentials(x, y, sub_a, sub_b, u_sub, v_sub, device=device)
+    _, _, _, u_sub, v_sub = network_simplex(cdist(x[sub_a], y[sub_b], metric=metric), pa, pb)
+    return extend_potentials(x, y, sub_a, sub_b, u_sub, v_sub, device=device, metric=metric)
 
 
 def _restricted_transforms(
@@ -112,10 +118,15 @@ def _restricted_transforms(
     v_sub: np.ndarray,
     device: torch.device | str | None,
     backend: str,
+    metric: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`extend_potentials` by fused float32 passes (any size; heuristic values)."""
+    """:func:`extend_potentials` by fused float32 passes (any size; heuristic values;
+    Euclidean), or by chunks of distances for the other metrics."""
     from wassnet.ot.problem import TransportProblem
     from wassnet.ot.tiles import TiledCost
+
+    if metric != "euclidean":
+        return extend_potentials(x, y, sub_a, sub_b, u_sub, v_sub, device=device, metric=metric)
 
     def row_min(points: np.ndarray, others: np.ndarray, potential: np.ndarray) -> np.ndarray:
         problem = TransportProblem.build(points, others)
@@ -140,6 +151,7 @@ def multilevel_warm_start(
     rng: np.random.Generator | None = None,
     device: torch.device | str | None = None,
     backend: str = "auto",
+    metric: str = "euclidean",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Potentials on all points of two uniform clouds of equal size, level by level.
 
@@ -157,7 +169,7 @@ def multilevel_warm_start(
     s = min(size, n)
     sub_a, sub_b = np.sort(perm_a[:s]), np.sort(perm_b[:s])
     w = np.full(s, 1.0 / s)
-    _, _, _, u, v = network_simplex(cdist(x[sub_a], y[sub_b]), w, w)
+    _, _, _, u, v = network_simplex(cdist(x[sub_a], y[sub_b], metric=metric), w, w)
     while s * factor * 2 <= n:
         s_next = s * factor
         next_a, next_b = np.sort(perm_a[:s_next]), np.sort(perm_b[:s_next])
@@ -170,9 +182,10 @@ def multilevel_warm_start(
             v,
             device,
             backend,
+            metric,
         )
         u, v = solve(x[next_a], y[next_b], u0, v0)
         s, sub_a, sub_b = s_next, next_a, next_b
     if s == n:
         return u, v
-    return _restricted_transforms(x, y, sub_a, sub_b, u, v, device, backend)
+    return _restricted_transforms(x, y, sub_a, sub_b, u, v, device, backend, metric)

@@ -81,12 +81,12 @@ def _marginal_residual(index: np.ndarray, mass: np.ndarray, size: int, marginal)
     return np.maximum(np.maximum(up(a_hi - r_lo), up(r_hi - a_lo)), 0.0)
 
 
-def _hub_charge(points: np.ndarray, residual: np.ndarray, hub: np.ndarray) -> float:
-    """An upper bound on ``sum_i residual_i |points_i - hub|``."""
+def _hub_charge(points: np.ndarray, residual: np.ndarray, hub: np.ndarray, metric: str) -> float:
+    """An upper bound on ``sum_i residual_i |points_i - hub|`` (the metric's norm)."""
     keep = residual > 0
     if not keep.any():
         return 0.0
-    _, dist = direct_cost_bounds(points[keep], hub[None, :])
+    _, dist = direct_cost_bounds(points[keep], hub[None, :], metric=metric)
     return sum_up(np.where(dist == 0, 0.0, product_up(residual[keep], dist)))
 
 
@@ -99,7 +99,12 @@ def _residual_charge(problem: TransportProblem, ea: np.ndarray, eb: np.ndarray) 
     if weight > 0:
         hubs.append((ea @ problem.x + eb @ problem.y) / weight)
     charges = [
-        float(up(_hub_charge(problem.x, ea, z) + _hub_charge(problem.y, eb, z)))
+        float(
+            up(
+                _hub_charge(problem.x, ea, z, problem.metric)
+                + _hub_charge(problem.y, eb, z, problem.metric)
+            )
+        )
         for z in hubs
         if np.all(np.isfinite(z))
     ]
@@ -279,7 +284,7 @@ def blockwise_refinement(problem: TransportProblem, plan: PrimalBound, block: in
         uj, inv_j = np.unique(j, return_inverse=True)
         ra = np.bincount(inv_i, weights=w, minlength=len(ui))
         rb = np.bincount(inv_j, weights=w, minlength=len(uj))
-        c = cdist(problem.x[ui], problem.y[uj])
+        c = cdist(problem.x[ui], problem.y[uj], metric=problem.metric)
         if len(ui) == len(uj) == len(w) and np.ptp(w) == 0:
             r, s_ = linear_sum_assignment(c)
             bi, bj, bw = ui[r], uj[s_], np.full(len(r), w[0])

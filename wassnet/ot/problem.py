@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wassnet.errors import InputError
+from wassnet.ot.metrics import check_metric, ones_norm
 from wassnet.rounding import div_bounds, dot_bounds, down, sum_down, sum_up, up
 
 __all__ = ["Marginal", "TransportProblem", "power_of_two_exponent", "scale_exactly"]
@@ -124,7 +125,9 @@ class TransportProblem:
     r"""Two weighted clouds, scaled exactly by ``2^-exponent`` for certified arithmetic.
 
     ``x`` ``[n, d]`` and ``y`` ``[m, d]`` are the scaled points (``d >= 1``; points on
-    the line have ``d == 1``), ``a`` and ``b`` the exact marginals. A bound ``t`` on
+    the line have ``d == 1``), ``a`` and ``b`` the exact marginals, ``metric`` the
+    ground cost (:mod:`wassnet.ot.metrics`: ``euclidean``, ``cityblock`` or
+    ``chebyshev``; every metric is a norm, so the scale is exact for all). A bound ``t`` on
     W1 of the scaled problem is a bound ``t * 2^exponent`` on the given one, widened
     by ``perturbation`` (scaled units; nonzero only when the scale rounded subnormal
     coordinates) (:meth:`to_input_units`).
@@ -136,6 +139,10 @@ class TransportProblem:
     b: Marginal
     exponent: int
     perturbation: float = 0.0
+    metric: str = "euclidean"
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
 
     @classmethod
     def build(
@@ -144,12 +151,16 @@ class TransportProblem:
         y: np.ndarray,
         wa: np.ndarray | None = None,
         wb: np.ndarray | None = None,
+        metric: str = "euclidean",
     ) -> TransportProblem:
-        """From validated float64 clouds (``[n]`` or ``[n, d]``) and optional weights.
+        """From validated float64 clouds (``[n]`` or ``[n, d]``), optional weights and
+        the ground cost.
 
         Raises:
-            InputError: weights spanning too wide a range to be scaled exactly.
+            InputError: weights spanning too wide a range to be scaled exactly; an
+                unknown metric.
         """
+        check_metric(metric)
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         x = x.reshape(len(x), -1)
@@ -159,14 +170,17 @@ class TransportProblem:
         xs, exact_x = scale_exactly(x, exponent, "points", refuse=False)
         ys, exact_y = scale_exactly(y, exponent, "points", refuse=False)
         # rounded subnormal coordinates moved by at most 2^-1075 each
-        moved = 0.0 if exact_x and exact_y else float(up(math.sqrt(x.shape[1]) * 2.0**-1074))
+        reach = ones_norm(metric, x.shape[1])
+        moved = 0.0 if exact_x and exact_y else float(up(reach * 2.0**-1074))
         a = Marginal.uniform(len(x)) if wa is None else Marginal.from_weights(wa, "weights A")
         b = Marginal.uniform(len(y)) if wb is None else Marginal.from_weights(wb, "weights B")
-        return cls(xs, ys, a, b, exponent, moved)
+        return cls(xs, ys, a, b, exponent, moved, metric)
 
     def transposed(self) -> TransportProblem:
         """The same problem with the roles of the two clouds swapped."""
-        return TransportProblem(self.y, self.x, self.b, self.a, self.exponent, self.perturbation)
+        return TransportProblem(
+            self.y, self.x, self.b, self.a, self.exponent, self.perturbation, self.metric
+        )
 
     @property
     def n(self) -> int:

@@ -148,6 +148,11 @@ class TiledCost:
     ) -> None:
         if backend not in ("auto", "compiled", "eager"):
             raise InputError(f"backend must be auto, compiled or eager, got {backend!r}")
+        if problem.metric != "euclidean":
+            raise InputError(
+                f"fused tiles compute Euclidean costs; the {problem.metric} metric is "
+                "served by PairwiseCost (float64 chunks)"
+            )
         self.problem = problem
         dev = torch.device(device) if device is not None else torch.device("cpu")
         x64 = torch.as_tensor(problem.x, dtype=torch.float64, device=dev)

@@ -20,6 +20,7 @@ from wassnet.clitools import (
     set_threads,
     threads_option,
 )
+from wassnet.names import METRICS
 from wassnet.w1.options import CRITICS, DEFAULT_CRITICS, ROUTES
 
 __all__ = ["estimate"]
@@ -74,6 +75,14 @@ def _population_options(
     show_default=True,
     help="sample: W1 between the two given samples (certified bracket); population: "
     "between the distributions they come from (confidence bracket); both",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="euclidean",
+    show_default=True,
+    help="ground cost: euclidean (l2), cityblock (l1) or chebyshev (l-inf), as in "
+    "scipy's cdist; the population critics are certified 1-Lipschitz in that norm",
 )
 @click.option(
     "--route",
@@ -158,6 +167,7 @@ def estimate(
     weights_a: str | None,
     weights_b: str | None,
     target: str,
+    metric: str,
     route: str,
     time_budget: float | None,
     tol: float,
@@ -201,6 +211,7 @@ def estimate(
         wa,
         wb,
         target=target,  # type: ignore[arg-type]
+        metric=metric,
         sample=SampleOptions(route=route, time_budget=time_budget, tol=tol),  # type: ignore[arg-type]
         population=population,
         exact=exact,  # type: ignore[arg-type]

@@ -19,6 +19,15 @@ dual ``mean f(A) - mean f(B)`` is largest on the rest (the validation split):
 * ``conv``: for flattened images (``image_shape``), BCOP orthogonal convolutions with
   GroupSort, then Björck layers (Li et al. 2019), trained like ``dense``.
 
+**Other metrics** (``cityblock``: l1, ``chebyshev``: l-inf). The critic must be
+1-Lipschitz from the metric's norm to the line, certified by
+:func:`wassnet.nn.lipschitz_bound` with ``p`` = 1 or inf. ``linear`` is then the best
+linear critic in that norm (the signs of the mean difference in l1; the coordinate
+where the means differ most in l-inf), ``radial`` the distance to a center in that
+norm, ``transport`` extends the pair with that metric's distances, and ``dense`` and
+``conv`` are plain layers with GroupSort whose weights are projected onto induced
+lp norm <= 1 after every step (:mod:`wassnet.nn.projection`).
+
 Every critic is a plain ``nn.Sequential`` of wassnet layers, so its Lipschitz constant
 is certified by :func:`wassnet.nn.lipschitz_bound`; nothing here is assumed
 1-Lipschitz. The choice uses only the training points given, so a fold scored by the
@@ -38,8 +47,17 @@ from torch import nn
 
 from wassnet.critics import conv_critic, dense_critic
 from wassnet.errors import InputError
-from wassnet.nn import BjorckLinear, NormPool, Translate, lipschitz_bound, register_lipschitz_rule
+from wassnet.nn import (
+    NORMS,
+    BjorckLinear,
+    NormPool,
+    Translate,
+    lipschitz_bound,
+    norm_ratio,
+    register_lipschitz_rule,
+)
 from wassnet.ot import TransportProblem
+from wassnet.ot.metrics import metric_cdist, metric_p
 from wassnet.w1.dual_training import (
     DualTrainingOptions,
     critic_values,
@@ -73,7 +91,7 @@ class FittedCritic:
     Attributes:
         name: the family kept (``linear``, ``radial``, ``transport``, ``dense``, ``conv``).
         module: the critic (float64, eval mode): ``module(x) / lipschitz`` is
-            1-Lipschitz for the Euclidean norm, with ``lipschitz`` certified.
+            1-Lipschitz for the metric's norm, with ``lipschitz`` certified.
         lipschitz: certified upper bound on the module's Lipschitz constant.
         validation: validation dual of every family tried (float32, normalized by
             the family's nominal constant 1), the basis of the choice.
@@ -90,35 +108,54 @@ class FittedCritic:
 class TransportCritic(nn.Module):
     """``(min_j (|x - b_j| + v_j) + max_i (u_i - |x - a_i|)) / 2``: a dual pair extended.
 
-    Each half is a minimum (maximum) of 1-Lipschitz functions, so the critic is
-    1-Lipschitz for the Euclidean norm whatever the offsets; when ``u_i - v_j <=
-    |a_i - b_j|`` (a feasible pair), it is ``>= u_i`` at ``a_i`` and ``<= v_j`` at ``b_j``,
-    so its dual on those points is at least the pair's. Distances are computed
-    directly (no ``|x|^2 + |y|^2 - 2 x.y`` cancellation), in the buffers' dtype.
+    ``|.|`` is the norm of ``metric``. Each half is a minimum (maximum) of 1-Lipschitz
+    functions, so the critic is 1-Lipschitz for that norm whatever the offsets; when
+    ``u_i - v_j <= |a_i - b_j|`` (a feasible pair), it is ``>= u_i`` at ``a_i`` and
+    ``<= v_j`` at ``b_j``, so its dual on those points is at least the pair's. Distances
+    are computed directly (no ``|x|^2 + |y|^2 - 2 x.y`` cancellation), in the buffers'
+    dtype.
     """
 
-    def __init__(self, a: torch.Tensor, u: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> None:
+    def __init__(
+        self,
+        a: torch.Tensor,
+        u: torch.Tensor,
+        b: torch.Tensor,
+        v: torch.Tensor,
+        metric: str = "euclidean",
+    ) -> None:
         super().__init__()
+        self.metric = metric
         self.register_buffer("anchors_a", a)
         self.register_buffer("offsets_a", u)
         self.register_buffer("anchors_b", b)
         self.register_buffer("offsets_b", v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        to_b = torch.cdist(x, self.anchors_b, compute_mode="donot_use_mm_for_euclid_dist")
-        to_a = torch.cdist(x, self.anchors_a, compute_mode="donot_use_mm_for_euclid_dist")
+        to_b = metric_cdist(x, self.anchors_b, self.metric)
+        to_a = metric_cdist(x, self.anchors_a, self.metric)
         below = (to_b + self.offsets_b).amin(dim=1)
         above = (self.offsets_a - to_a).amax(dim=1)
         return (0.5 * (below + above)).unsqueeze(1)
 
 
-register_lipschitz_rule(
-    TransportCritic,
-    lambda module, shape: (1.0, "upper: mean of a min and a max of 1-Lipschitz functions"),
-)
+def _transport_rule(p: float):
+    """1 in the critic's own metric; in another lp, the norms' ratio on ``R^d``."""
+
+    def rule(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, str]:
+        bound = norm_ratio(metric_p(module.metric), p, int(shape[-1]))
+        return bound, "upper: mean of a min and a max of distances in the critic's metric"
+
+    return rule
 
 
-def _transport_critic(a: torch.Tensor, b: torch.Tensor, seed: int) -> TransportCritic | None:
+for _p in NORMS:
+    register_lipschitz_rule(TransportCritic, _transport_rule(_p), _p)
+
+
+def _transport_critic(
+    a: torch.Tensor, b: torch.Tensor, seed: int, metric: str
+) -> TransportCritic | None:
     """The training points' optimal dual pair, extended (``None`` on the line)."""
     from wassnet.w1.sample import sample_bracket
 
@@ -128,21 +165,28 @@ def _transport_critic(a: torch.Tensor, b: torch.Tensor, seed: int) -> TransportC
     if len(b) > TRANSPORT_MAX_POINTS:
         b = b[torch.from_numpy(rng.choice(len(b), TRANSPORT_MAX_POINTS, replace=False))]
     xa, xb = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
-    problem = TransportProblem.build(xa, xb)
+    problem = TransportProblem.build(xa, xb, metric=metric)
     bracket = sample_bracket(problem, SampleOptions(tol=1e-6), device="cpu", seed=seed)
     if bracket.potentials is None:
         return None
     u, v = (torch.from_numpy(np.ascontiguousarray(p)) for p in bracket.potentials)
-    critic = TransportCritic(torch.from_numpy(xa), u, torch.from_numpy(xb), v)
+    critic = TransportCritic(torch.from_numpy(xa), u, torch.from_numpy(xb), v, metric)
     return critic.to(a.device, a.dtype)  # any offsets keep it 1-Lipschitz
 
 
-def build_critic(name: str, dim: int, options: PopulationOptions) -> nn.Sequential:
-    """A critic of family ``name`` on ``R^dim`` (see the module docstring)."""
+def build_critic(
+    name: str, dim: int, options: PopulationOptions, metric: str = "euclidean"
+) -> nn.Sequential:
+    """A critic of family ``name`` on ``R^dim`` for ``metric`` (see the module docstring).
+
+    For ``cityblock`` and ``chebyshev`` the ``dense`` and ``conv`` critics are plain
+    layers: they are 1-Lipschitz only once projected (:func:`_train` does it)."""
+    p = metric_p(metric)
     if name == "linear":
-        return nn.Sequential(BjorckLinear(dim, 1))
+        return nn.Sequential(BjorckLinear(dim, 1) if p == 2 else nn.Linear(dim, 1, bias=False))
     if name == "radial":
-        return nn.Sequential(Translate(dim), NormPool(dim), BjorckLinear(1, 1, bias=True))
+        return nn.Sequential(Translate(dim), NormPool(dim, p), BjorckLinear(1, 1, bias=True))
+    plain = {} if p == 2 else {"constraint": "none"}
     if name == "dense":
         activation, group = options.activation, 4 if options.activation == "groupsort" else 2
         return dense_critic(
@@ -151,33 +195,56 @@ def build_critic(name: str, dim: int, options: PopulationOptions) -> nn.Sequenti
             activation=activation,
             group_size=group,
             iters=options.iters,  # type: ignore[arg-type]
+            **plain,
         )
     if name == "conv":
         shape = options.image_shape
         if shape is None or math.prod(shape) != dim:
             raise InputError(f"image_shape {shape} does not hold {dim} values per point")
-        convs = conv_critic(shape, hidden=options.hidden, iters=options.iters)
+        convs = conv_critic(shape, hidden=options.hidden, iters=options.iters, **plain)
         return nn.Sequential(nn.Unflatten(1, shape), *convs)
     raise InputError(f"unknown critic family {name!r}")
 
 
-def _set_weight(layer: BjorckLinear, weight: torch.Tensor) -> None:
+def _set_weight(layer: nn.Linear, weight: torch.Tensor) -> None:
     with torch.no_grad():
-        layer.parametrizations.weight.original.copy_(weight)
+        if isinstance(layer, BjorckLinear):
+            layer.parametrizations.weight.original.copy_(weight)
+        else:
+            layer.weight.copy_(weight)
 
 
-def _initialize(name: str, critic: nn.Sequential, a: torch.Tensor, b: torch.Tensor) -> None:
-    """Closed-form starting points: the mean difference (linear), the pooled mean (radial)."""
+def best_linear_direction(diff: torch.Tensor, metric: str) -> torch.Tensor | None:
+    """The ``w`` of dual norm 1 maximizing ``<w, diff>`` (``None`` for ``diff = 0``):
+    ``diff / |diff|_2`` (euclidean), ``sign(diff)`` (cityblock: dual l-inf), the signed
+    coordinate of the largest ``|diff_k|`` (chebyshev: dual l1)."""
+    if not bool((diff != 0).any()):
+        return None
+    p = metric_p(metric)
+    if p == 1:
+        return torch.sign(diff)
+    if p == math.inf:
+        k = int(diff.abs().argmax())
+        w = torch.zeros_like(diff)
+        w[k] = torch.sign(diff[k])
+        return w
+    return diff / torch.linalg.vector_norm(diff)
+
+
+def _initialize(
+    name: str, critic: nn.Sequential, a: torch.Tensor, b: torch.Tensor, metric: str
+) -> None:
+    """Closed-form starting points: the best linear direction (linear), the pooled mean
+    (radial)."""
     if name == "linear":
-        diff = a.mean(0) - b.mean(0)
-        norm = torch.linalg.vector_norm(diff)
-        if norm > 0:
-            _set_weight(critic[0], (diff / norm).unsqueeze(0))
+        w = best_linear_direction(a.mean(0) - b.mean(0), metric)
+        if w is not None:
+            _set_weight(critic[0], w.unsqueeze(0))
     elif name == "radial":
         center = 0.5 * (a.mean(0) + b.mean(0))
         with torch.no_grad():
             critic[0].offset.copy_(-center)
-            gap = (a - center).norm(dim=1).mean() - (b - center).norm(dim=1).mean()
+            gap = critic[1](a - center).mean() - critic[1](b - center).mean()
         _set_weight(critic[2], torch.ones(1, 1) if gap >= 0 else -torch.ones(1, 1))
 
 
@@ -210,8 +277,10 @@ def _train(
     options: PopulationOptions,
     deadline: float,
     generator: torch.Generator,
+    projection: float | None = None,
 ) -> tuple[float, int]:
-    """Adam on the training dual with early stopping; returns (best val dual, steps)."""
+    """Adam on the training dual with early stopping; returns (best val dual, steps).
+    ``projection``: ``p`` of the projection after every step (plain layers), or ``None``."""
     training = DualTrainingOptions(
         steps=options.steps,
         batch_size=options.batch_size,
@@ -219,6 +288,7 @@ def _train(
         eval_every=options.eval_every,
         patience=options.patience,
         min_gain=_NOISE,
+        projection=projection,
     )
     fit = train_dual(
         critic,
@@ -232,10 +302,11 @@ def _train(
     return float(fit.best_validation), fit.steps  # type: ignore[arg-type]
 
 
-def _certified(critic: nn.Module, dim: int) -> tuple[nn.Module, float]:
-    """The critic in float64 (eval mode) and its certified Lipschitz bound."""
+def _certified(critic: nn.Module, dim: int, metric: str) -> tuple[nn.Module, float]:
+    """The critic in float64 (eval mode) and its certified Lipschitz bound (the
+    metric's norm on inputs)."""
     module = copy.deepcopy(critic).cpu().double().eval()
-    bound = lipschitz_bound(module, (dim,)).bound
+    bound = lipschitz_bound(module, (dim,), p=metric_p(metric)).bound
     if not (math.isfinite(bound) and bound > 0):
         raise RuntimeError(f"critic has an unusable Lipschitz bound {bound}")
     return module, bound
@@ -248,10 +319,12 @@ def fit_critic(
     *,
     deadline: float,
     seed: int,
+    metric: str = "euclidean",
 ) -> FittedCritic:
     """Fit every family of ``options.critics`` on ``a``, ``b``; keep the best on validation.
 
-    ``a``, ``b`` are float32 training points (on the device where the fits run). The
+    ``a``, ``b`` are float32 training points (on the device where the fits run);
+    ``metric`` the ground cost whose norm the critics are 1-Lipschitz in. The
     families are tried simplest first; each fit stops at ``deadline``
     (``time.perf_counter()`` seconds) with its best state so far, and a family that
     has not started by then is skipped (the first family always runs).
@@ -266,7 +339,9 @@ def fit_critic(
         if best is not None and time.perf_counter() > deadline:
             break
         torch.manual_seed(int(rng.integers(2**62)))
-        fitted = _fit_family(name, data, options, deadline, generator, int(rng.integers(2**31)))
+        fitted = _fit_family(
+            name, data, options, deadline, generator, int(rng.integers(2**31)), metric
+        )
         if fitted is None:
             continue
         critic, scores[name], steps[name] = fitted
@@ -275,8 +350,8 @@ def fit_critic(
     if best is None:
         raise InputError("no critic family could be fitted ('transport' needs d >= 2)")
     if best[1] == "linear":  # its closed form costs nothing: refit it on every training point
-        _initialize("linear", best[2], a, b)
-    module, bound = _certified(best[2], a.shape[1])
+        _initialize("linear", best[2], a, b, metric)
+    module, bound = _certified(best[2], a.shape[1], metric)
     return FittedCritic(best[1], module, bound, scores, steps)
 
 
@@ -287,18 +362,21 @@ def _fit_family(
     deadline: float,
     generator: torch.Generator,
     seed: int,
+    metric: str,
 ) -> tuple[nn.Module, float, int] | None:
     """One family fitted on ``data``: (critic, validation dual, steps), or ``None``."""
     if name == "transport":
-        extended = _transport_critic(data.fit_a, data.fit_b, seed)
+        extended = _transport_critic(data.fit_a, data.fit_b, seed, metric)
         if extended is None:
             return None
         critic: nn.Module = nn.Sequential(extended).eval()
         return critic, _dual(critic, data.val_a, data.val_b), 0
-    critic = build_critic(name, data.fit_a.shape[1], options).to(data.fit_a.device)
-    _initialize(name, critic, data.fit_a, data.fit_b)
+    critic = build_critic(name, data.fit_a.shape[1], options, metric).to(data.fit_a.device)
+    _initialize(name, critic, data.fit_a, data.fit_b, metric)
     if name == "linear":  # the closed form is the training optimum: nothing to train
         critic.eval()
         return critic, _dual(critic, data.val_a, data.val_b), 0
-    value, count = _train(critic, data, options, deadline, generator)
+    p = metric_p(metric)
+    projection = p if name in ("dense", "conv") and p != 2 else None
+    value, count = _train(critic, data, options, deadline, generator, projection)
     return critic, value, count

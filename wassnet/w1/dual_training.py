@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from wassnet.errors import InputError
+from wassnet.nn.lipschitz import norm_p
+from wassnet.nn.projection import constrain
 
 __all__ = ["DualFit", "DualTrainingOptions", "Sampler", "dual_and_stderr", "train_dual"]
 
@@ -47,6 +49,10 @@ class DualTrainingOptions:
             gain above ``min_gain`` standard errors (``None``: never stop early).
         min_gain: a validation gain below this many standard errors of the validation
             dual is noise: it does not reset the patience (the best state is still kept).
+        projection: ``None``, or ``p`` (1, 2 or inf): the critic's plain dense and
+            convolutional layers are projected onto induced lp norm <= 1 now and after
+            every step (:func:`wassnet.nn.projection.constrain`; l2 convolutions need
+            ``input_shape`` of :func:`train_dual`).
     """
 
     steps: int = 1000
@@ -56,8 +62,11 @@ class DualTrainingOptions:
     eval_every: int = 50
     patience: int | None = 3
     min_gain: float = 0.25
+    projection: float | str | None = None
 
     def __post_init__(self) -> None:
+        if self.projection is not None:
+            object.__setattr__(self, "projection", norm_p(self.projection))
         for name in ("steps", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -141,6 +150,7 @@ def train_dual(
     generator: torch.Generator,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     deadline: float | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> DualFit:
     """Maximize ``mean f(a) - mean f(b)`` over the critic's weights (Adam, in place).
 
@@ -155,13 +165,17 @@ def train_dual(
             stopping applies.
         deadline: a ``time.perf_counter()`` time; training stops at the first
             evaluation after it.
+        input_shape: one point's shape, for ``options.projection = 2`` on convolutions.
 
     Returns:
         A :class:`DualFit`; the critic is left in eval mode.
     """
     options = options or DualTrainingOptions()
-    select = _Selection(critic, validation) if validation is not None else None
     optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr)
+    hook = None
+    if options.projection is not None:  # projected before the first evaluation
+        hook = constrain(optimizer, critic, options.projection, input_shape)
+    select = _Selection(critic, validation) if validation is not None else None
     schedule = None
     if options.decay == "linear":
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 - t / options.steps)
@@ -185,6 +199,8 @@ def train_dual(
         stop = select.update(options) if select is not None else False
         if stop or (deadline is not None and time.perf_counter() > deadline):
             break
+    if hook is not None:
+        hook.remove()
     if select is not None:
         critic.load_state_dict(select.best_state)
         fit.best_validation = select.best

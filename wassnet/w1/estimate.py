@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from wassnet.errors import InputError
+from wassnet.names import METRICS
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import resolve_device
 from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
@@ -34,8 +35,6 @@ from wassnet.w1.sample import sample_bracket
 
 __all__ = ["METRICS", "estimate_w1"]
 
-#: Ground costs: ``euclidean`` (|x - y|_2).
-METRICS: tuple[str, ...] = ("euclidean",)
 ExactMode = Literal["auto", "always", "never"]
 _TARGETS = ("sample", "population", "both")
 #: ``floor=None`` computes the floor up to this many points in A.
@@ -53,7 +52,12 @@ def _validated(
 
 
 def _floor_bracket(
-    x: np.ndarray, w: np.ndarray | None, options: SampleOptions, device: torch.device, seed: int
+    x: np.ndarray,
+    w: np.ndarray | None,
+    options: SampleOptions,
+    device: torch.device,
+    seed: int,
+    metric: str,
 ) -> SampleBracket:
     """W1 between two disjoint random halves of one cloud (the sampling floor)."""
     n = len(x)
@@ -66,7 +70,7 @@ def _floor_bracket(
     ws = None if w is None else w[second]
     if wf is not None and not (wf.max() > 0 and ws.max() > 0):
         raise InputError("the floor needs positive weight in both halves of A")
-    problem = TransportProblem.build(x[first], x[second], wf, ws)
+    problem = TransportProblem.build(x[first], x[second], wf, ws, metric)
     return sample_bracket(problem, options, device=device, seed=seed)
 
 
@@ -84,13 +88,14 @@ def _reference(
     wb: np.ndarray | None,
     exact: ExactMode,
     options: SampleOptions,
+    metric: str,
 ) -> float | None:
     """POT's exact W1 (a float64 reference) when asked for and it fits."""
     n, m = len(xa), len(xb)
     small = n * m <= options.dense_max_pairs and exact_w1_fits(n, m)
     if exact == "never" or (exact == "auto" and not small):
         return None
-    return exact_w1(np.asarray(xa), np.asarray(xb), wa, wb)
+    return exact_w1(np.asarray(xa), np.asarray(xb), wa, wb, metric=metric)
 
 
 def _checked_options(
@@ -144,7 +149,7 @@ def estimate_w1(
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> W1Result:
-    """W1 between two point clouds (Euclidean ground cost).
+    """W1 between two point clouds, for the ground cost ``metric``.
 
     Args:
         a, b: ``[n, d]`` and ``[m, d]`` points (``n != m`` allowed), or 1-D arrays of
@@ -155,7 +160,11 @@ def estimate_w1(
             ``"population"``: W1 between the distributions they were drawn from, a
             confidence bracket (needs unweighted samples; the sample bracket is
             computed too, its upper end is part of the argument); ``"both"``.
-        metric: the ground cost; ``"euclidean"``.
+        metric: the ground cost: ``"euclidean"`` (l2, default), ``"cityblock"`` (l1)
+            or ``"chebyshev"`` (l-inf), as in ``scipy.spatial.distance.cdist``. The
+            sample bracket is certified for that cost; the population critics are
+            certified 1-Lipschitz for that norm (:func:`wassnet.nn.lipschitz_bound`
+            with ``p`` = 2, 1, inf).
         sample: options of the sample bracket (:class:`SampleOptions`).
         population: options of the population bracket (:class:`PopulationOptions`).
         exact: also compute POT's exact W1 as a reference: ``"auto"`` when the dense
@@ -187,14 +196,14 @@ def estimate_w1(
     refusal = _population_refusal(target, weighted, len(xa), len(xb), pop_options.folds)
     notes = [refusal] if refusal else []
     dev = resolve_device(device)
-    problem = TransportProblem.build(xa, xb, wa, wb)
+    problem = TransportProblem.build(xa, xb, wa, wb, metric)
 
     result_sample = sample_bracket(problem, options, device=dev, seed=seed, progress=progress)
     timings["sample"] = result_sample.seconds
     floor_result = None
     if floor or (floor is None and _floor_auto(target, xa, wa)):
         t0 = time.perf_counter()
-        floor_result = _floor_bracket(xa, wa, options, dev, seed)
+        floor_result = _floor_bracket(xa, wa, options, dev, seed, metric)
         timings["floor"] = time.perf_counter() - t0
     population_result = None
     if target != "sample" and not notes:
@@ -206,10 +215,11 @@ def estimate_w1(
             device=dev,
             seed=seed,
             progress=progress,
+            metric=metric,
         )
         timings["population"] = population_result.seconds
     t0 = time.perf_counter()
-    result_sample.exact = _reference(xa, xb, wa, wb, exact, options)
+    result_sample.exact = _reference(xa, xb, wa, wb, exact, options, metric)
     if result_sample.exact is not None:
         timings["exact (POT)"] = time.perf_counter() - t0
     return W1Result(

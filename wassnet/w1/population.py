@@ -25,12 +25,15 @@ negligible next to the statistical margin.
 empirical measures ``P_n, Q_m``, ``E W1(P_n, Q_m) >= W1(P, Q)`` (joint convexity of
 W1, Jensen). Moving one point of ``A`` changes ``W1(P_n, Q_m)`` by at most ``1/n`` of the
 distance moved, so the Efron--Stein inequality gives
-``Var W1(P_n, Q_m) <= tr Cov(P) / n + tr Cov(Q) / m =: V``, and Cantelli's inequality
+``Var W1(P_n, Q_m) <= E d(X, X')^2 / (2n) + E d(Y, Y')^2 / (2m) =: V`` (``X, X'``
+independent draws of ``P``; for the Euclidean metric ``E d(X, X')^2 = 2 tr Cov(P)``),
+and Cantelli's inequality
 ``P(W1(P_n, Q_m) <= E W1(P_n, Q_m) - t) <= V / (V + t^2)``. With
 ``t = sqrt(V (1 - a) / a)``, ``a = alpha / 2``: ``upper = sample.upper + t``, where
 ``sample.upper`` is the certified upper end of the sample bracket. Assumptions: finite
 second moments (no bounded support needed); ``tr Cov`` is replaced by its unbiased
-sample estimate.
+sample estimate (Euclidean), or by the mean of ``d(x_i, x_j)^2`` over the pairs of
+at most ``MOMENT_POINTS`` random points (other metrics; a U-statistic, unbiased).
 
 **Estimate:** the cross-fitted dual ``mean_k D_k`` (clipped at 0): unbiased for
 ``mean_k mu_k``, so it errs low exactly when the critics fall short of optimal. Sample
@@ -48,19 +51,26 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from wassnet.errors import InputError
+from wassnet.nn.lipschitz import norm_name
+from wassnet.ot.metrics import metric_cdist, metric_p
 from wassnet.w1.critic_fit import FittedCritic, critic_values, fit_critic
 from wassnet.w1.options import PopulationOptions
 
 __all__ = [
     "MIN_POINTS_PER_FOLD",
+    "MOMENT_POINTS",
     "FoldScore",
     "PopulationBracket",
+    "pair_second_moment",
     "population_bracket",
     "size_problem",
 ]
 
 #: Each sample needs at least this many points per fold.
 MIN_POINTS_PER_FOLD = 4
+#: The second moment ``E d(X, X')^2`` of the metrics other than the Euclidean one is
+#: estimated on the pairs of at most this many random points.
+MOMENT_POINTS = 2000
 
 
 @dataclass
@@ -164,13 +174,27 @@ def _score(values_a: np.ndarray, values_b: np.ndarray, level: float) -> tuple[fl
     return dual, stderr, dual - quantile * stderr
 
 
-def _cantelli_deviation(xa: np.ndarray, xb: np.ndarray, alpha: float) -> float:
-    """``sqrt(V (1 - alpha) / alpha)`` with ``V = tr Cov(A) / n + tr Cov(B) / m`` (estimated)."""
+def pair_second_moment(x: np.ndarray, metric: str, seed: int = 0) -> float:
+    """An unbiased estimate of ``E d(X, X')^2`` for two independent draws of the law of
+    ``x``'s rows: ``2 tr Cov`` (Euclidean), else the mean over pairs of at most
+    :data:`MOMENT_POINTS` random rows."""
+    if len(x) < 2:
+        return 0.0
+    if metric == "euclidean":
+        return 2.0 * float(x.var(axis=0, ddof=1).sum())
+    if len(x) > MOMENT_POINTS:
+        x = x[np.random.default_rng([seed, 17]).choice(len(x), MOMENT_POINTS, replace=False)]
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    d2 = metric_cdist(t, t, metric).square_()
+    k = len(x)
+    return float(d2.sum()) / (k * (k - 1))  # the diagonal is zero
 
-    def trace(x: np.ndarray) -> float:
-        return float(x.var(axis=0, ddof=1).sum()) if len(x) > 1 else 0.0
 
-    variance = trace(xa) / len(xa) + trace(xb) / len(xb)
+def _cantelli_deviation(xa: np.ndarray, xb: np.ndarray, alpha: float, metric: str) -> float:
+    """``sqrt(V (1 - alpha) / alpha)`` with ``V = E d(X, X')^2 / 2n + E d(Y, Y')^2 / 2m``
+    (estimated)."""
+    variance = pair_second_moment(xa, metric) / (2 * len(xa))
+    variance += pair_second_moment(xb, metric) / (2 * len(xb))
     return float(np.sqrt(variance * (1.0 - alpha) / alpha))
 
 
@@ -206,6 +230,7 @@ def _cross_fit(
     seed: int,
     level: float,
     progress: bool,
+    metric: str,
 ) -> tuple[list[FoldScore], list[FittedCritic], tuple[np.ndarray, np.ndarray]]:
     """Fit on all folds but one, score the one left out, for every fold."""
     k, start = options.folds, time.perf_counter()
@@ -223,7 +248,12 @@ def _cross_fit(
         train_a = torch.from_numpy(np.flatnonzero(ids_a != fold)).to(device)
         train_b = torch.from_numpy(np.flatnonzero(ids_b != fold)).to(device)
         fitted = fit_critic(
-            ta[train_a], tb[train_b], options, deadline=deadline, seed=int(rng.integers(2**62))
+            ta[train_a],
+            tb[train_b],
+            options,
+            deadline=deadline,
+            seed=int(rng.integers(2**62)),
+            metric=metric,
         )
         held_a, held_b = ids_a == fold, ids_b == fold
         score, heldout_a[held_a], heldout_b[held_b] = _fold_score(
@@ -246,6 +276,7 @@ def population_bracket(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = False,
+    metric: str = "euclidean",
 ) -> PopulationBracket:
     """Confidence bracket on W1(P, Q) from i.i.d. samples ``xa ~ P``, ``xb ~ Q``.
 
@@ -256,6 +287,8 @@ def population_bracket(
         device: where the critics are fitted.
         seed: the folds, the validation splits and the critics' initialization.
         progress: show a progress bar over the fits.
+        metric: the ground cost (the critics are certified 1-Lipschitz in its norm;
+            ``sample_upper`` must be for the same metric).
 
     Returns:
         A :class:`PopulationBracket` (see the module docstring for the argument).
@@ -267,8 +300,10 @@ def population_bracket(
         raise InputError(problem)
     start = time.perf_counter()
     alpha = (1.0 - options.confidence) / 2.0
-    folds, critics, heldout = _cross_fit(xa, xb, options, device, seed, alpha / k, progress)
-    deviation = _cantelli_deviation(xa, xb, alpha)
+    folds, critics, heldout = _cross_fit(
+        xa, xb, options, device, seed, alpha / k, progress, metric
+    )
+    deviation = _cantelli_deviation(xa, xb, alpha, metric)
     estimate = max(0.0, float(np.mean([f.dual for f in folds])))
     lower = max(0.0, float(np.mean([f.lower for f in folds])))
     return PopulationBracket(
@@ -277,7 +312,8 @@ def population_bracket(
         estimate=estimate,
         confidence=options.confidence,
         lower_method=(
-            f"held-out dual of {k} cross-fitted certified 1-Lipschitz critics, "
+            f"held-out dual of {k} cross-fitted critics certified 1-Lipschitz in "
+            f"{norm_name(metric_p(metric))}, "
             f"one-sided t bound per fold (union bound)"
         ),
         upper_method="certified sample W1 + Efron-Stein/Cantelli margin (finite 2nd moments)",

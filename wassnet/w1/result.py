@@ -129,7 +129,7 @@ class W1Result:
         notes: plain sentences about what was not computed, and why.
         n_a, n_b, dim: sizes and dimension (``dim == 1``: points on the line).
         target: the question(s) answered.
-        metric: the ground cost (``euclidean``).
+        metric: the ground cost (``euclidean``, ``cityblock`` or ``chebyshev``).
         seed, device: reproducibility and where the passes ran.
         timings: seconds per stage.
     """

@@ -151,6 +151,7 @@ class _Run:
                 rng=self.rng,
                 device=self.device,
                 backend=self.options.backend,
+                metric=p.metric,
             )
         return warm_start(
             p.x,
@@ -160,13 +161,14 @@ class _Run:
             size=self.options.warm_start,
             rng=self.rng,
             device=self.device,
+            metric=p.metric,
         )
 
     def _solve_level(
         self, x: np.ndarray, y: np.ndarray, u0: np.ndarray, v0: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """A subsample of the multilevel warm start, solved to about 1e-6."""
-        sub = TransportProblem.build(x, y)
+        sub = TransportProblem.build(x, y, metric=self.problem.metric)
         scale = 2.0**sub.exponent  # potentials in the subsample's own units
         solved = sparse_bracket(
             _passes_for(sub, self),
@@ -223,6 +225,8 @@ def _passes(run: _Run) -> PairwiseCost | TiledCost:
 def _passes_for(p: TransportProblem, run: _Run) -> PairwiseCost | TiledCost:
     if p.n * p.m <= DENSE_PASS_MAX_PAIRS:
         return PairwiseCost(p, device=run.device, dense_bytes=2**62)
+    if p.metric != "euclidean":  # float64 chunks recomputed on every pass
+        return PairwiseCost(p, device=run.device)
     return TiledCost(p, device=run.device, backend=run.options.backend)
 
 
@@ -273,15 +277,20 @@ def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
     """Predicted seconds of one pass over all pairs, timed on a slice of about
     :data:`CALIBRATION_PAIRS` pairs (``None`` without a time budget, or for passes over
     a held matrix)."""
-    if run.options.time_budget is None or not isinstance(cost, TiledCost):
+    if run.options.time_budget is None or (isinstance(cost, PairwiseCost) and cost.held):
         return None
     p = run.problem
     rows = int(min(p.n, max(1, CALIBRATION_PAIRS // p.m)))
     if rows == p.n:
         return None
     weights = None if p.uniform_square else p.a.probabilities()[:rows]
-    sub = TransportProblem.build(p.x[:rows], p.y, weights, p.b.probabilities())
-    slice_cost = TiledCost(sub, device=run.device, backend=run.options.backend)
+    sub = TransportProblem.build(p.x[:rows], p.y, weights, p.b.probabilities(), p.metric)
+    if isinstance(cost, TiledCost):
+        slice_cost: PairwiseCost | TiledCost = TiledCost(
+            sub, device=run.device, backend=run.options.backend
+        )
+    else:
+        slice_cost = PairwiseCost(sub, device=run.device, dense_bytes=0)
     t0 = time.perf_counter()
     slice_cost.row_pass(torch.zeros(p.m, dtype=torch.float64), run.options.candidates_for(p.dim))
     return (time.perf_counter() - t0) * p.n / rows
