@@ -178,9 +178,7 @@ def _pot(a: np.ndarray, b: np.ndarray, wa, wb, args: dict) -> dict:
         value, log = ot.emd2(wa, wb, cost, numItermax=10**9, log=True)
         how = "emd2 + cdist"
     else:
-        value, log = ot.emd2_lazy(
-            a, b, wa, wb, metric=args["metric"], numItermax=10**9, log=True
-        )
+        value, log = ot.emd2_lazy(a, b, wa, wb, metric=args["metric"], numItermax=10**9, log=True)
         how = "emd2_lazy"
     return {"value": float(value), "status": log.get("warning") or "optimal", "how": how}
 

@@ -300,9 +300,7 @@ def population_bracket(
         raise InputError(problem)
     start = time.perf_counter()
     alpha = (1.0 - options.confidence) / 2.0
-    folds, critics, heldout = _cross_fit(
-        xa, xb, options, device, seed, alpha / k, progress, metric
-    )
+    folds, critics, heldout = _cross_fit(xa, xb, options, device, seed, alpha / k, progress, metric)
     deviation = _cantelli_deviation(xa, xb, alpha, metric)
     estimate = max(0.0, float(np.mean([f.dual for f in folds])))
     lower = max(0.0, float(np.mean([f.lower for f in folds])))
