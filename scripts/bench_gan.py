@@ -2,6 +2,7 @@
 
     python scripts/bench_gan.py                      # the CPU run in BENCHMARKS.md (~35 min)
     python scripts/bench_gan.py --steps 5000 --fid-n 10000 --device cuda   # a GPU-sized run
+    python scripts/bench_gan.py --equal-time 300     # projection vs parametrization
 
 MNIST: the same DCGAN-style generator, seed, batch, optimizer and number of generator
 steps, trained with (a) the GroupSort/Björck dense critic, (b) the BCOP convolutional
@@ -16,6 +17,12 @@ and the critic's certified Lipschitz bound at the end.
 and with the ReLU dense critic + WGAN-GP, equal steps; reported: the exact W1 (POT)
 between ``--toy-n`` generated points and as many data points, next to the sampling floor
 (W1 between two independent data samples of that size).
+
+``--equal-time SECONDS``: MNIST critics constrained by **projection** (plain layers,
+weights projected onto l2 operator norm <= 1 after every critic step) against the same
+architectures **parametrized** (Björck / BCOP), and WGAN-GP, each trained for the same
+CPU time: a 30-step calibration run measures the row's time per generator step, the
+real run gets ``SECONDS / that`` generator steps. Section ``bench_gan_projection``.
 
 Every training run is a ``wassnet gan train`` child process, so its peak memory is its
 own. Writes the section ``bench_gan`` of BENCHMARKS.md; the run folders stay in ``--out``.
@@ -47,6 +54,14 @@ MNIST_STANDARD_GP = (
     "relu-conv",
     "ReLU conv + WGAN-GP, lr 1e-4 (standard)",
     ["--lr-g", "1e-4", "--lr-c", "1e-4", "--beta1", "0.5", "--beta2", "0.9"],
+)
+#: ``--equal-time`` rows: (arch, constraint, label).
+EQUAL_TIME_ROWS = (
+    ("conv-small", "orthogonal", "BCOP conv + Björck dense (parametrization)"),
+    ("conv-small", "projection", "plain conv + dense, projected after every step"),
+    ("dense-small", "orthogonal", "Björck dense (parametrization)"),
+    ("dense-small", "projection", "plain dense, projected after every step"),
+    ("conv-small", "none", "ReLU conv + WGAN-GP (reference)"),
 )
 TOY_CRITICS = {
     "groupsort-dense": "GroupSort + Björck dense (no GP)",
@@ -122,20 +137,13 @@ def _train(args: argparse.Namespace, out: Path, options: list[str], log) -> dict
     return result
 
 
-def mnist(args: argparse.Namespace, log) -> str:
-    from wassnet.datasets import load_images
-    from wassnet.gan.fid import (
-        frechet_distance_from_features,
-        inception_features,
-        load_fid_inception,
-    )
-    from wassnet.gan.trainer import generate, load_generator
-
-    common = [
+def _mnist_options(args: argparse.Namespace, steps: int) -> list[str]:
+    """The ``gan train`` options every MNIST row shares, for ``steps`` generator steps."""
+    return [
         "--dataset",
         "mnist",
         "--steps",
-        str(args.steps),
+        str(steps),
         "--batch-size",
         str(args.batch_size),
         "--n-critic",
@@ -155,12 +163,43 @@ def mnist(args: argparse.Namespace, log) -> str:
         "--data-root",
         str(args.data_root),
         "--sample-every",
-        str(max(1, args.steps // 4)),
+        str(max(1, steps // 4)),
         "--checkpoint-every",
-        str(args.steps),
+        str(steps),
         "--log-every",
-        str(max(1, args.steps // 50)),
+        str(max(1, steps // 50)),
     ]
+
+
+def _fids(args: argparse.Namespace, folders: dict[str, Path], log) -> dict[str, float]:
+    """FID of each trained generator (``--fid-n`` images) against MNIST test images."""
+    from wassnet.datasets import load_images
+    from wassnet.gan.fid import (
+        frechet_distance_from_features,
+        inception_features,
+        load_fid_inception,
+    )
+    from wassnet.gan.trainer import generate, load_generator
+
+    torch.set_num_threads(args.threads)
+    model = load_fid_inception(args.fid_weights, args.device)
+    real = load_images("mnist", args.data_root, split="test", limit=args.fid_n).images
+    t0 = time.perf_counter()
+    real_features = inception_features(real, model[0])
+    log(f"real statistics ({len(real)} images) in {time.perf_counter() - t0:.0f} s")
+    fids = {}
+    for name, folder in folders.items():
+        generator = load_generator(folder, args.device).generator
+        fake = generate(generator, args.fid_n, seed=args.seed)
+        fids[name] = frechet_distance_from_features(
+            real_features, inception_features(fake, model[0])
+        )
+        log(f"FID {name}: {fids[name]:.2f}")
+    return fids
+
+
+def mnist(args: argparse.Namespace, log) -> str:
+    common = _mnist_options(args, args.steps)
     # name -> (critic, label, options); later options override the common ones
     specs = {c: (c, label, []) for c, label in MNIST_CRITICS.items()}
     if args.standard_gp_row:
@@ -172,23 +211,14 @@ def mnist(args: argparse.Namespace, log) -> str:
             options[options.index(flag) + 1] = value
         runs[name] = _train(args, args.out / f"mnist_{name}", options, log)
 
-    torch.set_num_threads(args.threads)
-    model = load_fid_inception(args.fid_weights, args.device)
-    real = load_images("mnist", args.data_root, split="test", limit=args.fid_n).images
-    t0 = time.perf_counter()
-    real_features = inception_features(real, model[0])
-    log(f"real statistics ({len(real)} images) in {time.perf_counter() - t0:.0f} s")
+    fids = _fids(args, {name: args.out / f"mnist_{name}" for name in specs}, log)
     rows = []
     for name, (_, label, _) in specs.items():
-        generator = load_generator(args.out / f"mnist_{name}", args.device).generator
-        fake = generate(generator, args.fid_n, seed=args.seed)
-        fid = frechet_distance_from_features(real_features, inception_features(fake, model[0]))
-        log(f"FID {name}: {fid:.2f}")
         r = runs[name]
         rows.append(
             [
                 label,
-                f"{fid:.1f}",
+                f"{fids[name]:.1f}",
                 f"{r['step_time_s'] * 1e3:.0f}",
                 f"{r['peak_memory_mb']:.0f}",
                 f"{r['critic_lipschitz_bound']:.6f}",
@@ -223,6 +253,57 @@ def mnist(args: argparse.Namespace, log) -> str:
         f"test images (pytorch-fid Inception, local weights), equal N for every row; small-N "
         f"FID is biased upwards, so compare rows, not papers. Sample grids: "
         f"`{grid.relative_to(args.out)}` etc. under `{_shown(args.out)}`.\n\n{table}\n"
+    )
+
+
+def equal_time(args: argparse.Namespace, log) -> str:
+    """Projection vs parametrization (and WGAN-GP) at equal CPU time (module notes)."""
+    runs, folders = {}, {}
+    for arch, constraint, _ in EQUAL_TIME_ROWS:
+        name = f"{arch}_{constraint}"
+        row = ["--arch", arch, "--constraint", constraint]
+        calibration = _train(
+            args, args.out / f"calibrate_{name}", [*_mnist_options(args, 30), *row], log
+        )
+        steps = max(1, int(args.equal_time / calibration["step_time_s"]))
+        folders[name] = args.out / f"equal_{name}"
+        runs[name] = _train(args, folders[name], [*_mnist_options(args, steps), *row], log)
+        runs[name]["steps"] = steps
+    fids = _fids(args, folders, log)
+    rows = [
+        [
+            label,
+            constraint,
+            f"{fids[f'{arch}_{constraint}']:.1f}",
+            runs[f"{arch}_{constraint}"]["steps"],
+            f"{runs[f'{arch}_{constraint}']['step_time_s'] * 1e3:.0f}",
+            f"{runs[f'{arch}_{constraint}']['train_time_s'] / 60:.1f}",
+            f"{runs[f'{arch}_{constraint}']['critic_lipschitz_bound']:.6f}",
+        ]
+        for arch, constraint, label in EQUAL_TIME_ROWS
+    ]
+    table = markdown_table(
+        [
+            "critic",
+            "constraint",
+            f"FID (N={args.fid_n})",
+            "generator steps",
+            "ms / generator step",
+            "train minutes",
+            "certified Lipschitz bound (l2)",
+        ],
+        rows,
+    )
+    return (
+        f"**MNIST at equal CPU time**: {args.equal_time:g} s of training per row (generator "
+        f"steps = {args.equal_time:g} s / the row's median step time, measured by a 30-step "
+        f"calibration run), {args.n_critic} critic steps per generator step, batch "
+        f"{args.batch_size}, Adam lr {args.lr_g:g} / {args.lr_c:g} betas ({args.beta1:g}, "
+        f"{args.beta2:g}), critic width {args.width}, Björck/BCOP iterations {args.iters} "
+        f"(parametrized rows; projected rows run 3 warm-started Björck iterations per "
+        f"dense weight and rescale each convolution by its certified operator norm), "
+        f"seed {args.seed}, {args.threads} torch thread(s). FID: {args.fid_n} generated "
+        f"images against the first {args.fid_n} MNIST test images.\n\n{table}\n"
     )
 
 
@@ -338,6 +419,12 @@ def main() -> None:
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--skip-toy", action="store_true")
     parser.add_argument("--note", default="", help="a line added under the tables")
+    parser.add_argument(
+        "--equal-time",
+        type=float,
+        default=None,
+        help="seconds per row: projection vs parametrization at equal CPU time (only)",
+    )
     args = parser.parse_args()
 
     shared = ROOT.parent / "shared" / "data"
@@ -357,6 +444,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     parts = []
+    if args.equal_time is not None:
+        try:
+            body = equal_time(args, log)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        total = (time.perf_counter() - t0) / 60
+        body += f"\nWhole benchmark: {total:.0f} min (shared machine). {args.note}\n"
+        title = "WGAN critics: projection vs parametrization at equal CPU time"
+        write_section("bench_gan_projection", title, body)
+        print(body)
+        return
     try:
         if not args.skip_mnist:
             parts.append(mnist(args, log))

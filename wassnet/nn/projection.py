@@ -77,18 +77,19 @@ def project_l1_ball_(x: torch.Tensor, dim: int = -1, radius: float = 1.0) -> tor
         moved.reshape(-1, moved.shape[-1]) if view else moved.reshape(-1, moved.shape[-1]).clone()
     )
     magnitude = rows.abs()
-    # decided in float64: a float32 sum can round a row just above the radius down onto it
-    outside = magnitude.to(torch.float64).sum(dim=1) > radius
+    outside = _above(magnitude, radius)
     if not bool(outside.any()):
         return x
     everyone = bool(outside.all())
     mag = magnitude if everyone else magnitude[outside]
     theta = _l1_threshold(mag, radius)
     projected = rows if everyone else rows[outside]
-    projected = projected.sign() * (mag - theta).clamp_min(0)
+    projected = mag.sub_(theta).clamp_min_(0).mul_(projected.sign())
     # the float sum may land a few ulps above the radius: shrink those rows by it
-    sums = projected.abs().to(torch.float64).sum(dim=1, keepdim=True)
-    projected = torch.where(sums > radius, projected * (radius / sums).to(x.dtype), projected)
+    over = _above(projected.abs(), radius)
+    if bool(over.any()):
+        sums = projected[over].abs().to(torch.float64).sum(dim=1, keepdim=True)
+        projected[over] = projected[over] * (radius / sums).to(x.dtype)
     if everyone:
         rows.copy_(projected)
     else:
@@ -98,35 +99,75 @@ def project_l1_ball_(x: torch.Tensor, dim: int = -1, radius: float = 1.0) -> tor
     return x
 
 
+def _above(magnitude: torch.Tensor, radius: float) -> torch.Tensor:
+    """Rows whose exact sum exceeds ``radius``: screened by the float sum, whose error
+    is at most ``gamma_n`` of the sum in any order; only rows within that margin of
+    ``radius`` are summed again in float64 (a float32 sum can round a row just above the
+    radius down onto it)."""
+    sums = magnitude.sum(dim=1)
+    n = magnitude.shape[1]
+    unit = torch.finfo(magnitude.dtype).eps / 2
+    margin = 2.0 * n * unit * radius + torch.finfo(magnitude.dtype).tiny
+    outside = sums > radius + margin
+    near = (sums - radius).abs() <= margin
+    if bool(near.any()):
+        exact = magnitude[near].to(torch.float64).sum(dim=1) > radius
+        outside[near] = exact
+    return outside
+
+
 def _l1_threshold(mag: torch.Tensor, radius: float) -> torch.Tensor:
-    """Michelot's threshold per row of ``mag`` (rows with abs sum above ``radius``)."""
+    """Michelot's threshold per row of ``mag`` (rows with abs sum above ``radius``).
+
+    ``theta <- theta + (sum (mag - theta)_+ - radius) / #{mag > theta}``, the same update
+    as ``(sum of mag above theta - radius) / count``, in float arithmetic only (boolean
+    masks cost several times more here); it stops when no row's support changed, after
+    which the exact update would not move ``theta`` again.
+    """
     theta = torch.zeros(mag.shape[0], 1, dtype=mag.dtype, device=mag.device)
+    count = torch.full_like(theta, -1.0)
+    excess = torch.empty_like(mag)  # one buffer: fresh allocations cost page faults
     for _ in range(mag.shape[1] + 1):  # at most one element leaves the support per step
-        above = mag > theta
-        count = above.sum(dim=1, keepdim=True).clamp_min(1)
-        new = torch.maximum(((mag * above).sum(dim=1, keepdim=True) - radius) / count, theta)
-        if torch.equal(new, theta):
+        torch.sub(mag, theta, out=excess).clamp_min_(0)
+        total = excess.sum(dim=1, keepdim=True)
+        support = excess.sign_().sum(dim=1, keepdim=True)
+        theta = torch.maximum(theta + (total - radius) / support.clamp_min(1), theta)
+        if torch.equal(support, count):
             break
-        theta = new
+        count = support
     return theta
 
 
 @torch.no_grad()
 def _orthonormalize_(weight: torch.Tensor, iters: int) -> None:
-    """Björck iterations in place, rescaled first only when needed for convergence.
+    """Björck iterations (order 1) in place, rescaled first only when needed for convergence.
 
-    ``sqrt(max row abs sum of W^T W)`` bounds the spectral norm (any induced norm bounds
-    the spectral radius of the Gram matrix); near an orthonormal matrix it is close to
-    1, so a warm-started weight is not shrunk (which would cost iterations).
+    ``sqrt(max row abs sum of G)``, ``G`` the Gram matrix of the smaller side, bounds the
+    spectral norm (any induced norm bounds the spectral radius of ``G``); near an
+    orthonormal matrix it is close to 1, so a warm-started weight is not shrunk (which
+    would cost iterations), and the first iteration reuses ``G``:
+    ``W <- W (3 I - G) / 2``. That map sends every singular value ``s`` in
+    ``(0, sqrt(3))`` to ``s (3 - s^2) / 2 <= 1``: one iteration already restores the
+    bound (up to float rounding); more iterations only bring ``W`` closer to orthonormal.
     """
-    w = weight.detach()  # in its own precision: the scale only decides whether to rescale
-    gram = w.mT @ w if w.shape[0] >= w.shape[1] else w @ w.mT
+    w = weight.detach()
+    wide = w.shape[0] < w.shape[1]
+    tall = w.mT if wide else w  # orthonormal columns of the tall form
+    gram = tall.mT @ tall
     scale = math.sqrt(float(gram.abs().sum(dim=1).max()))
     if not math.isfinite(scale):
         raise InputError("the weight has non-finite entries")
-    # 1.7 sits 2% below sqrt(3), far more than a float32 Gram's rounding
-    scaling: str | float = "none" if scale < _BJORCK_SAFE else scale * 1.01
-    weight.copy_(bjorck_orthonormalize(weight, iters=iters, scaling=scaling))
+    if iters < 1:
+        return
+    if scale >= _BJORCK_SAFE:  # 1.7 sits 2% below sqrt(3), far more than a float32 Gram's error
+        weight.copy_(bjorck_orthonormalize(weight, iters=iters, scaling=scale * 1.01))
+        return
+    gram.mul_(-0.5).diagonal().add_(1.5)  # (3 I - G) / 2
+    step = tall @ gram
+    out = step.mT if wide else step
+    if iters > 1:
+        out = bjorck_orthonormalize(out, iters=iters - 1, scaling="none")
+    weight.copy_(out)
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
-r"""Certified optimal transport (Euclidean ground cost) on point clouds.
+r"""Certified optimal transport on point clouds (l2, l1 or l-inf ground cost).
 
 For weighted clouds :math:`a = \sum_i a_i \delta_{x_i}` and
-:math:`b = \sum_j b_j \delta_{y_j}`, with :math:`c_{ij} = \|x_i - y_j\|_2`:
+:math:`b = \sum_j b_j \delta_{y_j}`, with :math:`c_{ij} = \|x_i - y_j\|` in the
+problem's metric (``euclidean``, ``cityblock`` or ``chebyshev``,
+:mod:`~wassnet.ot.metrics`):
 
 .. math::
     W_1(a, b) = \min_{\pi \in \Pi(a, b)} \sum_{ij} \pi_{ij} c_{ij}
@@ -17,9 +19,10 @@ Both are statements about the problem exactly as given (:class:`TransportProblem
 float64 points, exact marginals ``w / sum(w)``), computed with directed rounding or
 proven margins (:mod:`wassnet.rounding`).
 
-Modules: :mod:`~wassnet.ot.problem` (the exact problem), :mod:`~wassnet.ot.costs`
+Modules: :mod:`~wassnet.ot.problem` (the exact problem), :mod:`~wassnet.ot.metrics`
+(the ground costs, certified l1 and l-inf distances), :mod:`~wassnet.ot.costs`
 (certified costs, float64 chunks), :mod:`~wassnet.ot.tiles` (fused float32 passes,
-certified), :mod:`~wassnet.ot.dual` (c-transforms), :mod:`~wassnet.ot.plans` (plans and
+certified, Euclidean), :mod:`~wassnet.ot.dual` (c-transforms), :mod:`~wassnet.ot.plans` (plans and
 their certificate), :mod:`~wassnet.ot.line` (the line, exact CDFs),
 :mod:`~wassnet.ot.projections` (sliced lower bounds), :mod:`~wassnet.ot.sparse`
 (column generation at scale), :mod:`~wassnet.ot.native` (the compiled sparse solvers),
