@@ -127,3 +127,34 @@ def test_column_projection_of_a_single_input_layer():
         layer.weight.fill_(1.0)
     constrain(torch.optim.SGD(layer.parameters(), lr=0.1), layer, 1)
     assert lipschitz_bound(layer, (1,), p=1).bound <= 1 + 1e-6
+
+
+def test_permutation_init_has_norm_one_in_every_lp():
+    """Signed partial permutations: induced norm exactly 1 in l1, l2 and l-inf (dense,
+    wide, tall, and convolutions at their central tap), biases zero."""
+    import math
+
+    from wassnet.nn import lipschitz_bound
+    from wassnet.nn.projection import permutation_init_
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1),
+        nn.Flatten(),
+        nn.Linear(5 * 4 * 4, 7),
+        nn.Linear(7, 300),
+        nn.Linear(300, 2),
+    )
+    permutation_init_(model, torch.Generator().manual_seed(0))
+    for p in (1, 2, math.inf):
+        for layer in (model[0], model[2], model[3], model[4]):
+            shape = (3, 4, 4) if layer is model[0] else (layer.in_features,)
+            assert lipschitz_bound(layer, shape, p=p).bound == pytest.approx(1.0, abs=1e-6)
+    for layer in (model[2], model[3], model[4]):
+        w = layer.weight
+        assert set(w.unique().tolist()) <= {-1.0, 0.0, 1.0}
+        assert int((w != 0).sum()) == min(w.shape)
+        assert (w != 0).sum(0).max() <= 1 and (w != 0).sum(1).max() <= 1
+        assert not layer.bias.any()
+    x = torch.randn(4, 7)
+    out = model[3](x)  # 7 -> 300: injective, every input passed on with its size
+    assert torch.equal(out.abs().sort(1).values[:, -7:], x.abs().sort(1).values)

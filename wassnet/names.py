@@ -22,6 +22,7 @@ __all__ = [
     "IMAGE_DATASETS",
     "LEGACY_GAN_CRITICS",
     "METRICS",
+    "NORM_METRIC",
     "TOY_DATASETS",
     "ArchSpec",
     "default_arch",
@@ -68,6 +69,9 @@ CONSTRAINTS: tuple[str, ...] = ("orthogonal", "projection", "none")
 #: Ground costs of W1 (``--metric``), named as in SciPy's ``cdist``: ``euclidean``
 #: (l2), ``cityblock`` (l1), ``chebyshev`` (l-inf) (:mod:`wassnet.ot.metrics`).
 METRICS: tuple[str, ...] = ("euclidean", "cityblock", "chebyshev")
+
+#: The ground cost whose W1 a critic 1-Lipschitz in that norm estimates (``--norm``).
+NORM_METRIC: dict[str, str] = {"2": "euclidean", "1": "cityblock", "inf": "chebyshev"}
 
 #: The GAN critic names of wassnet 0.1 -> (arch, constraint), read from old
 #: checkpoints and the hidden ``--critic`` option.

@@ -28,15 +28,14 @@ from torch import nn
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
 from wassnet.errors import CheckpointError, InputError, TrainingError
-from wassnet.nn import constrain, norm_p
+from wassnet.nn import constrain, norm_key
+from wassnet.nn.projection import permutation_init_
 from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
 __all__ = ["CHECKPOINT_NAME", "TrainConfig", "TrainResult", "train_classifier"]
 
 LossName = Literal["hinge", "ce"]
-#: Canonical names of the norms in configs (strings: JSON has no infinity).
-_NORM_KEYS = {1.0: "1", 2.0: "2", math.inf: "inf"}
 Schedule = Literal["constant", "cosine", "step"]
 
 
@@ -81,7 +80,7 @@ class TrainConfig:
     constraint: str = "orthogonal"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "norm", _NORM_KEYS[norm_p(self.norm)])
+        object.__setattr__(self, "norm", norm_key(self.norm))
         hinge_margin(self.eps)  # validates eps
         if self.constraint not in ("orthogonal", "projection"):
             raise InputError(
@@ -325,6 +324,8 @@ class _Run:
             self.optimizer, lambda s: _lr_factor(config.schedule, s, total)
         )
         if config.constraint == "projection":
+            if config.norm == "1":  # projected default weights fade: see permutation_init_
+                permutation_init_(self.model)
             constrain(self.optimizer, self.model, config.norm, input_shape)
         self.step, self.seconds = 0, 0.0
         self.history: list[dict[str, float]] = []

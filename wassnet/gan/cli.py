@@ -23,6 +23,7 @@ from wassnet.clitools import (
     iters_option,
     json_option,
     limit_option,
+    norm_option,
     quiet_option,
     saved_config,
     seed_option,
@@ -30,13 +31,21 @@ from wassnet.clitools import (
     threads_option,
 )
 from wassnet.errors import InputError
-from wassnet.names import ARCHS, CONSTRAINTS, DATASETS, LEGACY_GAN_CRITICS, is_toy
+from wassnet.names import (
+    ARCHS,
+    CONSTRAINTS,
+    DATASETS,
+    LEGACY_GAN_CRITICS,
+    NORM_METRIC,
+    is_toy,
+)
 
 #: Options that define a run: the :class:`~wassnet.gan.trainer.GANConfig` fields.
 CONFIG_FIELDS = (
     "dataset",
     "arch",
     "constraint",
+    "norm",
     "steps",
     "batch_size",
     "n_critic",
@@ -87,8 +96,12 @@ def _legacy_critic(ctx: click.Context, param: click.Parameter, value: str | None
     default="orthogonal",
     show_default=True,
     help="orthogonal: 1-Lipschitz by construction (Björck/BCOP + GroupSort); projection: "
-    "plain layers + GroupSort, weights projected to l2 norm <= 1 after every step; none: "
-    "plain layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
+    "plain layers + GroupSort, weights projected to --norm norm <= 1 after every step; "
+    "none: plain layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
+)
+@norm_option(
+    "the norm the critic is 1-Lipschitz in, i.e. the ground cost of the W1 minimized: "
+    "2 euclidean, 1 cityblock, inf chebyshev (1 and inf need --constraint projection)"
 )
 @click.option(
     "--critic",
@@ -287,7 +300,14 @@ def fid(
         a = sample_toy(config.dataset, n, gen).double().numpy()
         b = sample_toy(config.dataset, n, gen).double().numpy()
         fake = generate(generator, n, seed=seed).double().numpy()
-        result = ToyW1Result(config.dataset, n, exact_w1(fake, a), exact_w1(a, b))
+        metric = NORM_METRIC[config.norm]  # the cost of the W1 the run minimized
+        result = ToyW1Result(
+            config.dataset,
+            n,
+            exact_w1(fake, a, metric=metric),
+            exact_w1(a, b, metric=metric),
+            metric,
+        )
         emit(result, as_json)
         return
     from wassnet.datasets import load_images

@@ -10,7 +10,7 @@ __all__ = ["ToyW1Result"]
 
 @dataclass(frozen=True)
 class ToyW1Result:
-    """Exact W1 (POT, Euclidean cost) between ``n`` generated and ``n`` data points.
+    """Exact W1 (POT, ground cost ``metric``) between ``n`` generated and ``n`` data points.
 
     ``floor`` is the exact W1 between two independent ``n``-point samples of the data:
     what a perfect generator would score at this ``n`` (sampling noise).
@@ -20,6 +20,7 @@ class ToyW1Result:
     n: int
     w1: float
     floor: float
+    metric: str = "euclidean"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -27,5 +28,5 @@ class ToyW1Result:
     def summary(self) -> str:
         return (
             f"exact W1(generated, {self.dataset}) = {self.w1:.4f} with n = {self.n} points each "
-            f"(POT); sampling floor (two data samples) = {self.floor:.4f}"
+            f"(POT, {self.metric}); sampling floor (two data samples) = {self.floor:.4f}"
         )

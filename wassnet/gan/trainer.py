@@ -47,9 +47,11 @@ from wassnet.names import (
     CONSTRAINTS,
     DATASETS,
     LEGACY_GAN_CRITICS,
+    NORM_METRIC,
     default_arch,
     is_toy,
 )
+from wassnet.nn.lipschitz import norm_key
 from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
@@ -77,7 +79,10 @@ class GANConfig:
     :data:`wassnet.names.ARCHS` name; ``None``: ``conv-small`` for images,
     ``dense-small`` for 2-D data) built with ``constraint`` (``orthogonal``:
     1-Lipschitz by construction; ``none``: the WGAN-GP baseline), every hidden width
-    set to ``width`` and ``iters`` Björck / BCOP iterations. ``gp=None`` means 10 for
+    set to ``width`` and ``iters`` Björck / BCOP iterations. ``norm`` (``"2"``, ``"1"`` or
+    ``"inf"``) is the norm the critic is 1-Lipschitz in, hence the ground cost of the
+    W1 the WGAN minimizes (euclidean, cityblock, chebyshev); l1 and l-inf need
+    ``constraint="projection"``. ``gp=None`` means 10 for
     unconstrained critics and 0 for the others. ``limit`` keeps the first
     ``limit`` training images. The learning rates (2e-3 for both networks, Adam betas
     (0.5, 0.9)) are 20 times WGAN-GP's customary 1e-4: on MNIST they gave a far lower
@@ -88,6 +93,7 @@ class GANConfig:
     dataset: str = "mnist"
     arch: str | None = None
     constraint: str = "orthogonal"
+    norm: str = "2"
     steps: int = 2000
     batch_size: int = 64
     n_critic: int = 5
@@ -112,6 +118,7 @@ class GANConfig:
             self.arch = default_arch(self.dataset)
         if self.gp is None:
             self.gp = 10.0 if self.constraint == "none" else 0.0
+        self.norm = norm_key(self.norm)
         self.validate()
 
     def validate(self) -> None:
@@ -119,6 +126,12 @@ class GANConfig:
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("arch", self.arch, tuple(ARCHS))
         _check_choice("constraint", self.constraint, CONSTRAINTS)
+        _check_choice("norm", self.norm, tuple(NORM_METRIC))
+        if self.norm != "2" and self.constraint != "projection":
+            raise InputError(
+                f"norm {self.norm} needs constraint 'projection' (orthogonal layers and the "
+                "gradient penalty are for l2)"
+            )
         for name in _POSITIVE_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -372,10 +385,12 @@ class _Session:
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), config.lr_g, betas=betas)
         self.opt_c = torch.optim.Adam(self.critic.parameters(), config.lr_c, betas=betas)
-        if config.constraint == "projection":  # l2: the metric of the WGAN's W1
-            from wassnet.nn.projection import constrain
+        if config.constraint == "projection":  # the norm of the W1 the WGAN minimizes
+            from wassnet.nn.projection import constrain, permutation_init_
 
-            constrain(self.opt_c, self.critic, 2, self.data.shape)
+            if config.norm == "1":  # projected default weights fade (permutation_init_)
+                permutation_init_(self.critic)
+            constrain(self.opt_c, self.critic, config.norm, self.data.shape)
         self.stream = torch.Generator().manual_seed(config.seed)
         self.start = 0 if state is None else self._restore(state)
         self.resumed = state is not None
@@ -445,7 +460,7 @@ class _Session:
         from wassnet.ot import exact_w1
 
         samples = self.eval_fakes(self.config.eval_samples).double().numpy()
-        return exact_w1(samples, self.eval_real)
+        return exact_w1(samples, self.eval_real, metric=NORM_METRIC[self.config.norm])
 
     def sample_picture(self, step: int) -> None:
         from wassnet.gan.plots import save_samples
@@ -492,7 +507,9 @@ class _Session:
         for name, value in losses.items():
             if value is not None:
                 record[name] = float(value.detach())
-        record["critic_lipschitz_bound"] = lipschitz_bound(self.critic, self.data.shape).bound
+        record["critic_lipschitz_bound"] = lipschitz_bound(
+            self.critic, self.data.shape, p=self.config.norm
+        ).bound
         if done > 0:
             record["step_time_s"] = step_time
             record["elapsed_s"] = time.perf_counter() - self.t_start

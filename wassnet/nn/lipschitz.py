@@ -85,6 +85,7 @@ __all__ = [
     "check_faithful",
     "conv2d_operator_norm",
     "lipschitz_bound",
+    "norm_key",
     "norm_name",
     "norm_p",
     "norm_ratio",
@@ -166,6 +167,12 @@ _RULES = _TABLES[2.0]  # the l2 table (faithfulness checks read it)
 def norm_name(p: float | int | str) -> str:
     """``"l1"``, ``"l2"`` or ``"linf"`` for ``p``."""
     return _NORM_NAMES[norm_p(p)]
+
+
+def norm_key(p: float | int | str) -> str:
+    """``p`` as the string configs and the CLI store: ``"1"``, ``"2"`` or ``"inf"``
+    (JSON has no infinity)."""
+    return {1.0: "1", 2.0: "2", math.inf: "inf"}[norm_p(p)]
 
 
 def norm_p(p: float | int | str) -> float:

@@ -42,7 +42,7 @@ import torch
 
 from wassnet.errors import InputError
 from wassnet.names import METRICS
-from wassnet.rounding import UNIT, down, gamma, up
+from wassnet.rounding import UNIT, down, gamma, nonneg_sum_factor, up
 
 __all__ = [
     "METRICS",
@@ -176,6 +176,6 @@ def dual_norm_upper(e: np.ndarray, metric: str) -> float:
     if p == 1:
         return float(e.max())
     if p == math.inf:
-        return float(up(up(e.sum()) * (1.0 + gamma(len(e)))))
+        return float(up(float(e.sum()) * nonneg_sum_factor(len(e))))
     norm_sq = float(np.dot(e, e))
     return float(up(np.sqrt(up(norm_sq * (1.0 + 2.0 * gamma(len(e) + 1))))))

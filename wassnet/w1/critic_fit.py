@@ -56,6 +56,7 @@ from wassnet.nn import (
     norm_ratio,
     register_lipschitz_rule,
 )
+from wassnet.nn.projection import permutation_init_
 from wassnet.ot import TransportProblem
 from wassnet.ot.metrics import metric_cdist, metric_p
 from wassnet.w1.dual_training import (
@@ -378,5 +379,7 @@ def _fit_family(
         return critic, _dual(critic, data.val_a, data.val_b), 0
     p = metric_p(metric)
     projection = p if name in ("dense", "conv") and p != 2 else None
+    if p == 1 and projection is not None:  # projected default weights fade
+        permutation_init_(critic)
     value, count = _train(critic, data, options, deadline, generator, projection)
     return critic, value, count
