@@ -399,3 +399,53 @@ def test_cli_metric_json_and_exact_reference(tmp_path):
 def test_marginal_helper_is_exact():
     assert sum(marginal(None, 3)) == 1
     assert as_2d(np.zeros(3)).shape == (3, 1)
+
+
+# ----------------------------------------------------------------------------- red team
+
+
+def test_l1_sums_that_overflow_keep_a_valid_lower_bound():
+    """The float l1 sum can overflow where the exact one does not (each difference
+    rounded up): the lower bound falls back on the l-inf one instead of DBL_MAX."""
+    x = np.array(
+        [[float.fromhex(h) for h in ("0x1.4p+1022", "0x1.4p+1022", "0x1.7fffffffffffcp+1022")]]
+    )
+    y = -np.full((1, 3), float.fromhex("0x1.0000000001p+969"))
+    exact = sum((Fraction(a) - Fraction(b) for a, b in zip(x[0], y[0], strict=True)), Fraction(0))
+    with np.errstate(over="ignore"):
+        lo, hi = direct_cost_bounds(x, y, metric="cityblock")
+    chunk = metrics_module.lower_bound_matrix(torch.tensor(x), torch.tensor(y), "cityblock")
+    assert Fraction(float(lo[0])) <= exact and Fraction(float(chunk[0, 0])) <= exact
+    assert float(lo[0]) > 1e307 and math.isinf(hi[0])
+
+
+@pytest.mark.parametrize("route", ["dense", "transport", "assignment"])
+def test_potentials_are_feasible_when_the_scale_moved_subnormals(route):
+    """The scale rounds subnormal coordinates (perturbation > 0): the potentials in
+    input units are shifted by it, so u_i - v_j <= c_ij holds exactly again."""
+    eta = 5e-324
+    x = np.array([[1.0] + [3 * eta] * 4])
+    y = np.array([[1.0] + [-3 * eta] * 4])
+    s = estimate_w1(
+        x, y, target="sample", metric="cityblock", sample=SampleOptions(route=route, warm_start=3)
+    ).sample
+    u, v = s.potentials
+    exact = 24 * Fraction(eta)
+    assert Fraction(float(u[0])) - Fraction(float(v[0])) <= exact
+    assert Fraction(s.lower) <= exact <= Fraction(s.upper)
+
+
+def test_overflowing_bounds_are_refused_with_a_true_sentence():
+    x = np.array([[1e308, 1e308], [-1e308, -1e308]])
+    with pytest.raises(
+        InputError, match="W1 or its certified upper bound exceeds the float64 range"
+    ):
+        estimate_w1(
+            x,
+            x[::-1].copy(),
+            target="sample",
+            metric="cityblock",
+            sample=SampleOptions(route="blockwise", warm_start=3),
+        )
+    s = estimate_w1(x, x[::-1].copy(), target="sample", metric="cityblock").sample
+    assert s.lower == s.upper == 0.0

@@ -48,6 +48,7 @@ __all__ = [
     "METRICS",
     "check_metric",
     "dual_norm_upper",
+    "lower_bound_matrix",
     "metric_cdist",
     "metric_p",
     "norm_bounds_torch",
@@ -105,7 +106,11 @@ def norm_bounds_torch(diff: torch.Tensor, metric: str) -> tuple[torch.Tensor, to
     s_hat = mags.sum(1) if metric == "cityblock" else mags.amax(1)
     f_lo, f_hi = _factors(metric, diff.shape[1])
     hi = torch.where(s_hat == 0, s_hat, _up_t(s_hat * f_hi))  # fl(x - y) = 0 iff x == y
-    return _down_t(s_hat * f_lo).clamp_min(0), hi
+    lo = _down_t(s_hat * f_lo).clamp_min(0)
+    if metric == "cityblock" and bool(torch.isinf(s_hat).any()):
+        # the float sum overflowed (the exact one may not have): |.|_1 >= |.|_inf instead
+        lo = torch.where(torch.isinf(s_hat), norm_bounds_torch(diff, "chebyshev")[0], lo)
+    return lo, hi
 
 
 def _explicit_lower(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
@@ -122,9 +127,12 @@ _CDIST_CHECKED: dict[tuple[str, str], bool] = {}
 
 
 def _cdist_is_faithful(metric: str, device: torch.device) -> bool:
-    """Whether ``torch.cdist`` here computes what the margin assumes: checked once per
-    metric and device type on points built to expose a different formula (wide
-    magnitudes, nearly equal points, zeros), against this module's own bounds."""
+    """Whether ``torch.cdist`` here behaves as the margin assumes, checked once per metric
+    and device type on points built to expose another formula (wide magnitudes, nearly
+    equal points, zeros) against this module's own upper bounds. A smoke test against a
+    different kernel (say, an expansion with cancellation), not the proof: the proof
+    rests on the kernel summing ``|x_k - y_k|`` (or taking their maximum), which is
+    what PyTorch's CPU and CUDA kernels do."""
     key = (metric, device.type)
     if key not in _CDIST_CHECKED:
         g = torch.Generator().manual_seed(0)
@@ -155,7 +163,11 @@ def lower_bound_matrix(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.T
         return _explicit_lower(x, y, metric)
     f_lo, _ = _factors(metric, x.shape[1])
     c = torch.cdist(x, y, p=metric_p(metric))
-    return _down_t(c.mul_(f_lo)).clamp_min_(0)
+    overflowed = torch.isinf(c) if metric == "cityblock" else None
+    lower = _down_t(c.mul_(f_lo)).clamp_min_(0)
+    if overflowed is not None and bool(overflowed.any()):  # |.|_1 >= |.|_inf instead
+        lower = torch.where(overflowed, lower_bound_matrix(x, y, "chebyshev"), lower)
+    return lower
 
 
 def metric_cdist(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:

@@ -210,7 +210,8 @@ class TransportProblem:
             hi = float(np.ldexp(upper, self.exponent))
         if math.isinf(hi) or math.isinf(lo):
             raise InputError(
-                "W1 exceeds the float64 range (about 1.8e308) for these inputs; rescale the data"
+                "W1 or its certified upper bound exceeds the float64 range (about 1.8e308) "
+                "for these inputs; rescale the data"
             )
         if math.ldexp(lo, -self.exponent) != lower:
             lo = float(down(lo))
@@ -224,8 +225,11 @@ class TransportProblem:
         """A feasible pair of the scaled problem (``u_i - v_j <= c_ij``) as a feasible
         pair of the given one: times ``2^exponent``, ``u`` rounded down and ``v`` up
         where that is inexact (subnormal results), so feasibility holds exactly;
-        ``None`` when they overflow float64. (A nonzero ``perturbation`` is not
-        charged to them: they are then feasible up to it.)"""
+        ``None`` when they overflow float64. A nonzero ``perturbation`` (the scale moved
+        subnormal coordinates, so each scaled cost is within it of the given one) is
+        added to ``v`` first, rounded up."""
+        if self.perturbation:
+            v = up(np.asarray(v, dtype=np.float64) + self.perturbation)
         with np.errstate(over="ignore"):
             u_in, v_in = np.ldexp(u, self.exponent), np.ldexp(v, self.exponent)
         if not (np.all(np.isfinite(u_in)) and np.all(np.isfinite(v_in))):
