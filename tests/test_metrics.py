@@ -449,3 +449,41 @@ def test_overflowing_bounds_are_refused_with_a_true_sentence():
         )
     s = estimate_w1(x, x[::-1].copy(), target="sample", metric="cityblock").sample
     assert s.lower == s.upper == 0.0
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def test_low_dimensional_l1_and_linf_take_the_dense_route_further():
+    from wassnet.w1.sample import DENSE_FALLBACK_FACTOR, choose_route
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=(30, 2))
+    options = SampleOptions(dense_max_pairs=100)  # 900 pairs: 9x the dense limit
+    assert DENSE_FALLBACK_FACTOR * 100 >= 900
+    for metric, route in [
+        ("euclidean", "assignment"),
+        ("cityblock", "dense"),
+        ("chebyshev", "dense"),
+    ]:
+        assert choose_route(TransportProblem.build(x, y, metric=metric), options) == route
+    high = TransportProblem.build(
+        rng.normal(size=(30, 8)), rng.normal(size=(30, 8)), metric="cityblock"
+    )
+    assert choose_route(high, options) == "assignment"
+
+
+def test_an_open_column_generation_is_finished_by_the_dense_solver():
+    """Pixels on a grid of quarters in l-inf: costs take 5 values (ties everywhere); one
+    round of column generation leaves the bracket open, POT's dense solver closes it."""
+    rng = np.random.default_rng(0)
+    x = np.round(rng.random((80, 20)) * 4) / 4
+    y = np.round(rng.random((80, 20)) ** 2 * 4) / 4
+    options = SampleOptions(route="assignment", rounds=1, warm_start=10)
+    s = estimate_w1(x, y, metric="chebyshev", target="sample", sample=options).sample
+    assert "left the bracket open" in s.lower_method
+    reference = ot.emd2(np.full(80, 1 / 80), np.full(80, 1 / 80), ot.dist(x, y, metric="chebyshev"))
+    assert s.lower <= reference * (1 + 1e-12) and reference <= s.upper * (1 + 1e-12)
+    assert s.upper - s.lower <= 1e-9 * s.upper
+    exact = w1_enclosure(x[:6], y[:6], None, None, "chebyshev")[0]
+    assert exact >= 0
