@@ -296,21 +296,17 @@ def _column_route(run: _Run, route: str) -> SampleBracket:
     kind = "assignment" if p.uniform_square else "transport plan"
     lower_method = f"{kind} potentials, c-transformed on every pair ({where})"
     plan, dual = solved.plan, solved.dual
+    upper_method = plan.method  # names the solver, or says why it failed
     if _still_open(run, plan, dual) and _dense_fits(p, run.options):
         finished = _dense_bounds(run)  # column generation stalled: POT's dense solver
         if finished is not None and finished[0].value - finished[1].value < (
             plan.value - dual.value
         ):
             plan, dual = finished
-            lower_method = "POT's potentials, c-transformed on every pair (column generation "
-            lower_method += f"left the bracket open after {len(solved.rounds)} rounds)"
-    return run.bracket(
-        route,
-        plan,
-        dual,
-        lower_method=lower_method,
-        upper_method=plan.method,  # names the solver, or says why it failed
-    )
+            why = f"column generation left the bracket open after {len(solved.rounds)} rounds"
+            lower_method = f"POT's potentials, c-transformed on every pair ({why})"
+            upper_method = f"{plan.method} ({why}; its plan: {solved.plan.method})"
+    return run.bracket(route, plan, dual, lower_method=lower_method, upper_method=upper_method)
 
 
 def _still_open(run: _Run, plan: PrimalBound, dual: DualBound) -> bool:
