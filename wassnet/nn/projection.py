@@ -72,66 +72,55 @@ def project_l1_ball_(x: torch.Tensor, dim: int = -1, radius: float = 1.0) -> tor
     """
     if not radius > 0:
         raise InputError(f"radius must be > 0, got {radius}")
-    moved = x.movedim(dim, -1)
-    view = moved.is_contiguous()  # then rows is a view of x: updated in place
-    rows = (
-        moved.reshape(-1, moved.shape[-1]) if view else moved.reshape(-1, moved.shape[-1]).clone()
-    )
-    magnitude = rows.abs()
+    moved = x.movedim(dim, -1)  # a view: reductions run along the last dim, no copy
+    magnitude = moved.abs()
     outside = _above(magnitude, radius)
     if not bool(outside.any()):
         return x
-    everyone = bool(outside.all())
-    mag = magnitude if everyone else magnitude[outside]
-    theta = _l1_threshold(mag, radius)
-    projected = rows if everyone else rows[outside]
-    projected = mag.sub_(theta).clamp_min_(0).mul_(projected.sign())
-    # the float sum may land a few ulps above the radius: shrink those rows by it
+    # inside slices keep theta = 0 (unchanged); Michelot leaves them there anyway unless
+    # their float sum rounds above the radius, which ``outside`` decides exactly
+    theta = torch.where(outside, _l1_threshold(magnitude, radius), 0.0)
+    projected = magnitude.sub_(theta).clamp_min_(0).mul_(moved.sign())
+    # the float sum may land a few ulps above the radius: shrink those slices by it
     over = _above(projected.abs(), radius)
     if bool(over.any()):
-        sums = projected[over].abs().to(torch.float64).sum(dim=1, keepdim=True)
-        projected[over] = projected[over] * (radius / sums).to(x.dtype)
-    if everyone:
-        rows.copy_(projected)
-    else:
-        rows[outside] = projected
-    if not view:
-        moved.copy_(rows.view(moved.shape))
+        sums = projected.abs().to(torch.float64).sum(dim=-1, keepdim=True)
+        projected = torch.where(over, projected * (radius / sums).to(x.dtype), projected)
+    moved.copy_(projected)
     return x
 
 
 def _above(magnitude: torch.Tensor, radius: float) -> torch.Tensor:
-    """Rows whose exact sum exceeds ``radius``: screened by the float sum, whose error
-    is at most ``gamma_n`` of the sum in any order; only rows within that margin of
-    ``radius`` are summed again in float64 (a float32 sum can round a row just above the
-    radius down onto it)."""
-    sums = magnitude.sum(dim=1)
-    n = magnitude.shape[1]
+    """Slices (along the last dim; shape ``[..., 1]``) whose exact sum exceeds ``radius``:
+    screened by the float sum, whose error is at most ``gamma_n`` of the sum in any
+    order; when a slice lies within that margin of ``radius``, the sums are redone in
+    float64 (a float32 sum can round a slice just above the radius down onto it)."""
+    sums = magnitude.sum(dim=-1, keepdim=True)
+    n = magnitude.shape[-1]
     unit = torch.finfo(magnitude.dtype).eps / 2
     margin = 2.0 * n * unit * radius + torch.finfo(magnitude.dtype).tiny
-    outside = sums > radius + margin
     near = (sums - radius).abs() <= margin
     if bool(near.any()):
-        exact = magnitude[near].to(torch.float64).sum(dim=1) > radius
-        outside[near] = exact
-    return outside
+        return magnitude.to(torch.float64).sum(dim=-1, keepdim=True) > radius
+    return sums > radius + margin
 
 
 def _l1_threshold(mag: torch.Tensor, radius: float) -> torch.Tensor:
-    """Michelot's threshold per row of ``mag`` (rows with abs sum above ``radius``).
+    """Michelot's threshold for each slice of ``mag`` along its last dim (``[..., 1]``).
 
     ``theta <- theta + (sum (mag - theta)_+ - radius) / #{mag > theta}``, the same update
     as ``(sum of mag above theta - radius) / count``, in float arithmetic only (boolean
-    masks cost several times more here); it stops when no row's support changed, after
-    which the exact update would not move ``theta`` again.
+    masks cost several times more here); it stops when no slice's support changed, after
+    which the exact update would not move ``theta`` again. Slices inside the ball keep
+    ``theta = 0``.
     """
-    theta = torch.zeros(mag.shape[0], 1, dtype=mag.dtype, device=mag.device)
+    theta = torch.zeros((*mag.shape[:-1], 1), dtype=mag.dtype, device=mag.device)
     count = torch.full_like(theta, -1.0)
     excess = torch.empty_like(mag)  # one buffer: fresh allocations cost page faults
-    for _ in range(mag.shape[1] + 1):  # at most one element leaves the support per step
+    for _ in range(mag.shape[-1] + 1):  # at most one element leaves the support per step
         torch.sub(mag, theta, out=excess).clamp_min_(0)
-        total = excess.sum(dim=1, keepdim=True)
-        support = excess.sign_().sum(dim=1, keepdim=True)
+        total = excess.sum(dim=-1, keepdim=True)
+        support = excess.sign_().sum(dim=-1, keepdim=True)
         theta = torch.maximum(theta + (total - radius) / support.clamp_min(1), theta)
         if torch.equal(support, count):
             break
