@@ -10,7 +10,8 @@
   function may differ from their type's), :func:`spectral_norm_upper` (verified
   norms), :func:`power_iteration_norm`
 * constraint by projection: :func:`constrain` (project after every optimizer step),
-  :func:`project_`, :func:`project_l1_ball_` (:mod:`wassnet.nn.projection`)
+  :func:`project_`, :func:`project_l1_ball_`, :func:`permutation_init_` (the start for
+  l1 projection) (:mod:`wassnet.nn.projection`)
 * deployment: :func:`export` to plain torch layers
 """
 
@@ -33,7 +34,7 @@ from wassnet.nn.lipschitz import (
     power_iteration_norm,
     register_lipschitz_rule,
 )
-from wassnet.nn.projection import constrain, project_, project_l1_ball_
+from wassnet.nn.projection import constrain, permutation_init_, project_, project_l1_ball_
 from wassnet.nn.spectral import spectral_norm_upper
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "norm_name",
     "norm_p",
     "norm_ratio",
+    "permutation_init_",
     "power_iteration_norm",
     "project_",
     "project_l1_ball_",
