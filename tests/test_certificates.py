@@ -454,8 +454,8 @@ def test_the_outward_rounding_of_c_transforms_is_needed(monkeypatch):
         return count
 
     assert violations() == 0
-    monkeypatch.setattr(costs_module, "_up_t", lambda t: t)
-    monkeypatch.setattr(costs_module, "_down_t", lambda t: t)
+    monkeypatch.setattr(costs_module, "up_t", lambda t: t)
+    monkeypatch.setattr(costs_module, "down_t", lambda t: t)
     assert violations() > 0
 
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from wassnet.errors import InputError
-from wassnet.ot.metrics import lower_bound_matrix, norm_bounds_torch
+from wassnet.ot.metrics import down_t, lower_bound_matrix, norm_bounds_torch, up_t
 from wassnet.ot.problem import TransportProblem
 from wassnet.rounding import UNIT, down, gamma, up
 
@@ -69,14 +69,6 @@ def _sum_factors(dim: int) -> tuple[float, float]:
     return float(down(f_lo)), float(up(f_hi))
 
 
-def _up_t(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, torch.inf))
-
-
-def _down_t(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, -torch.inf))
-
-
 def direct_cost_bounds_torch(
     x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +82,8 @@ def direct_cost_bounds_torch(
     floor = dim * _ETA
     sq = (diff * diff).sum(1)
     same = ~(diff != 0).any(1)  # equal points: the cost is exactly 0
-    hi = _up_t(torch.sqrt(_up_t(_up_t(sq * f_hi) + floor)))
-    lo = _down_t(torch.sqrt((_down_t(_down_t(sq * f_lo) - floor)).clamp_min(0)))
+    hi = up_t(torch.sqrt(up_t(up_t(sq * f_hi) + floor)))
+    lo = down_t(torch.sqrt((down_t(down_t(sq * f_lo) - floor)).clamp_min(0)))
     zero = torch.zeros_like(hi)
     return torch.where(same, zero, lo.clamp_min(0)), torch.where(same, zero, hi)
 
@@ -242,7 +234,7 @@ class PairwiseCost:
             lower[start : start + len(c)] = values.min(1).values
             if k:
                 cand[start : start + len(c)] = values.topk(k, dim=1, largest=False).indices
-        return _down_t(lower), cand
+        return down_t(lower), cand
 
     @torch.no_grad()
     def col_pass(self, q: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +255,7 @@ class PairwiseCost:
                 merged, order = torch.cat([best, top_v]).topk(k, dim=0)
                 best_i = torch.cat([best_i, top_i + start]).gather(0, order)
                 best = merged
-        return _up_t(upper), best_i.T.contiguous()
+        return up_t(upper), best_i.T.contiguous()
 
     def pair_bounds(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(lo, hi)``: certified bounds on ``c_ij`` for the given pairs (direct differences)."""

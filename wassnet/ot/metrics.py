@@ -47,12 +47,14 @@ from wassnet.rounding import UNIT, down, gamma, nonneg_sum_factor, up
 __all__ = [
     "METRICS",
     "check_metric",
+    "down_t",
     "dual_norm_upper",
     "lower_bound_matrix",
     "metric_cdist",
     "metric_p",
     "norm_bounds_torch",
     "ones_norm",
+    "up_t",
 ]
 
 _P = {"euclidean": 2.0, "cityblock": 1.0, "chebyshev": math.inf}
@@ -91,11 +93,13 @@ def _factors(metric: str, dim: int) -> tuple[float, float]:
     return float(f_lo), float(f_hi)
 
 
-def _up_t(t: torch.Tensor) -> torch.Tensor:
+def up_t(t: torch.Tensor) -> torch.Tensor:
+    """The next float above every element (:func:`wassnet.rounding.up` for tensors)."""
     return torch.nextafter(t, torch.full_like(t, torch.inf))
 
 
-def _down_t(t: torch.Tensor) -> torch.Tensor:
+def down_t(t: torch.Tensor) -> torch.Tensor:
+    """The next float below every element (:func:`wassnet.rounding.down` for tensors)."""
     return torch.nextafter(t, torch.full_like(t, -torch.inf))
 
 
@@ -105,8 +109,8 @@ def norm_bounds_torch(diff: torch.Tensor, metric: str) -> tuple[torch.Tensor, to
     mags = diff.abs()
     s_hat = mags.sum(1) if metric == "cityblock" else mags.amax(1)
     f_lo, f_hi = _factors(metric, diff.shape[1])
-    hi = torch.where(s_hat == 0, s_hat, _up_t(s_hat * f_hi))  # fl(x - y) = 0 iff x == y
-    lo = _down_t(s_hat * f_lo).clamp_min(0)
+    hi = torch.where(s_hat == 0, s_hat, up_t(s_hat * f_hi))  # fl(x - y) = 0 iff x == y
+    lo = down_t(s_hat * f_lo).clamp_min(0)
     if metric == "cityblock" and bool(torch.isinf(s_hat).any()):
         # the float sum overflowed (the exact one may not have): |.|_1 >= |.|_inf instead
         lo = torch.where(torch.isinf(s_hat), norm_bounds_torch(diff, "chebyshev")[0], lo)
@@ -147,7 +151,7 @@ def _cdist_is_faithful(metric: str, device: torch.device) -> bool:
         )
         x, y = x.to(device), y.to(device)
         f_lo, _ = _factors(metric, x.shape[1])
-        fast = _down_t(torch.cdist(x, y, p=metric_p(metric)).mul_(f_lo)).clamp_min_(0)
+        fast = down_t(torch.cdist(x, y, p=metric_p(metric)).mul_(f_lo)).clamp_min_(0)
         diff = (x[:, None, :] - y[None, :, :]).flatten(0, 1)
         _, hi = norm_bounds_torch(diff, metric)
         _CDIST_CHECKED[key] = bool((fast.reshape(-1) <= hi).all())
@@ -164,7 +168,7 @@ def lower_bound_matrix(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.T
     f_lo, _ = _factors(metric, x.shape[1])
     c = torch.cdist(x, y, p=metric_p(metric))
     overflowed = torch.isinf(c) if metric == "cityblock" else None
-    lower = _down_t(c.mul_(f_lo)).clamp_min_(0)
+    lower = down_t(c.mul_(f_lo)).clamp_min_(0)
     if overflowed is not None and bool(overflowed.any()):  # |.|_1 >= |.|_inf instead
         lower = torch.where(overflowed, lower_bound_matrix(x, y, "chebyshev"), lower)
     return lower
