@@ -174,9 +174,11 @@ def test_any_potential_gives_a_lower_bound(problem, seed, offset):
     assert below(bound.value, hi)
     tiled = c_transform_bound(TiledCost(p, backend="eager", tile=2), u)
     assert below(tiled.value, hi)
+    native = c_transform_bound(TiledCost(p, backend="native", tile=16), u)  # C pass
+    assert below(native.value, hi)
     # the pair is feasible on every pair, exactly (scaled units: exact rationals)
     lo_cost, _ = cost_enclosures(p.x, p.y)
-    for dual in (bound, tiled):
+    for dual in (bound, tiled, native):
         u_f, v_f = dual.u.numpy(), dual.v.numpy()
         for i in range(p.n):
             for j in range(p.m):
@@ -533,7 +535,7 @@ def test_potentials_that_overflow_are_not_reported():
 def test_huge_potentials_and_absurd_plans_are_handled():
     p = TransportProblem.build(np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 0.0]]))
     exact = w1_enclosure(p.x * 2, p.y * 2)
-    for cost in (PairwiseCost(p), TiledCost(p, backend="eager")):
+    for cost in (PairwiseCost(p), TiledCost(p, backend="eager"), TiledCost(p, backend="native")):
         assert below(c_transform_bound(cost, np.array([1e308, -1e308])).value, exact[1])
     with pytest.raises(ValueError, match="overflow"):
         plan_bound(p, np.array([0, 1]), np.array([0, 0]), np.array([1e308, 1e308]), "big")

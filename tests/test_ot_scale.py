@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import exact_cost, pot_w1
+from conftest import exact_cost, examples, pot_w1
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import wassnet.ot.native_tiles as native_tiles
 import wassnet.ot.tiles as tiles_module
 from wassnet.ot import (
     PairwiseCost,
@@ -21,6 +22,7 @@ from wassnet.ot import (
     assignment_bracket,
     c_transform_bound,
 )
+from wassnet.ot.native_tiles import native_tiles_available
 from wassnet.ot.sparse import _matching_potentials
 
 
@@ -49,19 +51,22 @@ def true_row_min(x: np.ndarray, y: np.ndarray, p: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- TiledCost
 
 
+@pytest.mark.parametrize("backend", ["eager", "native"])
 @pytest.mark.parametrize(
     ("n", "m", "d", "offset", "spread", "tile"),
     [
         (70, 50, 3, 0.0, 1.0, 16),  # several tiles, padded rows and columns
         (33, 90, 16, 1e3, 1.0, 32),  # far from the origin: centring matters
-        (40, 40, 2, 0.0, 1e-4, 8),  # tiny distances: the margin must still hold
+        (40, 40, 2, 0.0, 1e-4, 16),  # tiny distances: the margin must still hold
         (25, 31, 64, -5.0, 10.0, 64),  # one tile larger than both clouds
+        (20, 70, 300, 0.0, 1.0, 32),  # long vectors (more terms than the C kernel's rows)
     ],
 )
-def test_row_min_is_a_certified_lower_bound(n, m, d, offset, spread, tile):
+def test_row_min_is_a_certified_lower_bound(n, m, d, offset, spread, tile, backend):
     rng, x, y = clouds(1, n, m, d, offset, spread)
     y[:5] = x[:5] + 1e-9  # near-coincident pairs: the worst case of the expansion
-    cost = TiledCost(problem(x, y), backend="eager", tile=tile)
+    cost = TiledCost(problem(x, y), backend=backend, tile=tile)
+    assert cost.backend == backend or not native_tiles_available()
     for scale in (0.0, 1.0, 1e3):
         p = cost.round_potential(rng.normal(size=m) * scale)
         lower, arg = cost.row_min(p, argmin=True)
@@ -74,7 +79,9 @@ def test_row_min_is_a_certified_lower_bound(n, m, d, offset, spread, tile):
         # the argmin attains the minimum up to float32 rounding
         attained = t64(exact_cost(x, y))[torch.arange(n), arg] + p[arg]
         assert bool((attained - true <= slack).all())
-        assert torch.equal(cost.row_min(p), lower)
+        values = cost.row_min(p)  # values only: the C pass when native
+        assert bool((values <= true).all())
+        torch.testing.assert_close(values, lower, rtol=0, atol=4 * cost.margin(p))
 
 
 def test_transpose_serves_the_other_direction():
@@ -160,6 +167,118 @@ def test_a_failing_compiled_kernel_falls_back_to_eager(monkeypatch, kernel, why)
     assert "min" in tiles_module._BROKEN
 
 
+# ----------------------------------------------------------------------------- native pass
+
+
+needs_native = pytest.mark.skipif(
+    not native_tiles_available(), reason="no C compiler: the native pass is not built here"
+)
+
+
+@needs_native
+@settings(max_examples=examples(25), deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 40),
+    m=st.integers(1, 64),  # at most row_pass's max_columns: every row recomputed exactly
+    d=st.sampled_from([1, 2, 3, 7, 16, 64, 130]),
+    offset=st.sampled_from([0.0, 1e3, -1e6]),
+    spread=st.sampled_from([1e-6, 1.0, 100.0]),
+    near=st.booleans(),
+    scale=st.sampled_from([0.0, 1e-3, 1.0, 1e4]),
+)
+def test_native_row_pass_is_certified_and_agrees_with_eager(
+    seed, n, m, d, offset, spread, near, scale
+):
+    """The C pass: its row minima and its exact-recomputation pass are lower bounds of
+    the exact costs (direct differences) for any shape, offset, spread and potential,
+    and agree with the eager torch kernels to float32 rounding."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * spread + offset
+    y = rng.normal(size=(m, d)) * spread + offset
+    if near:
+        k = min(n, m)
+        y[:k] = x[:k] + rng.normal(size=(k, d)) * 1e-9 * spread
+    prob = problem(x, y)
+    native = TiledCost(prob, backend="native", tile=16)
+    eager = TiledCost(prob, backend="eager", tile=16)
+    assert native.backend == "native"
+    p = native.round_potential(rng.normal(size=m) * scale)
+    true = true_row_min(prob.x, prob.y, p)
+    got = native.row_min(p)
+    assert bool((got <= true).all())
+    torch.testing.assert_close(got, eager.row_min(p), rtol=0, atol=4 * native.margin(p))
+    lower, cand = native.row_pass(p, k=3)
+    assert bool((lower <= true).all()) and cand.shape == (n, 3)
+    # tight to float64: the exact recomputation finds the minimum
+    assert bool((true - lower <= 1e-12 * (1 + true.abs())).all())
+
+
+@needs_native
+def test_native_block_values_match_torch():
+    rng, x, y = clouds(21, 50, 130, 9)
+    native = TiledCost(problem(x, y), backend="native", tile=64)
+    eager = TiledCost(problem(x, y), backend="eager", tile=64)
+    pots = torch.cat(native._padded_potential(native.round_potential(rng.normal(size=130))))
+    rows = torch.as_tensor(rng.integers(0, 50, 40))
+    blocks = torch.as_tensor(rng.integers(0, 4, 40))
+    got = native._within(rows, blocks, pots, 32)
+    want = eager._within(rows, blocks, pots, 32)
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6)
+    with pytest.raises(ValueError, match="rows"):
+        native_tiles.block_values(
+            native._xa, rows + 10**6, blocks, native._panels, pots.numpy(), 32
+        )
+
+
+def test_native_backend_is_chosen_where_it_runs_and_replaced_where_it_cannot(monkeypatch):
+    _, x, y = clouds(22, 20, 20, 3)
+    auto = TiledCost(problem(x, y))
+    assert auto.backend == ("native" if native_tiles_available() else "eager")
+    # tiles that are not panels of 16 columns, or no compiled library: torch kernels
+    assert TiledCost(problem(x, y), tile=8).backend == "eager"
+    with pytest.warns(RuntimeWarning, match="native pass is not available"):
+        assert TiledCost(problem(x, y), backend="native", tile=8).backend == "eager"
+    monkeypatch.setattr(native_tiles, "_LIB", None)
+    monkeypatch.setattr(native_tiles, "_FAILED", "forced")
+    assert TiledCost(problem(x, y)).backend == "eager"
+    with pytest.warns(RuntimeWarning, match="native pass is not available"):
+        cost = TiledCost(problem(x, y), backend="native")
+    p = cost.round_potential(np.zeros(20))
+    assert bool((cost.row_min(p) <= true_row_min(x, y, p)).all())
+
+
+def test_a_missing_compiler_leaves_the_torch_kernels(monkeypatch, tmp_path):
+    monkeypatch.setattr(native_tiles, "_LIB", None)
+    monkeypatch.setattr(native_tiles, "_FAILED", None)
+    monkeypatch.setenv("WASSNET_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert not native_tiles_available()
+    assert "no-such-compiler" in str(native_tiles._FAILED) or "compiler" in str(
+        native_tiles._FAILED
+    )
+    _, x, y = clouds(23, 20, 20, 3)
+    assert TiledCost(problem(x, y)).backend == "eager"
+
+
+@needs_native
+def test_a_native_pass_that_breaks_the_margin_is_dropped(monkeypatch):
+    """A C pass that reports values above the exact minima (a miscompiled kernel) is
+    caught on its first tile, warned about, and not used: the values stay certified."""
+    real = native_tiles.block_minima
+    monkeypatch.setattr(tiles_module, "block_minima", lambda *a: real(*a) + 1.0)
+    monkeypatch.setattr(tiles_module, "_BROKEN", set())
+    _, x, y = clouds(24, 40, 40, 3)
+    cost = TiledCost(problem(x, y), backend="native", tile=16)
+    p = cost.round_potential(np.zeros(40))
+    with pytest.warns(RuntimeWarning, match="native pass is not used"):
+        lower = cost.row_min(p)
+    assert cost.backend == "eager" and "native" in tiles_module._BROKEN
+    assert bool((lower <= true_row_min(x, y, p)).all())
+    lower, _ = cost.row_pass(p, k=2)
+    assert bool((lower <= true_row_min(x, y, p)).all())
+
+
 # ----------------------------------------------------------------------------- c-transforms
 
 
@@ -203,6 +322,8 @@ def test_matching_potentials_are_tight_on_the_matching_and_feasible_on_the_graph
         (10, 120, 2, "zero", True),
         (11, 150, 16, "linear", True),
         (12, 90, 5, "random", True),
+        (12, 90, 5, "random", "native"),
+        (11, 150, 16, "linear", "native"),
         (10, 120, 2, "zero", False),
         (11, 150, 16, "linear", False),
     ],
@@ -217,7 +338,10 @@ def test_assignment_bracket_contains_and_reaches_exact_w1(seed, n, d, start, fus
     }[start]
     v0 = np.zeros(n) if start != "linear" else y[:, 0]
     p = problem(x, y)
-    passes = TiledCost(p, backend="eager", tile=32) if fused else PairwiseCost(p)
+    if fused:
+        passes = TiledCost(p, backend="native" if fused == "native" else "eager", tile=32)
+    else:
+        passes = PairwiseCost(p)
     result = assignment_bracket(passes, t64(u0), t64(v0), k=4, rounds=30)
     plan, dual = result.plan, result.dual
     assert dual.value <= exact <= plan.value
@@ -245,7 +369,8 @@ def test_assignment_bracket_is_always_certified(seed, n, d, rounds):
     exact = pot_w1(x, y)
     z = t64(rng.normal(size=n))
     p = problem(x, y)
-    passes = TiledCost(p, backend="eager", tile=8) if seed % 2 else PairwiseCost(p)
+    backend, tile = ("eager", 8) if seed % 4 == 1 else ("native", 16)
+    passes = TiledCost(p, backend=backend, tile=tile) if seed % 2 else PairwiseCost(p)
     result = assignment_bracket(passes, z, z, k=2, rounds=rounds)
     assert result.dual.value <= exact + 1e-12
     assert exact <= result.plan.value * (1 + 1e-12) + 1e-15

@@ -128,6 +128,15 @@ def _matching_potentials(
     return u, v
 
 
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` of int64 keys by one sort (numpy 2.4's hashing ``np.unique`` was
+    measured 70x slower on 1.6e6 keys spread over 1e10 values)."""
+    keys = np.sort(keys)
+    if len(keys) < 2:
+        return keys
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+
+
 def _row_keys(candidates: torch.Tensor, m: int) -> np.ndarray:
     """Keys ``i m + j`` of per-row candidate columns ``[n, k]``."""
     cols = candidates.cpu().numpy()
@@ -152,13 +161,13 @@ class _Graph:
     @classmethod
     def of(cls, problem: TransportProblem, keys: np.ndarray) -> _Graph:
         m = problem.m
-        keys = np.unique(keys)
+        keys = _sorted_unique(keys)
         costs = pair_cost_bounds(problem, keys // m, keys % m)[1]
         return cls(problem, keys, costs)
 
     def missing(self, keys: np.ndarray) -> np.ndarray:
         """The keys (unique) not yet in the graph."""
-        keys = np.unique(keys)
+        keys = _sorted_unique(keys)
         pos = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
         return keys[self.keys[pos] != keys]
 

@@ -44,11 +44,20 @@ import torch
 
 from wassnet.errors import InputError
 from wassnet.ot.costs import direct_cost_bounds_torch
+from wassnet.ot.native_tiles import (
+    PANEL,
+    block_minima,
+    block_values,
+    native_tiles_available,
+    pack_columns,
+)
 from wassnet.ot.problem import TransportProblem
 
-__all__ = ["TiledCost"]
+__all__ = ["BACKENDS", "TiledCost"]
 
-Backend = Literal["auto", "compiled", "eager"]
+Backend = Literal["auto", "native", "compiled", "eager"]
+#: The ways a pass can run, fastest first on a CPU (see :class:`TiledCost`).
+BACKENDS: tuple[str, ...] = ("auto", "native", "compiled", "eager")
 
 _UNIT = 2.0**-24  # float32 unit roundoff
 _PAD = 1e30  # potential of padding columns: never a minimum (finite: fast-math safe)
@@ -111,6 +120,26 @@ def _mark_broken(name: str, why: str) -> None:
     )
 
 
+def _resolve_backend(backend: str, device: torch.device, tile: int, pairs: int) -> str:
+    """The backend a :class:`TiledCost` runs: ``auto`` resolved, ``native`` where it
+    cannot run replaced (with a warning when it was asked for)."""
+    native_fits = device.type == "cpu" and tile % PANEL == 0 and "native" not in _BROKEN
+    if backend == "auto" and native_fits and native_tiles_available():
+        return "native"
+    if backend == "native":
+        if native_fits and native_tiles_available():
+            return "native"
+        warnings.warn(
+            "wassnet: the native pass is not available here (it needs a CPU, a C compiler "
+            f"and tiles of a multiple of {PANEL}); running torch kernels instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if backend in ("auto", "native"):
+        return "compiled" if pairs >= 2**27 else "eager"
+    return backend
+
+
 def _augment(points32: torch.Tensor, kappa: float, first: bool) -> torch.Tensor:
     """``[x, (1-k)|x|^2, 1]`` (first cloud) or ``[-2y, 1, (1-k)|y|^2]`` (second)."""
     sq = (points32.double() ** 2).sum(1) * (1.0 - kappa)
@@ -128,10 +157,14 @@ class TiledCost:
     Args:
         problem: the two clouds ``x`` ``[n, d]`` and ``y`` ``[m, d]``.
         device: where the passes run (default CPU).
-        backend: ``"compiled"`` (``torch.compile``-fused tiles, falling back to eager
-            with a warning when compiling fails), ``"eager"``, or ``"auto"``:
-            compiled when ``n m >= 2^27`` (below, compiling costs more than it saves).
-            The environment variable ``WASSNET_NO_COMPILE=1`` forces eager.
+        backend: ``"native"`` (the C pass of :mod:`wassnet.ot.native_tiles`, CPU
+            only, tiles a multiple of 16), ``"compiled"`` (``torch.compile``-fused
+            tiles), ``"eager"`` (plain torch), or ``"auto"``: native on a CPU where it
+            compiles, else compiled when ``n m >= 2^27`` (below, compiling costs more
+            than it saves), else eager. A native or compiled kernel that cannot be
+            built, or breaks the certified margin on its first tile, is replaced by
+            the next one with a warning. ``WASSNET_NO_NATIVE=1`` and
+            ``WASSNET_NO_COMPILE=1`` rule those out.
         tile: rows and columns per tile (default 1024 on CPU, 4096 on a GPU).
 
     Memory: ``O((n + m) d)`` plus one tile.
@@ -146,8 +179,8 @@ class TiledCost:
         tile: int | None = None,
         _center: torch.Tensor | None = None,
     ) -> None:
-        if backend not in ("auto", "compiled", "eager"):
-            raise InputError(f"backend must be auto, compiled or eager, got {backend!r}")
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if problem.metric != "euclidean":
             raise InputError(
                 f"fused tiles compute Euclidean costs; the {problem.metric} metric is "
@@ -162,9 +195,7 @@ class TiledCost:
         self.device = dev
         self.n, self.m, self.dim = len(x64), len(y64), x64.shape[1]
         self.tile = tile or (4096 if dev.type == "cuda" else 1024)
-        self.backend = backend
-        if backend == "auto":
-            self.backend = "compiled" if self.n * self.m >= 2**27 else "eager"
+        self.backend = _resolve_backend(backend, dev, self.tile, self.n * self.m)
         self._x64, self._y64 = x64, y64  # exact scaled points, for exact recomputation
         x32, y32 = (x64 - center).float(), (y64 - center).float()
         self.kappa = 4.0 * (self.dim + 4) * _UNIT
@@ -181,6 +212,7 @@ class TiledCost:
             for block in self._pad(_augment(y32, self.kappa, first=False), t).split(t)
         ]
         self._ya_full = torch.cat(self._ya_t, 1)  # [d + 2, padded m], for block gathers
+        self._panels = pack_columns(self._ya_full) if self.backend == "native" else None
         self._checked: set[str] = set()
         self._transposed: TiledCost | None = None
 
@@ -244,17 +276,53 @@ class TiledCost:
         except Exception as exc:  # no working compiler: eager is correct
             _mark_broken(name, f"{type(exc).__name__} while compiling")
             return eager, eager(*args)
-        xa, ya_t, p = args[0], args[1], args[2]
-        d = self.dim
-        x, y = xa[:, :d].double(), -0.5 * ya_t[:d].T.double()  # the float32 points, exactly
-        true = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist") + p.double()
-        got = (out if name in ("min", "block_min") else out[0]).double()
-        true = true.view(len(x), -1, args[3]).amin(-1) if name == "block_min" else true.amin(1)
-        if not bool((got - delta <= true).all()):
+        got = out if name in ("min", "block_min") else out[0]
+        block = args[3] if name == "block_min" else None
+        if not self._respects_margin(got, args[0], args[1], args[2], block, delta):
             _mark_broken(name, "its first tile broke the certified rounding margin")
             return eager, eager(*args)
         self._checked.add(name)
         return fn, out
+
+    def _respects_margin(
+        self,
+        got: torch.Tensor,
+        xa: torch.Tensor,
+        ya_t: torch.Tensor,
+        p: torch.Tensor,
+        block: int | None,
+        delta: float,
+    ) -> bool:
+        """Whether ``got - delta`` is below the float64 minima of ``c_ij + p_j`` over the
+        tile's columns (in blocks of ``block``, or all of them)."""
+        d = self.dim
+        x, y = xa[:, :d].double(), -0.5 * ya_t[:d].T.double()  # the float32 points, exactly
+        true = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist") + p.double()
+        true = true.amin(1) if block is None else true.view(len(x), -1, block).amin(-1)
+        return bool((got.double().view_as(true) - delta <= true).all())
+
+    def _native_ready(self, pots: torch.Tensor, delta: float) -> bool:
+        """Whether the native pass serves this instance: once per instance, its first
+        tile must respect the certified margin (else it is dropped, with a warning,
+        for the torch kernels)."""
+        if self.backend != "native":
+            return False
+        if "native" in self._checked:
+            return True
+        t = self.tile
+        got = block_minima(self._xa[:t], self._panels[: t // PANEL], pots[:t].numpy(), t)
+        if not self._respects_margin(got, self._xa[:t], self._ya_t[0], pots[:t], t, delta):
+            _BROKEN.add("native")
+            warnings.warn(
+                "wassnet: the native pass is not used (its first tile broke the certified "
+                "rounding margin); running torch kernels instead (correct, slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.backend = "compiled" if self.n * self.m >= 2**27 else "eager"
+            return False
+        self._checked.add("native")
+        return True
 
     @torch.no_grad()
     def row_min(
@@ -269,6 +337,14 @@ class TiledCost:
         p64 = self.round_potential(p)
         delta = self.margin(p64)
         pots = self._padded_potential(p64)
+        if not argmin and self._native_ready(torch.cat(pots), delta):
+            width = len(pots) * self.tile  # one block: the whole row
+            full = torch.cat(pots).numpy()
+            values = torch.cat(
+                [block_minima(self._xa[r0 : r0 + self.tile], self._panels, full, width)[:, 0]
+                 for r0 in range(0, self.n, self.tile)]
+            )  # fmt: skip
+            return values[: self.n].double() - delta
         name = "argmin" if argmin else "min"
         fn = self._kernel(name)
         t = self.tile
@@ -313,6 +389,13 @@ class TiledCost:
         per = t // block
         n_blocks = len(self._ya_t) * per
         delta = self.margin(p32)
+        full = torch.cat(pots)
+        if block % PANEL == 0 and self._native_ready(full, delta):
+            full_np = full.numpy()
+            for r0 in range(0, self.n, t):
+                vals = block_minima(self._xa[r0 : r0 + t], self._panels, full_np, block)
+                yield r0, vals[: min(t, self.n - r0)]
+            return
         with _full_float32():
             for r0 in range(0, self.n, t):
                 xa = self._xa[r0 : r0 + t]
@@ -336,6 +419,8 @@ class TiledCost:
         out = torch.empty((len(rows), block), dtype=torch.float32, device=self.device)
         if len(rows) == 0:
             return out
+        if self.backend == "native" and block % PANEL == 0:
+            return block_values(self._xa, rows, blocks, self._panels, pots.numpy(), block)
         order = torch.argsort(blocks)
         r_sorted, b_sorted = rows[order], blocks[order]
         groups, counts = torch.unique_consecutive(b_sorted, return_counts=True)
@@ -352,23 +437,28 @@ class TiledCost:
         out[order] = sq.clamp_min(0).sqrt() + pots.view(-1, block)[b_sorted]
         return out
 
+    @staticmethod
+    def _ranked(vals: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's ``k`` (at least 1) smallest block minima, ascending, and their blocks."""
+        kk = min(max(k, 1), vals.shape[1])
+        ranked = vals.topk(kk, dim=1, largest=False)
+        return ranked.values, ranked.indices
+
     def _top_blocks(
         self,
         r0: int,
-        vals: torch.Tensor,
+        best: torch.Tensor,
         pots: torch.Tensor,
         block: int,
-        k: int,
         wanted: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For each row of a tile: its ``k`` best blocks (ascending), the float32 values
-        of their columns, and each block's minimizing column. Only the best block is
-        evaluated for rows not ``wanted`` (their other columns repeat the first).
-        Returns ``(blocks [t, kk], values [pairs, block], owners [pairs], cols [t, kk])``
-        with the best block of every row first among the pairs."""
-        t = len(vals)
-        kk = min(max(k, 1), vals.shape[1])
-        best = vals.topk(kk, dim=1, largest=False).indices  # ascending: best first
+        """For each row of a tile: its best blocks ``best`` (``[t, kk]``, ascending, from
+        :meth:`_ranked`), the float32 values of their columns, and each block's
+        minimizing column. Only the best block is evaluated for rows not ``wanted``
+        (their other columns repeat the first). Returns ``(blocks [t, kk], values
+        [pairs, block], owners [pairs], cols [t, kk])`` with the best block of every row
+        first among the pairs."""
+        t, kk = best.shape
         rows = torch.arange(t, device=self.device)
         more = rows if wanted is None else rows[wanted]
         more_rows = more.repeat_interleave(kk - 1)
@@ -395,7 +485,7 @@ class TiledCost:
         pots = torch.cat(self._padded_potential(p64))
         out = torch.empty((self.n, k), dtype=torch.long, device=self.device)
         for r0, vals in self._block_minima(p64, block):
-            *_, cols = self._top_blocks(r0, vals, pots, block, k)
+            *_, cols = self._top_blocks(r0, self._ranked(vals, k)[1], pots, block)
             out[r0 : r0 + len(vals)] = _pad_columns(cols, k)
         return out
 
@@ -444,16 +534,19 @@ class TiledCost:
         offsets = torch.arange(block, device=self.device)
         for r0, vals in self._block_minima(p32, block):
             rows = torch.arange(len(vals), device=self.device)
-            row_min = vals.min(1).values.double()
+            ranked, best = self._ranked(vals, k)
+            row_min = ranked[:, 0].double()
             wanted = None
             if below is not None:
                 wanted = row_min - delta < below[r0 : r0 + len(vals)].to(self.device)
-            blocks, values, owners, cols = self._top_blocks(r0, vals, pots, block, k, wanted)
+            blocks, values, owners, cols = self._top_blocks(r0, best, pots, block, wanted)
             j_star = cols[:, 0]  # the minimizer of the best block: the float32 minimizer
             _, hi = direct_cost_bounds_torch(self._x64[r0 + rows], self._y64[j_star])
             upper = torch.nextafter(hi + p64[j_star], torch.full_like(hi, torch.inf))
             threshold = upper + delta
-            near = vals.double() <= threshold[:, None]
+            # compared in float32 against the threshold rounded up: a superset of blocks
+            up32 = torch.nextafter(threshold.float(), torch.tensor(torch.inf, device=self.device))
+            near = vals <= up32[:, None]
             near[owners, blocks] = False  # those blocks are evaluated already
             r_idx, b_idx = near.nonzero(as_tuple=True)
             values = torch.cat([values, self._within(r_idx + r0, b_idx, pots, block)])
