@@ -340,11 +340,8 @@ class TiledCost:
         if not argmin and self._native_ready(torch.cat(pots), delta):
             width = len(pots) * self.tile  # one block: the whole row
             full = torch.cat(pots).numpy()
-            values = torch.cat(
-                [block_minima(self._xa[r0 : r0 + self.tile], self._panels, full, width)[:, 0]
-                 for r0 in range(0, self.n, self.tile)]
-            )  # fmt: skip
-            return values[: self.n].double() - delta
+            values = block_minima(self._xa[: self.n], self._panels, full, width)[:, 0]
+            return values.double() - delta  # (the C pass needs no padded rows)
         name = "argmin" if argmin else "min"
         fn = self._kernel(name)
         t = self.tile
@@ -392,9 +389,11 @@ class TiledCost:
         full = torch.cat(pots)
         if block % PANEL == 0 and self._native_ready(full, delta):
             full_np = full.numpy()
-            for r0 in range(0, self.n, t):
-                vals = block_minima(self._xa[r0 : r0 + t], self._panels, full_np, block)
-                yield r0, vals[: min(t, self.n - r0)]
+            for r0 in range(0, self.n, t):  # the C pass needs no padded rows
+                yield (
+                    r0,
+                    block_minima(self._xa[r0 : min(r0 + t, self.n)], self._panels, full_np, block),
+                )
             return
         with _full_float32():
             for r0 in range(0, self.n, t):
