@@ -323,7 +323,8 @@ def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
     if run.options.time_budget is None or (isinstance(cost, PairwiseCost) and cost.held):
         return None
     p = run.problem
-    rows = int(min(p.n, max(1024, CALIBRATION_PAIRS // p.m // 1024 * 1024)))  # whole tiles
+    rows = CALIBRATION_PAIRS // p.m
+    rows = int(min(p.n, max(1, rows // 1024 * 1024 if rows >= 1024 else rows)))  # whole tiles
     if rows == p.n:
         return None
     weights = None if p.uniform_square else p.a.probabilities()[:rows]
