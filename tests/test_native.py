@@ -6,6 +6,8 @@ edges priced out (an independent exact solver).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
@@ -78,3 +80,27 @@ def test_a_missing_compiler_warns_and_falls_back(monkeypatch, tmp_path):
         assert not native.native_available()
     keys, costs, dense = sparse_problem(4, 60, 3)
     check(native.assign(keys, costs, 60, np.zeros(60)), keys, costs, 60, optimum(keys, 60, dense))
+
+
+def test_cbuild_takes_the_first_flag_set_that_compiles(monkeypatch, tmp_path):
+    """A flag set the compiler refuses is skipped; libraries tuned to this machine
+    (-march=native) are cached under a name that depends on the machine."""
+    import shutil
+
+    from wassnet.ot import cbuild
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("WASSNET_CACHE", str(tmp_path))
+    source = Path(native.__file__).with_name("_assign.c")
+    lib = cbuild.load_library(source, [["-fno-such-flag-for-wassnet"], ["-O1"]])
+    assert hasattr(lib, "sparse_assign")
+    assert len(list(tmp_path.glob("assign-*.so"))) == 1
+    monkeypatch.setattr(cbuild, "_machine", lambda: "another cpu")
+    cbuild.load_library(source, [["-O1", "-march=native"]])
+    monkeypatch.setattr(cbuild, "_machine", lambda: "yet another cpu")
+    cbuild.load_library(source, [["-O1", "-march=native"]])
+    assert len(list(tmp_path.glob("assign-*.so"))) == 3
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(OSError):
+        cbuild.load_library(source, [["-O2"]])

@@ -24,7 +24,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
-#if defined(__AVX__)
+#if defined(__AVX__) || defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -51,7 +51,7 @@ static inline void micro(const float *x[ROWS], const float *panel, int D, v8 a0[
     for (int r = 0; r < ROWS; r++) a0[r] = a1[r] = (v8){0};
     for (int k = 0; k < D; k++) {
         v8 y0 = load8(panel + 16 * k), y1 = load8(panel + 16 * k + 8);
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__AVX__)
         __asm__("" : "+x"(y0), "+x"(y1)); /* keep both in registers: fewer loads */
 #endif
         for (int r = 0; r < ROWS; r++) {
@@ -146,21 +146,44 @@ static void *run_pairs(void *arg) {
     return NULL;
 }
 
+/* subnormals kept (no flush-to-zero, no denormals-are-zero) while fn runs: the margin
+ * charges an underflowing product 2^-150, which a flushed one could exceed */
+typedef struct {
+    void *(*fn)(void *);
+    Job *job;
+} Call;
+
+static void *with_subnormals(void *arg) {
+    const Call *call = (const Call *)arg;
+#if defined(__SSE__)
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr & ~0x8040u); /* clear FTZ (bit 15) and DAZ (bit 6) */
+#endif
+    call->fn(call->job);
+#if defined(__SSE__)
+    _mm_setcsr(csr);
+#endif
+    return NULL;
+}
+
 /* run jobs[0..threads) on threads (the calling one included) */
-static int fan_out(void *(*fn)(void *), Job *jobs, int threads) {
+static int fan_out(void *(*work)(void *), Job *jobs, int threads) {
+    Call calls[64];
+    for (int t = 0; t < threads; t++) calls[t] = (Call){work, &jobs[t]};
+    void *(*fn)(void *) = with_subnormals;
     pthread_t tid[64];
     int started = 0, status = 0;
     for (int t = 1; t < threads; t++) {
-        if (pthread_create(&tid[t], NULL, fn, &jobs[t]) != 0) {
+        if (pthread_create(&tid[t], NULL, fn, &calls[t]) != 0) {
             status = 2;
             break;
         }
         started = t;
     }
-    fn(&jobs[0]);
+    fn(&calls[0]);
     for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
     if (status) /* a thread could not start: do its share here */
-        for (int t = started + 1; t < threads; t++) fn(&jobs[t]);
+        for (int t = started + 1; t < threads; t++) fn(&calls[t]);
     return 0;
 }
 

@@ -274,7 +274,9 @@ def sparse_bracket(
         k: pricing candidates per point and pass.
         rounds: at most this many plans are solved.
         tol: stop when ``upper - lower <= tol * upper``.
-        time_budget: seconds; no new round starts once it is spent.
+        time_budget: seconds; no new round starts unless it is predicted to end in
+            time (one pass, as long as the last one, and a solve and graph update as long
+            as the last ones, with 20% to spare).
         callback: called with each round's record (for progress display).
         neighbors: also price, each round, the pairs between a point and the
             ``neighbors`` nearest neighbours of its partners in the plan (a k-d tree;
@@ -290,6 +292,8 @@ def sparse_bracket(
     t0 = time.perf_counter()
     # the starting potentials: both c-transforms, candidates for rows and for columns
     start = c_transform(cost, u0, k)
+    pass_seconds = (time.perf_counter() - t0) / 2  # one pass, for the round predictions
+    pass_end = time.perf_counter()
     passes = 2
     best_dual = DualBound(dual_value(problem, start.u, start.v), start.u, start.v)
     a, b = problem.a.probabilities(), problem.b.probabilities()
@@ -327,9 +331,12 @@ def sparse_bracket(
             best_plan = plan
         closed = best_plan.value - best_dual.value <= tol * best_plan.value
         elapsed = time.perf_counter() - t0
-        out_of_time = time_budget is not None and elapsed * (round_ + 1) / round_ > time_budget
+        # the next round: one pass, then the graph's growth and a solve like this round's
+        next_round = pass_seconds + (time.perf_counter() - pass_end)
+        out_of_time = time_budget is not None and elapsed + 1.2 * next_round > time_budget
         stop = closed or best_plan.value <= 0 or round_ == rounds or out_of_time
         if not stop:
+            pass_start = time.perf_counter()
             dual, candidates = half_transform(
                 cost,
                 torch.as_tensor(solution.v),
@@ -337,6 +344,8 @@ def sparse_bracket(
                 below=torch.as_tensor(solution.u) - 1e-12 * scale,
             )
             passes += 1
+            pass_end = time.perf_counter()
+            pass_seconds = pass_end - pass_start
             if dual.value > best_dual.value:
                 best_dual = dual
             closed = best_plan.value - best_dual.value <= tol * best_plan.value

@@ -60,8 +60,9 @@ class SampleOptions:
             (route ``"blockwise"``).
         warm_start: points per side of the subsample whose exact potentials start the
             column generation (:func:`wassnet.ot.multiscale.warm_start`).
-        backend: the passes over all pairs: ``"compiled"`` (``torch.compile``-fused
-            float32 tiles), ``"eager"``, or ``"auto"``.
+        backend: the passes over all pairs: ``"native"`` (the C pass, CPU),
+            ``"compiled"`` (``torch.compile``-fused float32 tiles), ``"eager"``, or
+            ``"auto"`` (native where it compiles, see :class:`wassnet.ot.TiledCost`).
     """
 
     route: Route = "auto"
@@ -72,7 +73,7 @@ class SampleOptions:
     dense_max_pairs: int = 6_250_000
     pass_max_pairs: float = 2e12
     warm_start: int = 2000
-    backend: Literal["auto", "compiled", "eager"] = "auto"
+    backend: Literal["auto", "native", "compiled", "eager"] = "auto"
 
     def candidates_for(self, dim: int) -> int:
         """Candidate pairs per point and round for points in dimension ``dim``."""
@@ -96,8 +97,10 @@ class SampleOptions:
         for name in ("rounds", "candidates", "warm_start"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.backend not in ("auto", "compiled", "eager"):
-            raise InputError(f"backend must be auto, compiled or eager, got {self.backend!r}")
+        if self.backend not in ("auto", "native", "compiled", "eager"):
+            raise InputError(
+                f"backend must be auto, native, compiled or eager, got {self.backend!r}"
+            )
 
 
 #: The critic families tried for the population bracket, simplest first.
