@@ -12,9 +12,10 @@ root, the potential and the reduction. On a CPU a small C kernel
 (:mod:`wassnet.ot.native_tiles`) fuses all of it in registers, with no Python call per
 tile (``backend="native"``); elsewhere each ``tile x tile`` block is one matrix product
 whose epilogue ``torch.compile`` fuses (Triton on a GPU), or plain torch operations
-(``backend="eager"``, about 5x slower on CPU). Measured on 2 CPU cores
-(BENCHMARKS.md, ``bench_passes``): a pass of about 4 s per ``10^10`` pairs in
-``d = 16`` and 10 s in ``d = 64`` with the C kernel.
+(``backend="eager"``). Measured on 2 CPU cores with the C kernel: the float32 screen
+alone about 4 s per ``10^10`` pairs in ``d = 16`` and 10 s in ``d = 64``; a whole
+:meth:`row_pass` up to twice that, and 1.4-2.2x faster than with the compiled kernels
+(BENCHMARKS.md, ``bench_passes``).
 
 Certification: the values returned by :meth:`TiledCost.row_min` are **proven lower
 bounds** of :math:`\min_j (c_{ij} + p_j)` for the exact costs of the float64 input
