@@ -343,10 +343,10 @@ class TiledCost:
         p64 = self.round_potential(p)
         delta = self.margin(p64)
         pots = self._padded_potential(p64)
-        if not argmin and self._native_ready(torch.cat(pots), delta):
-            width = len(pots) * self.tile  # one block: the whole row
-            full = torch.cat(pots).numpy()
-            values = block_minima(self._xa[: self.n], self._panels, full, width)[:, 0]
+        full = torch.cat(pots)
+        if not argmin and self._native_ready(full, delta):
+            width = len(full)  # one block: the whole row
+            values = block_minima(self._xa[: self.n], self._panels, full.numpy(), width)[:, 0]
             return values.double() - delta  # (the C pass needs no padded rows)
         name = "argmin" if argmin else "min"
         fn = self._kernel(name)
