@@ -279,6 +279,48 @@ def test_a_native_pass_that_breaks_the_margin_is_dropped(monkeypatch):
     assert bool((lower <= true_row_min(x, y, p)).all())
 
 
+def ring_around(centre: np.ndarray, m: int, seed: int, jitter: float = 1e-10):
+    """``m`` points at distance ~1 from ``centre`` (d = 2): near ties that the float32
+    screen cannot order (its margin is far above ``jitter``)."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, 2 * np.pi, m)
+    radius = 1.0 + jitter * rng.integers(0, 1000, m)
+    return centre + np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+
+
+@pytest.mark.parametrize("backend", ["eager", "native"])
+def test_row_pass_is_tight_on_rows_with_hundreds_of_near_ties(backend):
+    """Rows whose float32 screen leaves far more than ``max_columns`` near columns are
+    still recomputed exactly (tight to float64), and their first candidate is the exact
+    minimizer, which the float32 ranking cannot tell from its neighbours."""
+    x = np.array([[0.1, -0.2], [5.3, 4.25]])
+    y = np.concatenate([ring_around(x[0], 300, 1), ring_around(x[1], 300, 2)])
+    prob = problem(x, y)
+    cost = TiledCost(prob, backend=backend, tile=32)
+    p = cost.round_potential(np.zeros(len(y)))
+    true = true_row_min(prob.x, prob.y, p)
+    lower, cand = cost.row_pass(p, k=4, max_columns=8)
+    assert bool((lower <= true).all())
+    assert bool((true - lower <= 1e-14 * true).all())
+    values = t64(exact_cost(prob.x, prob.y)) + p[None, :]
+    assert torch.equal(values[torch.arange(2), cand[:, 0]], true)
+
+
+def test_row_pass_past_the_exact_budget_keeps_certified_float32_bounds(monkeypatch):
+    """With the exact recomputation's budget exhausted, rows keep the float32 bound:
+    looser, still below the exact minimum."""
+    monkeypatch.setattr(tiles_module, "EXACT_PAIR_VALUES", 2 * 20)
+    x = np.array([[0.1, -0.2], [5.3, 4.25]])
+    y = np.concatenate([ring_around(x[0], 300, 3), ring_around(x[1], 300, 4)])
+    prob = problem(x, y)
+    cost = TiledCost(prob, backend="eager", tile=32)
+    p = cost.round_potential(np.zeros(len(y)))
+    true = true_row_min(prob.x, prob.y, p)
+    lower, _ = cost.row_pass(p, k=2, max_columns=8)
+    assert bool((lower <= true).all())
+    assert bool((true - lower > 1e-12).all())  # the float32 bound: not tight
+
+
 # ----------------------------------------------------------------------------- c-transforms
 
 
