@@ -79,8 +79,13 @@ def _library() -> ctypes.CDLL | None:
 
 def solver_name(assignment: bool) -> str:
     """The sparse solver used on this machine, for reports: :func:`assign` for
-    assignments, POT's network simplex on the sparse graph for transport plans."""
+    assignments, network simplex on the sparse graph for transport plans (POT's from
+    scratch, ours in C for rounds warm-started near the optimum)."""
     if not assignment:
+        from wassnet.ot.simplex import simplex_available
+
+        if simplex_available():
+            return "network simplex on the sparse graph (POT; warm-started rounds in C)"
         return "network simplex on the sparse graph (POT)"
     if _library() is None:
         return "sparse Jonker-Volgenant (SciPy)"

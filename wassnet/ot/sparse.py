@@ -9,7 +9,9 @@ optimal and :math:`W_1 = \frac1n \sum_i c_{i\sigma(i)}`). Each round:
 1. Primal: the optimal plan within the graph -- an assignment
    (:func:`~wassnet.ot.native.assign`: an auction with eps-scaling, then shortest
    augmenting paths, warm-started from the previous round) or a transport plan
-   (POT's network simplex on the sparse graph). Its cost, with certified cost bounds
+   (POT's network simplex from scratch; near the optimum our network simplex,
+   :func:`~wassnet.ot.simplex.transport_simplex`, warm-started from the previous
+   round's plan). Its cost, with certified cost bounds
    and charged marginal residuals, is a **certified upper bound**
    (:func:`~wassnet.ot.plans.plan_bound`).
 2. Dual: the solver's potentials ``(u, v)``, for which every graph edge has
@@ -34,6 +36,7 @@ pairs and one sparse solve.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ from wassnet.ot.metrics import metric_p
 from wassnet.ot.native import assign, solver_name
 from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, polish_forest_masses
 from wassnet.ot.problem import TransportProblem
+from wassnet.ot.simplex import SimplexBasis, forest_basis, simplex_available, transport_simplex
 from wassnet.ot.tiles import TiledCost
 
 __all__ = ["AssignmentBracket", "assignment_bracket", "sparse_bracket"]
@@ -215,11 +219,21 @@ class _Solution:
     u: np.ndarray
     v: np.ndarray
     match: np.ndarray | None = None
+    basis: SimplexBasis | None = None
 
 
-def _solve(graph: _Graph, v: np.ndarray, previous: _Solution | None) -> _Solution:
+#: A transport round starts from the previous round's tree (our network simplex) when
+#: the previous plan was within this relative gap of the dual bound; farther from the
+#: optimum a warm tree saves no pivots (measured: 1.72e5 pivots warm vs 1.76e5 cold at
+#: n = 20 000, d = 16, a 3% gap) and its deep subtrees make each pivot dearer, so POT's
+#: cold solve (faster than ours from scratch) serves.
+SIMPLEX_WARM_GAP = 1e-3
+
+
+def _solve(graph: _Graph, v: np.ndarray, previous: _Solution | None, gap: float) -> _Solution:
     """The optimal plan on the graph: an assignment for uniform clouds of equal size
-    (warm-started from the previous round), a transport plan otherwise."""
+    (warm-started from the previous round), a transport plan otherwise (warm-started
+    from the previous round's plan when it was within :data:`SIMPLEX_WARM_GAP`)."""
     problem = graph.problem
     n = problem.n
     if problem.uniform_square:
@@ -228,7 +242,17 @@ def _solve(graph: _Graph, v: np.ndarray, previous: _Solution | None) -> _Solutio
         )
         return _Solution(np.arange(n), solution.match, np.full(n, 1.0 / n), solution.u,
                          solution.v, solution.match)  # fmt: skip
-    return _network_simplex(graph, problem.a.probabilities(), problem.b.probabilities())
+    a, b = problem.a.probabilities(), problem.b.probabilities()
+    if previous is not None and gap <= SIMPLEX_WARM_GAP and simplex_available():
+        try:
+            basis = previous.basis or forest_basis(
+                previous.rows, previous.cols, previous.mass, problem.m, a, b
+            )
+            plan = transport_simplex(graph.keys, graph.costs, problem.m, a, b, basis)
+            return _Solution(plan.rows, plan.cols, plan.mass, plan.u, plan.v, basis=plan.basis)
+        except RuntimeError:
+            pass  # a tree that does not fit: POT solves from scratch
+    return _network_simplex(graph, a, b)
 
 
 def _network_simplex(graph: _Graph, a: np.ndarray, b: np.ndarray) -> _Solution:
@@ -316,7 +340,10 @@ def sparse_bracket(
     near = _Neighbours.of(problem, neighbors) if neighbors > 0 else None
     for round_ in range(1, rounds + 1):
         try:
-            solution = _solve(graph, v_next, solution)
+            gap = math.inf
+            if best_plan is not None and best_plan.value > 0:
+                gap = 1.0 - best_dual.value / best_plan.value
+            solution = _solve(graph, v_next, solution, gap)
         except RuntimeError as exc:  # keep what is certified so far, and say why
             if best_plan is None:
                 why = f"monotone coupling (the sparse solver failed: {exc})"
