@@ -13,7 +13,9 @@ d = 1. Every route of the sample engine is forced on every problem.
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ from hypothesis import strategies as st
 
 import wassnet.ot.costs as costs_module
 import wassnet.ot.plans as plans_module
+import wassnet.ot.sparse as sparse
 from wassnet.errors import InputError
 from wassnet.ot import (
     PairwiseCost,
@@ -139,6 +142,21 @@ def test_every_route_brackets_the_exact_w1(problem):
         ).sample
         assert_certified(sample.lower, sample.upper, exact)
         assert sample.lower <= sample.upper
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(problems())
+def test_transport_route_with_every_round_warm_started_brackets_the_exact_w1(problem):
+    """Rounds after the first by our network simplex from the previous plan's tree (by
+    default only near the optimum)."""
+    x, y, wa, wb = problem
+    if x.ndim == 1:
+        return
+    exact = w1_enclosure(x, y, wa, wb)
+    options = SampleOptions(route="transport", warm_start=2, candidates=1)
+    with mock.patch.object(sparse, "SIMPLEX_WARM_GAP", math.inf):
+        sample = estimate_w1(x, y, wa, wb, target="sample", sample=options).sample
+    assert_certified(sample.lower, sample.upper, exact)
 
 
 @settings(max_examples=examples(60), deadline=None)

@@ -105,6 +105,58 @@ static void potentials(Tree *t, double art_cost) {
     for (int x = 0; x <= t->N; x++) t->pi[x] -= shift;
 }
 
+/* Potentials for output: exact along the tree with the artificial arcs at cost 0.
+ * Components hanging from the root by arcs towards it (rows, empty columns: zero flow
+ * at an optimum) then share one offset. A component hanging by an arc away from it
+ * carries a few units of integer rounding residue that the sparse graph cannot route;
+ * its offset is moved to the largest value keeping the arcs into it from the rest
+ * dual feasible (the smallest keeping the arcs out of it feasible if none enter). */
+static int output_potentials(Tree *t) {
+    int N = t->N, n = t->n;
+    potentials(t, 0.0);
+    int *comp = malloc(sizeof(int) * (size_t)(N + 1));
+    double *lo = malloc(sizeof(double) * (size_t)(N + 1));
+    double *hi = malloc(sizeof(double) * (size_t)(N + 1));
+    if (!comp || !lo || !hi) {
+        free(comp), free(lo), free(hi);
+        return 0;
+    }
+    int away = 0;
+    for (int top = t->first[N]; top >= 0; top = t->next[top]) {
+        int size = 0;
+        t->stack[size++] = top;
+        while (size > 0) {
+            int x = t->stack[--size];
+            comp[x] = top;
+            for (int c = t->first[x]; c >= 0; c = t->next[c]) t->stack[size++] = c;
+        }
+        lo[top] = -INFINITY;
+        hi[top] = INFINITY;
+        away |= !t->up[top];
+    }
+    if (away) {
+        for (i64 e = 0; e < t->E; e++) {
+            int i = (int)t->src[e], j = n + (int)t->dst[e];
+            int ci = comp[i], cj = comp[j];
+            if (ci == cj || t->up[ci] == t->up[cj]) continue;
+            if (!t->up[ci]) { /* arc out of a hanging-away component: c + pi_i + s - pi_j >= 0 */
+                double bound = t->pi[j] - t->pi[i] - t->cost[e];
+                if (bound > lo[ci]) lo[ci] = bound;
+            } else { /* arc into one: c + pi_i - pi_j - s >= 0 */
+                double bound = t->cost[e] + t->pi[i] - t->pi[j];
+                if (bound < hi[cj]) hi[cj] = bound;
+            }
+        }
+        for (int v = 0; v < N; v++) {
+            int top = comp[v];
+            if (t->up[top]) continue;
+            t->pi[v] += isfinite(hi[top]) ? hi[top] : (isfinite(lo[top]) ? lo[top] : 0.0);
+        }
+    }
+    free(comp), free(lo), free(hi);
+    return 1;
+}
+
 static void cold_start(Tree *t, const double *a, const double *b) {
     int N = t->N;
     for (int v = 0; v <= N; v++) t->first[v] = -1;
@@ -344,7 +396,7 @@ out:
         flow_pred[v] = t.flow[t.pred[v]];
     }
     memcpy(flow, t.flow, sizeof(double) * (size_t)E);
-    potentials(&t, 0.0);
+    if (!output_potentials(&t)) status = 2;
     stats[0] = pivots;
 done:
     free(t.flow);
