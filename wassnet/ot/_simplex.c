@@ -16,9 +16,13 @@
  * Warm start: the caller passes every node's pred arc and that arc's flow (a previous
  * optimal tree, its arcs re-indexed into the new, larger arc set); arcs outside the tree
  * start at zero flow. A pred array that is not a spanning tree falls back on the cold
- * start. After optimality the potentials are recomputed exactly along the tree (the
- * artificial arcs at cost 0: they carry no flow at an optimum of a feasible problem)
- * and pricing is repeated until no arc prices out.
+ * start, as does a tree with a zero-flow arc pointing away from the root. After
+ * optimality the potentials are recomputed exactly along the tree and pricing is
+ * repeated until no arc prices out; the potentials returned are exact sums of real
+ * costs along the tree (output_potentials).
+ *
+ * Masses are integers (as doubles, summing to at most 2^53): every flow update is
+ * exact, so the strongly feasible rule holds as in exact arithmetic.
  *
  * Nothing certified rests on this code: wassnet certifies the plan and potentials it
  * returns (plan_bound, c-transforms). Return codes: 0 optimal, 1 pivot budget spent,
@@ -162,7 +166,6 @@ static void cold_start(Tree *t, const double *a, const double *b) {
     for (int v = 0; v <= N; v++) t->first[v] = -1;
     for (int v = 0; v < N; v++) {
         double supply = v < t->n ? a[v] : b[v - t->n];
-        t->art_up[v] = v < t->n || supply <= 0.0;
         t->pred[v] = t->E + v;
         t->flow[t->E + v] = supply > 0.0 ? supply : 0.0;
         t->up[v] = t->art_up[v];
@@ -176,9 +179,12 @@ static int tree_flows(Tree *t, const double *a, const double *b) {
     double *net = malloc(sizeof(double) * (size_t)(N + 1));
     if (!net) return 0;
     for (int v = 0; v < N; v++) net[v] = v < t->n ? a[v] : -b[v - t->n];
-    t->stack[top++] = N; /* preorder into the upper part of stack, reused below */
-    int *order = malloc(sizeof(int) * (size_t)(N + 1));
-    if (!order) { free(net); return 0; }
+    int *order = malloc(sizeof(int) * (size_t)(N + 1)); /* preorder from the root */
+    if (!order) {
+        free(net);
+        return 0;
+    }
+    t->stack[top++] = N;
     while (top > 0) {
         int x = t->stack[--top];
         order[count++] = x;
@@ -302,25 +308,6 @@ static int pivot(Tree *t, i64 e) {
     return 0;
 }
 
-#ifdef SIMPLEX_DEBUG
-#include <stdio.h>
-static void check(Tree *t, const char *where) {
-    for (int v = 0; v < t->N; v++) {
-        i64 e = t->pred[v];
-        int s = tail(t, e), h = head(t, e), p = t->parent[v];
-        if (!((s == v && h == p && t->up[v]) || (h == v && s == p && !t->up[v])))
-            printf("%s: node %d arc %lld mismatch (s %d h %d p %d up %d)\n", where, v, e, s, h, p, t->up[v]);
-        if (t->flow[e] < 0) printf("%s: node %d negative flow\n", where, v);
-        if (t->flow[e] == 0 && !t->up[v]) printf("%s: node %d zero-flow DOWN arc %lld\n", where, v, e);
-        double c = arc_cost(t, e) + t->pi[s] - t->pi[h];
-        if (fabs(c) > 1e-6) printf("%s: node %d tree arc reduced %g\n", where, v, c);
-        if (t->depth[v] != t->depth[p] + 1) printf("%s: node %d depth\n", where, v);
-    }
-}
-#else
-#define check(t, w)
-#endif
-
 /* Returns 0 (optimal), 1 (pivot budget spent), 2 (no memory), 3 (unbounded), 4 (bad
  * warm start). warm: 0 cold, 1 from pred and flow_pred, 2 from pred (flows from the
  * supplies). pred, flow_pred: in (warm start) and out: each node's tree arc and its
@@ -372,7 +359,6 @@ int transport_simplex(int n, int m, i64 E, const i64 *src, const i64 *dst,
         cold_start(&t, a, b);
     }
     potentials(&t, t.art);
-    check(&t, "start");
     i64 block = (i64)sqrt((double)E);
     if (block < 10) block = 10;
     i64 next_arc = 0, pivots = 0;
@@ -385,7 +371,6 @@ int transport_simplex(int n, int m, i64 E, const i64 *src, const i64 *dst,
                 goto out;
             }
             if ((status = pivot(&t, e)) != 0) goto out;
-            check(&t, "pivot");
         }
         potentials(&t, t.art);
         if (entering(&t, &next_arc, block, eps) < 0) break;
