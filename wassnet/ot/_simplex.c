@@ -328,7 +328,8 @@ int transport_simplex(int n, int m, i64 E, const i64 *src, const i64 *dst,
     double cmax = 0.0;
     for (i64 e = 0; e < E; e++)
         if (fabs(cost[e]) > cmax) cmax = fabs(cost[e]);
-    t.art = (cmax + 1.0) * (double)(N + 1);
+    /* more than any path's cost, at the costs' own scale (potentials keep their precision) */
+    t.art = cmax > 0.0 ? 2.0 * cmax * (double)(N + 1) : 1.0;
     t.flow = calloc((size_t)(E + N), sizeof(double));
     t.art_up = malloc(sizeof(int) * (size_t)N);
     t.parent = malloc(sizeof(int) * (size_t)(N + 1));

@@ -18,6 +18,7 @@ costs tightness, never correctness.
 from __future__ import annotations
 
 import ctypes
+import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,9 @@ def transport_simplex(
         raise RuntimeError(f"the C network simplex is not available ({_FAILED})")
     n, edges = len(a), len(keys)
     nodes = n + m
+    costs = np.ascontiguousarray(costs, dtype=np.float64)
+    if not math.isfinite(2.0 * float(np.abs(costs).max(initial=0.0)) * (nodes + 1)):
+        raise RuntimeError("costs too large for the artificial arcs' cost (or not finite)")
     arcs = _warm_arcs(keys, basis, nodes)
     if basis is not None and arcs is None:
         raise RuntimeError("the warm start's tree arcs are not all in the graph")
@@ -215,7 +219,7 @@ def transport_simplex(
     flow, pi, stats = np.zeros(edges), np.zeros(nodes + 1), np.zeros(2, np.int64)
     status = lib.transport_simplex(
         n, m, edges, np.ascontiguousarray(keys // m), np.ascontiguousarray(keys % m),
-        np.ascontiguousarray(costs, dtype=np.float64), _integer_masses(a),
+        costs, _integer_masses(a),
         _integer_masses(b), 0 if arcs is None else (1 if given else 2), pred, flow_pred, flow,
         pi, max_pivots if max_pivots is not None else 50 * (edges + nodes), tol, stats,
     )  # fmt: skip
