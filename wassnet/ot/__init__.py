@@ -25,7 +25,8 @@ Modules: :mod:`~wassnet.ot.problem` (the exact problem), :mod:`~wassnet.ot.metri
 certified, Euclidean), :mod:`~wassnet.ot.dual` (c-transforms), :mod:`~wassnet.ot.plans` (plans and
 their certificate), :mod:`~wassnet.ot.line` (the line, exact CDFs),
 :mod:`~wassnet.ot.projections` (sliced lower bounds), :mod:`~wassnet.ot.sparse`
-(column generation at scale), :mod:`~wassnet.ot.native` (the compiled sparse solvers),
+(column generation at scale), :mod:`~wassnet.ot.native` (the compiled sparse
+assignment), :mod:`~wassnet.ot.simplex` (the compiled, warm-startable network simplex),
 :mod:`~wassnet.ot.multiscale` (warm starts), :mod:`~wassnet.ot.exact` (POT's solver).
 """
 
