@@ -103,7 +103,9 @@ class TransportPlan:
 
 #: Masses are scaled to integers summing to this (exact in float64, with room to spare):
 #: every pivot's flow update is then exact, so the strongly feasible tree rule holds as
-#: in exact arithmetic and no rounding residue is left on the artificial arcs.
+#: in exact arithmetic. The rounding to integers can leave a few units that a sparse
+#: graph cannot route on artificial arcs; the potentials returned stay dual feasible
+#: (``output_potentials`` in the C source) and the caller certifies the plan's residual.
 MASS_UNITS = 2.0**50
 
 
