@@ -64,16 +64,16 @@ def test_native_assignment_is_optimal_cold_and_warm(seed, n, k, ties):
 
 def test_fallback_gives_the_same_optimum(monkeypatch):
     keys, costs, dense = sparse_problem(3, 120, 4)
-    monkeypatch.setattr(native, "_LIB", None)
-    monkeypatch.setattr(native, "_FAILED", "forced")
+    monkeypatch.setattr(native._NATIVE, "lib", None)
+    monkeypatch.setattr(native._NATIVE, "failed", "forced")
     solution = native.assign(keys, costs, 120, np.zeros(120))
     assert "SciPy" in solution.method
     check(solution, keys, costs, 120, optimum(keys, 120, dense))
 
 
 def test_a_missing_compiler_warns_and_falls_back(monkeypatch, tmp_path):
-    monkeypatch.setattr(native, "_LIB", None)
-    monkeypatch.setattr(native, "_FAILED", None)
+    monkeypatch.setattr(native._NATIVE, "lib", None)
+    monkeypatch.setattr(native._NATIVE, "failed", None)
     monkeypatch.setenv("WASSNET_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.warns(RuntimeWarning, match="SciPy"):

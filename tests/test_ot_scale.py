@@ -239,8 +239,8 @@ def test_native_backend_is_chosen_where_it_runs_and_replaced_where_it_cannot(mon
     assert TiledCost(problem(x, y), tile=8).backend == "eager"
     with pytest.warns(RuntimeWarning, match="native pass is not available"):
         assert TiledCost(problem(x, y), backend="native", tile=8).backend == "eager"
-    monkeypatch.setattr(native_tiles, "_LIB", None)
-    monkeypatch.setattr(native_tiles, "_FAILED", "forced")
+    monkeypatch.setattr(native_tiles._NATIVE, "lib", None)
+    monkeypatch.setattr(native_tiles._NATIVE, "failed", "forced")
     assert TiledCost(problem(x, y)).backend == "eager"
     with pytest.warns(RuntimeWarning, match="native pass is not available"):
         cost = TiledCost(problem(x, y), backend="native")
@@ -249,13 +249,13 @@ def test_native_backend_is_chosen_where_it_runs_and_replaced_where_it_cannot(mon
 
 
 def test_a_missing_compiler_leaves_the_torch_kernels(monkeypatch, tmp_path):
-    monkeypatch.setattr(native_tiles, "_LIB", None)
-    monkeypatch.setattr(native_tiles, "_FAILED", None)
+    monkeypatch.setattr(native_tiles._NATIVE, "lib", None)
+    monkeypatch.setattr(native_tiles._NATIVE, "failed", None)
     monkeypatch.setenv("WASSNET_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert not native_tiles_available()
-    assert "no-such-compiler" in str(native_tiles._FAILED) or "compiler" in str(
-        native_tiles._FAILED
+    assert "no-such-compiler" in str(native_tiles._NATIVE.failed) or "compiler" in str(
+        native_tiles._NATIVE.failed
     )
     _, x, y = clouds(23, 20, 20, 3)
     assert TiledCost(problem(x, y)).backend == "eager"

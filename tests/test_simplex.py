@@ -63,13 +63,19 @@ def check_optimal(cost: np.ndarray, keys: np.ndarray, plan, a: np.ndarray, b: np
     assert plan.mass.min(initial=1.0) > 0
 
 
+def scrambled_plan(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A basic feasible plan of POT's, optimal for scrambled costs (with POT's rounding
+    residues): some feasible plan, unrelated to the problem's costs."""
+    return ot.emd(a, b, rng.permutation(len(a) * len(b)).reshape(len(a), len(b)).astype(float))
+
+
 @settings(max_examples=150, deadline=None)
 @given(transport_problems())
 def test_cold_and_warm_solves_are_optimal(problem):
     cost, a, b, rng = problem
     n, m = cost.shape
     # a sparse graph that holds a feasible plan, then the full graph from its tree
-    feasible = ot.emd(a, b, rng.permutation(n * m).reshape(n, m).astype(float))
+    feasible = scrambled_plan(a, b, rng)
     keys = np.flatnonzero((rng.random(n * m) < 0.4) | (feasible.reshape(-1) > 0))
     sub = transport_simplex(keys, cost.reshape(-1)[keys], m, a, b)
     assert not sub.warm
@@ -85,8 +91,7 @@ def test_cold_and_warm_solves_are_optimal(problem):
 def test_warm_start_from_a_pot_plan(problem):
     cost, a, b, rng = problem
     n, m = cost.shape
-    # any basic plan of POT's (here optimal for scrambled costs, with rounding residues)
-    plan = ot.emd(a, b, rng.permutation(n * m).reshape(n, m).astype(float))
+    plan = scrambled_plan(a, b, rng)
     rows, cols = np.nonzero(plan)
     basis = forest_basis(rows, cols, plan[rows, cols], m, a, b)
     solved = transport_simplex(np.arange(n * m), cost.reshape(-1), m, a, b, basis)

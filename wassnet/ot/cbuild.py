@@ -19,10 +19,10 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["cache_dir", "load_library", "native_disabled"]
+__all__ = ["NativeLibrary", "cache_dir", "load_library", "native_disabled"]
 
 
 def native_disabled() -> bool:
@@ -98,3 +98,43 @@ def load_library(source: Path, flag_sets: Sequence[Sequence[str]]) -> ctypes.CDL
             error = exc
     assert error is not None
     raise error
+
+
+class NativeLibrary:
+    """One C source, compiled and loaded on first use, at most once per process.
+
+    :meth:`get` returns the library with its functions declared by ``declare``, or
+    ``None`` (then :attr:`failed` says why: no compiler, or ``WASSNET_NO_NATIVE``);
+    ``on_failure`` is called with that reason when compiling fails (e.g. to warn).
+    Tests reset :attr:`lib` and :attr:`failed` to force either outcome.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        flag_sets: Sequence[Sequence[str]],
+        declare: Callable[[ctypes.CDLL], None],
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self.source, self.flag_sets = source, flag_sets
+        self.declare, self.on_failure = declare, on_failure
+        self.lib: ctypes.CDLL | None = None
+        self.failed: str | None = None
+
+    def get(self) -> ctypes.CDLL | None:
+        """The loaded library, or ``None`` where it cannot be built (see :attr:`failed`)."""
+        if self.lib is not None or self.failed is not None:
+            return self.lib
+        if native_disabled():
+            self.failed = "WASSNET_NO_NATIVE is set"
+            return None
+        try:
+            lib = load_library(self.source, self.flag_sets)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            if self.on_failure is not None:
+                self.on_failure(self.failed)
+            return None
+        self.declare(lib)
+        self.lib = lib
+        return lib

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import ctypes
 import math
-import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wassnet.ot.cbuild import load_library, native_disabled
+from wassnet.ot.cbuild import NativeLibrary
 
 __all__ = ["Assignment", "assign", "native_available", "solver_name"]
 
-_SOURCE = Path(__file__).with_name("_assign.c")
-_LIB: ctypes.CDLL | None = None
-_FAILED: str | None = None
 
-
-def _compile() -> ctypes.CDLL:
-    """Compile ``_assign.c`` (once per source version, :mod:`wassnet.ot.cbuild`) and load it."""
-    lib = load_library(_SOURCE, [["-O3"]])
+def _declare(lib: ctypes.CDLL) -> None:
     i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
     f64p = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
     lib.sparse_auction.argtypes = [
@@ -46,7 +39,18 @@ def _compile() -> ctypes.CDLL:
         ctypes.c_int, i64p, i64p, f64p, f64p, i64p, i64p, ctypes.c_double, i64p,
     ]  # fmt: skip
     lib.sparse_auction.restype = lib.sparse_assign.restype = ctypes.c_int
-    return lib
+
+
+def _warn(why: str) -> None:
+    warnings.warn(
+        f"wassnet: the C assignment solver is not available ({why}); using SciPy's "
+        "sparse Jonker-Volgenant (correct, slower on large problems)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+_NATIVE = NativeLibrary(Path(__file__).with_name("_assign.c"), [["-O3"]], _declare, _warn)
 
 
 #: Warm-started assignments of more points than this may start with an auction ...
@@ -55,26 +59,6 @@ AUCTION_WARM_MIN_POINTS = 10_000
 #: longer their cheapest under the starting potentials); fewer are re-matched by
 #: augmenting paths alone, which change the potentials only where the paths explore.
 AUCTION_WARM_MIN_FREED = 0.01
-
-
-def _library() -> ctypes.CDLL | None:
-    global _LIB, _FAILED
-    if _LIB is not None or _FAILED is not None:
-        return _LIB
-    if native_disabled():
-        _FAILED = "WASSNET_NO_NATIVE is set"
-        return None
-    try:
-        _LIB = _compile()
-    except (OSError, subprocess.SubprocessError) as exc:
-        _FAILED = f"{type(exc).__name__}: {exc}"
-        warnings.warn(
-            f"wassnet: the C assignment solver is not available ({_FAILED}); using SciPy's "
-            "sparse Jonker-Volgenant (correct, slower on large problems)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return _LIB
 
 
 def solver_name(assignment: bool) -> str:
@@ -87,14 +71,14 @@ def solver_name(assignment: bool) -> str:
         if simplex_available():
             return "network simplex on the sparse graph (POT; warm-started rounds in C)"
         return "network simplex on the sparse graph (POT)"
-    if _library() is None:
+    if _NATIVE.get() is None:
         return "sparse Jonker-Volgenant (SciPy)"
     return "auction + augmenting paths (C)"
 
 
 def native_available() -> bool:
     """Whether the compiled solver loads on this machine (compiling it if needed)."""
-    return _library() is not None
+    return _NATIVE.get() is not None
 
 
 @dataclass(frozen=True)
@@ -155,7 +139,7 @@ def assign(
         v0: starting column potentials (e.g. the previous round's), any finite values.
         match0: a starting matching (``-1`` for free rows), e.g. the previous round's.
     """
-    lib = _library()
+    lib = _NATIVE.get()
     if lib is None:
         return _scipy_assign(keys, costs, n, v0)
     indptr, cols = _csr(keys, n)

@@ -18,35 +18,21 @@ also checks on a first tile against float64 before using this code.
 from __future__ import annotations
 
 import ctypes
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wassnet.ot.cbuild import load_library, native_disabled
+from wassnet.ot.cbuild import NativeLibrary
 
 __all__ = ["PANEL", "block_minima", "block_values", "native_tiles_available", "pack_columns"]
 
 PANEL = 16  # columns per packed panel (two vectors of 8 float32 lanes)
 _SOURCE = Path(__file__).with_name("_tiles.c")
 _COMMON = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
-_LIB: ctypes.CDLL | None = None
-_FAILED: str | None = None
 
 
-def _library() -> ctypes.CDLL | None:
-    global _LIB, _FAILED
-    if _LIB is not None or _FAILED is not None:
-        return _LIB
-    if native_disabled():
-        _FAILED = "WASSNET_NO_NATIVE is set"
-        return None
-    try:
-        lib = load_library(_SOURCE, [[*_COMMON, "-march=native"], _COMMON])
-    except (OSError, subprocess.SubprocessError) as exc:
-        _FAILED = f"{type(exc).__name__}: {exc}"
-        return None
+def _declare(lib: ctypes.CDLL) -> None:
     f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
     lib.block_min.argtypes = [
         ctypes.c_int, ctypes.c_int, ctypes.c_int, f32p, f32p, f32p, ctypes.c_int, f32p,
@@ -58,13 +44,14 @@ def _library() -> ctypes.CDLL | None:
         f32p, ctypes.c_int,
     ]  # fmt: skip
     lib.block_min.restype = lib.block_values.restype = ctypes.c_int
-    _LIB = lib
-    return _LIB
+
+
+_NATIVE = NativeLibrary(_SOURCE, [[*_COMMON, "-march=native"], _COMMON], _declare)
 
 
 def native_tiles_available() -> bool:
     """Whether the compiled pass loads on this machine (compiling it if needed)."""
-    return _library() is not None
+    return _NATIVE.get() is not None
 
 
 def pack_columns(ya_t: torch.Tensor) -> np.ndarray:
@@ -81,9 +68,9 @@ def block_minima(xa: torch.Tensor, panels: np.ndarray, p: np.ndarray, block: int
     """``[rows, cols / block]`` float32: for each row of ``xa`` (``[rows, D]``, the
     augmented rows) and each block of ``block`` consecutive columns of ``panels``
     (:func:`pack_columns`), the minimum of ``sqrt(max(0, xa_i . ya_j)) + p_j``."""
-    lib = _library()
+    lib = _NATIVE.get()
     if lib is None:
-        raise RuntimeError(f"the compiled pass is not available ({_FAILED})")
+        raise RuntimeError(f"the compiled pass is not available ({_NATIVE.failed})")
     rows, dims = xa.shape
     cols = panels.shape[0] * PANEL
     x = np.ascontiguousarray(xa.detach().cpu().numpy(), dtype=np.float32)
@@ -107,9 +94,9 @@ def block_values(
 ) -> torch.Tensor:
     """``[pairs, block]`` float32: ``sqrt(max(0, xa_r . ya_j)) + p_j`` for every column
     ``j`` of block ``blocks[k]`` and row ``r = rows[k]`` of ``xa`` (all rows)."""
-    lib = _library()
+    lib = _NATIVE.get()
     if lib is None:
-        raise RuntimeError(f"the compiled pass is not available ({_FAILED})")
+        raise RuntimeError(f"the compiled pass is not available ({_NATIVE.failed})")
     x = np.ascontiguousarray(xa.detach().cpu().numpy(), dtype=np.float32)
     r = np.ascontiguousarray(rows.cpu().numpy(), dtype=np.int64)
     b = np.ascontiguousarray(blocks.cpu().numpy(), dtype=np.int64)

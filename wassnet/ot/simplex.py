@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import math
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wassnet.ot.cbuild import load_library, native_disabled
+from wassnet.ot.cbuild import NativeLibrary
 
 __all__ = [
     "SimplexBasis",
@@ -35,9 +34,6 @@ __all__ = [
     "transport_simplex",
 ]
 
-_SOURCE = Path(__file__).with_name("_simplex.c")
-_LIB: ctypes.CDLL | None = None
-_FAILED: str | None = None
 _STATUS = {
     1: "the pivot budget ran out",
     2: "out of memory",
@@ -46,18 +42,7 @@ _STATUS = {
 }
 
 
-def _library() -> ctypes.CDLL | None:
-    global _LIB, _FAILED
-    if _LIB is not None or _FAILED is not None:
-        return _LIB
-    if native_disabled():
-        _FAILED = "WASSNET_NO_NATIVE is set"
-        return None
-    try:
-        lib = load_library(_SOURCE, [["-O3"]])
-    except (OSError, subprocess.SubprocessError) as exc:
-        _FAILED = f"{type(exc).__name__}: {exc}"
-        return None
+def _declare(lib: ctypes.CDLL) -> None:
     i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
     f64p = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
     lib.transport_simplex.argtypes = [
@@ -65,13 +50,14 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_int, i64p, f64p, f64p, f64p, ctypes.c_longlong, ctypes.c_double, i64p,
     ]  # fmt: skip
     lib.transport_simplex.restype = ctypes.c_int
-    _LIB = lib
-    return _LIB
+
+
+_NATIVE = NativeLibrary(Path(__file__).with_name("_simplex.c"), [["-O3"]], _declare)
 
 
 def simplex_available() -> bool:
     """Whether the compiled network simplex loads on this machine (compiling it if needed)."""
-    return _library() is not None
+    return _NATIVE.get() is not None
 
 
 @dataclass(frozen=True)
@@ -204,9 +190,9 @@ def transport_simplex(
     Raises:
         RuntimeError: the compiled solver is unavailable, or failed (says why).
     """
-    lib = _library()
+    lib = _NATIVE.get()
     if lib is None:
-        raise RuntimeError(f"the C network simplex is not available ({_FAILED})")
+        raise RuntimeError(f"the C network simplex is not available ({_NATIVE.failed})")
     n, edges = len(a), len(keys)
     nodes = n + m
     costs = np.ascontiguousarray(costs, dtype=np.float64)
