@@ -245,9 +245,9 @@ def _solve(graph: _Graph, v: np.ndarray, previous: _Solution | None, gap: float)
     a, b = problem.a.probabilities(), problem.b.probabilities()
     if previous is not None and gap <= SIMPLEX_WARM_GAP and simplex_available():
         try:
-            basis = previous.basis or forest_basis(
-                previous.rows, previous.cols, previous.mass, problem.m, a, b
-            )
+            basis = previous.basis
+            if basis is None:  # the previous round was POT's: a tree from its plan
+                basis = forest_basis(previous.rows, previous.cols, previous.mass, problem.m, a, b)
             plan = transport_simplex(graph.keys, graph.costs, problem.m, a, b, basis)
             return _Solution(plan.rows, plan.cols, plan.mass, plan.u, plan.v, basis=plan.basis)
         except RuntimeError:
