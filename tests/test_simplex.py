@@ -11,6 +11,7 @@ from unittest import mock
 import numpy as np
 import ot
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
@@ -69,7 +70,7 @@ def scrambled_plan(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np
     return ot.emd(a, b, rng.permutation(len(a) * len(b)).reshape(len(a), len(b)).astype(float))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(transport_problems())
 def test_cold_and_warm_solves_are_optimal(problem):
     cost, a, b, rng = problem
@@ -86,7 +87,7 @@ def test_cold_and_warm_solves_are_optimal(problem):
     check_optimal(cost, full, warm, a, b)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(transport_problems())
 def test_warm_start_from_a_pot_plan(problem):
     cost, a, b, rng = problem
