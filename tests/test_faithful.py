@@ -124,6 +124,88 @@ def test_conv_bound_is_above_the_exact_operator_norm(cin, cout, k, grid):
     assert bound <= np.linalg.svd(matrix, compute_uv=False)[0] * (1 + 1e-12)
 
 
+def _mutated_conv(draw_padding, padding_mode, kernel, stride, dilation, seed) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(2, 2, kernel, padding=(kernel - 1) // 2, padding_mode=padding_mode)
+    conv = conv.double()
+    conv.bias = None  # the explicit matrix is that of the linear part
+    conv.padding = draw_padding
+    conv.stride = stride
+    conv.dilation = dilation
+    return conv
+
+
+@settings(max_examples=examples(50), deadline=None)
+@given(
+    padding=st.one_of(
+        st.integers(0, 4),
+        st.tuples(st.integers(0, 4), st.integers(0, 4)),
+        st.sampled_from(["same", "valid"]),
+    ),
+    padding_mode=st.sampled_from(["zeros", "circular"]),
+    kernel=st.integers(1, 5),
+    stride=st.sampled_from([1, 2, (1, 2)]),
+    dilation=st.sampled_from([1, 2]),
+    seed=st.integers(0, 10**6),
+    p=st.sampled_from([1, 2, math.inf]),
+)
+def test_conv_attributes_changed_after_construction_are_bounded_as_they_run(
+    padding, padding_mode, kernel, stride, dilation, seed, p
+):
+    """Regression: the bound followed the constructor's padding (a 5x5 conv certified
+    12.08 for an operator of norm 12.54). ``padding``, ``stride`` and ``dilation``
+    changed later are read as the forward pass reads them, in every norm."""
+    conv = _mutated_conv(padding, padding_mode, kernel, stride, dilation, seed)
+    shape = (2, 5, 6)
+    try:
+        matrix = operator_matrix(conv, shape).numpy()
+    except RuntimeError:  # a geometry torch itself cannot run (e.g. 'same' with stride 2)
+        with pytest.raises(LipschitzBoundError):
+            lipschitz_bound(conv, shape, p=p)
+        return
+    try:
+        bound = lipschitz_bound(conv, shape, p=p).bound
+    except LipschitzBoundError:  # refused (e.g. circular padding wider than the kernel)
+        return
+    if p == 2:
+        assert norm_at_most(matrix, bound)
+    else:
+        rows = [[Fraction(float(v)) for v in row] for row in matrix]
+        sums = (
+            [sum(abs(r[j]) for r in rows) for j in range(len(rows[0]))]
+            if p == 1
+            else [sum(abs(v) for v in r) for r in rows]
+        )
+        assert Fraction(bound) >= max(sums)
+
+
+def test_a_padding_widened_after_construction_raises_the_bound():
+    """The issue's case in miniature: the constructor's padding (0) gave a bound 30%
+    below the operator the layer computes once its padding is widened to 4."""
+    torch.manual_seed(181)
+    conv = nn.Conv2d(1, 1, 5, padding=0, bias=False).double()
+    before = lipschitz_bound(conv, (1, 5, 5)).bound
+    conv.padding = (4, 4)
+    exact = float(np.linalg.svd(operator_matrix(conv, (1, 5, 5)).numpy(), compute_uv=False)[0])
+    after = lipschitz_bound(conv, (1, 5, 5)).bound
+    assert before * 1.3 < exact <= after
+    assert norm_at_most(operator_matrix(conv, (1, 5, 5)).numpy(), after)
+    exported = export(conv)
+    x = torch.randn(3, 1, 5, 5, dtype=torch.float64)
+    assert torch.equal(exported(x), conv(x))
+    assert lipschitz_bound(exported, (1, 5, 5)).bound == after
+
+
+def test_circular_padding_changed_after_construction_exports_as_it_runs():
+    """Circular convs pad by the list the constructor set: the export copies it."""
+    conv = nn.Conv2d(2, 3, 5, padding=2, padding_mode="circular").double()
+    conv.padding = (0, 0)  # not read by a circular forward
+    exported = export(conv)
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64)
+    assert torch.equal(exported(x), conv(x))
+    assert lipschitz_bound(exported, (2, 7, 7)).bound == lipschitz_bound(conv, (2, 7, 7)).bound
+
+
 def test_layer_bounds_and_products_round_up():
     net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
     cert = lipschitz_bound(net, (3,))
@@ -191,6 +273,19 @@ def _train_dropout_p1():
     return nn.Sequential(nn.Linear(4, 4), nn.Dropout(p=1.0)).train()
 
 
+def _compiled_instance():
+    """What ``nn.Module.compile()`` leaves: calls run ``_compiled_call_impl``, not forward."""
+    layer = nn.Linear(4, 4)
+    layer._compiled_call_impl = lambda x: 100 * x
+    return nn.Sequential(layer, nn.ReLU())
+
+
+def _module_compile():
+    layer = nn.Linear(4, 4)
+    layer.compile()  # lazy: nothing is compiled before the first call
+    return nn.Sequential(layer, nn.ReLU())
+
+
 REFUSED = {
     "Linear subclass x10": (lambda: Linear10(4, 4), "Linear10"),
     "BjorckLinear subclass x10": (lambda: Bjorck10(4, 4), "overrides forward"),
@@ -202,6 +297,8 @@ REFUSED = {
     "instance forward": (_instance_forward, "on the instance"),
     "dropout p=1 in training": (_train_dropout_p1, "p = 1"),
     "uninitialized lazy layer": (lambda: nn.LazyLinear(4), "LazyLinear|lazy"),
+    "compiled call on the instance": (_compiled_instance, "compiled"),
+    "nn.Module.compile()": (_module_compile, "compiled"),
 }
 
 
@@ -232,6 +329,7 @@ def test_unfaithful_modules_are_refused_by_bound_and_export(case):
         "forward pre-hook",
         "hook on a Sequential",
         "instance forward",
+        "compiled call on the instance",
     ],
 )
 def test_refused_modules_really_exceed_their_types_bound(case):

@@ -47,6 +47,9 @@ def _plain_layer(module: nn.Linear | nn.Conv2d) -> nn.Module:
             bias=has_bias,
             padding_mode=module.padding_mode,
         )
+        # non-zero padding modes pad by this list, which the constructor sets once from
+        # `padding`: copied as it is, so a padding changed later is exported as it runs
+        plain._reversed_padding_repeated_twice = list(module._reversed_padding_repeated_twice)
     plain.weight = _frozen(module.weight)
     plain.bias = _frozen(module.bias)
     return plain

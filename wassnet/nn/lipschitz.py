@@ -269,6 +269,11 @@ def check_faithful(module: nn.Module, name: str = "") -> None:
         raise LipschitzBoundError(
             f"{where} overrides {', '.join(own)} on the instance: its function is not its type's"
         )
+    if getattr(module, "_compiled_call_impl", None) is not None:
+        raise LipschitzBoundError(
+            f"{where} is compiled (nn.Module.compile sets _compiled_call_impl, which its calls "
+            "run instead of forward): certify and export the module before compiling it"
+        )
     _rule_for(module, label)
 
 
@@ -408,8 +413,56 @@ def _polyphase(kernel: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     )
 
 
-def _check_conv(conv: nn.Conv2d, input_shape: Shape) -> None:
-    """Refuse what no conv rule certifies: grouped convs, other padding modes, no [C, H, W]."""
+@dataclass(frozen=True)
+class _ConvGeometry:
+    """What ``nn.Conv2d._conv_forward`` reads, read the way it reads it.
+
+    The attributes are read **now**, not as the constructor left them: a layer whose
+    ``padding``, ``stride`` or ``dilation`` was changed after construction is bounded
+    as it computes. With ``padding_mode="zeros"`` the forward pass hands ``padding``
+    (ints or ``"same"`` / ``"valid"``) to ``F.conv2d``; any other mode pads by
+    ``_reversed_padding_repeated_twice`` (set by the constructor, never updated) and
+    convolves without padding.
+    """
+
+    kernel: torch.Tensor  # dilated, float as stored
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]  # left, right, top, bottom
+
+    @property
+    def padding_text(self) -> str:
+        left, right, top, bottom = self.padding
+        return f"(left {left}, right {right}, top {top}, bottom {bottom})"
+
+
+def _pair_of_ints(value: object, what: str) -> tuple[int, int]:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise LipschitzBoundError(f"Conv2d has an unsupported {what} {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _forward_padding(conv: nn.Conv2d, kh: int, kw: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` as the forward pass pads (see :class:`_ConvGeometry`)."""
+    if conv.padding_mode != "zeros":
+        padding = tuple(conv._reversed_padding_repeated_twice)
+        if len(padding) != 4 or not all(isinstance(v, int) for v in padding):
+            raise LipschitzBoundError(f"Conv2d has an unsupported padding {padding!r}")
+    elif conv.padding == "valid":
+        padding = (0, 0, 0, 0)
+    elif conv.padding == "same":  # F.conv2d: total k - 1, the odd one on the far side
+        padding = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    else:
+        ph, pw = _pair_of_ints(conv.padding, "padding")
+        padding = (pw, pw, ph, ph)
+    if min(padding) < 0:
+        raise LipschitzBoundError(f"Conv2d has a negative padding {padding}")
+    return padding  # type: ignore[return-value]
+
+
+def _conv_geometry(conv: nn.Conv2d, input_shape: Shape) -> _ConvGeometry:
+    """Refuse what no conv rule certifies (grouped convs, other padding modes, no
+    ``[C, H, W]``), and read the geometry the forward pass uses."""
     if len(input_shape) != 3:
         raise LipschitzBoundError(f"Conv2d needs an input shape [C, H, W], got {input_shape}")
     if conv.groups != 1:
@@ -419,21 +472,29 @@ def _check_conv(conv: nn.Conv2d, input_shape: Shape) -> None:
             f"Conv2d with padding_mode={conv.padding_mode!r} is not certified "
             "(use 'circular' or 'zeros')"
         )
+    stride = _pair_of_ints(conv.stride, "stride")
+    dilation = _pair_of_ints(conv.dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1:
+        raise LipschitzBoundError(f"Conv2d has stride {stride} and dilation {dilation}")
+    kernel = _dilated(conv.weight.detach(), dilation)
+    padding = _forward_padding(conv, *kernel.shape[-2:])
+    return _ConvGeometry(kernel, stride, padding)
 
 
 def _conv2d_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     conv: nn.Conv2d = module  # type: ignore[assignment]
-    _check_conv(conv, input_shape)
-    kernel = _dilated(conv.weight.detach(), tuple(conv.dilation))
+    geometry = _conv_geometry(conv, input_shape)
+    kernel = geometry.kernel
     kh, kw = kernel.shape[-2:]
-    left, right, top, bottom = conv._reversed_padding_repeated_twice
+    left, right, top, bottom = geometry.padding
     _, h, w = input_shape
-    sh, sw = conv.stride
+    sh, sw = geometry.stride
     if conv.padding_mode == "circular":
         if top + bottom != kh - 1 or left + right != kw - 1:
             raise LipschitzBoundError(
                 "circular Conv2d is certified only when its padding keeps the spatial size "
-                f"(total padding kernel-1); got padding {conv.padding} for kernel {(kh, kw)}"
+                f"(total padding kernel-1); got padding {geometry.padding_text} "
+                f"for kernel {(kh, kw)}"
             )
         if h % sh == 0 and w % sw == 0:
             grid, exact = (h // sh, w // sw), "exact: FFT, circular"
@@ -514,19 +575,18 @@ def _conv2d_p_rule(p: float) -> Rule:
 
     def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
         conv: nn.Conv2d = module  # type: ignore[assignment]
-        _check_conv(conv, input_shape)
-        kernel = _dilated(conv.weight.detach(), tuple(conv.dilation))
-        kh, kw = kernel.shape[-2:]
-        left, right, top, bottom = conv._reversed_padding_repeated_twice
+        geometry = _conv_geometry(conv, input_shape)
+        kh, kw = geometry.kernel.shape[-2:]
+        left, right, top, bottom = geometry.padding
         if conv.padding_mode == "circular" and (top + bottom > kh - 1 or left + right > kw - 1):
             # wider circular padding repeats input pixels: each feeds several outputs per tap
             raise LipschitzBoundError(
                 "circular Conv2d is certified only when its total padding is at most "
-                f"kernel - 1; got padding {conv.padding} for kernel {(kh, kw)}"
+                f"kernel - 1; got padding {geometry.padding_text} for kernel {(kh, kw)}"
             )
         bound = _abs_sum_bound(conv.weight, dims)
         fits = kh <= input_shape[1] and kw <= input_shape[2]
-        if conv.padding_mode == "circular" and tuple(conv.stride) == (1, 1) and fits:
+        if conv.padding_mode == "circular" and geometry.stride == (1, 1) and fits:
             return bound, f"exact (verified): max {what}-channel abs sum, circular"
         return bound, f"upper: max {what}-channel abs sum"
 
