@@ -49,9 +49,12 @@ def power_of_two_exponent(max_abs: float) -> int:
 def scale_exactly(
     values: np.ndarray, exponent: int, what: str, refuse: bool = True
 ) -> tuple[np.ndarray, bool]:
-    """``values * 2^-exponent`` as a new float64 array, and whether it is exact; an
-    inexact scale is refused (``InputError``) unless ``refuse`` is False."""
+    """``values * 2^-exponent`` as a float64 array (``values`` itself, not a copy, when
+    the exponent is 0), and whether it is exact; an inexact scale is refused
+    (``InputError``) unless ``refuse`` is False."""
     v = np.asarray(values, dtype=np.float64)
+    if exponent == 0:  # nothing to scale (no copy of a large cloud)
+        return v, True
     scaled = np.ldexp(v, -exponent)
     exact = exponent <= 0 or np.array_equal(np.ldexp(scaled, exponent), v)
     if refuse and not exact:
@@ -165,7 +168,7 @@ class TransportProblem:
         y = np.asarray(y, dtype=np.float64)
         x = x.reshape(len(x), -1)
         y = y.reshape(len(y), -1)
-        max_abs = max(float(np.abs(x).max()), float(np.abs(y).max()))
+        max_abs = max(float(-x.min()), float(x.max()), float(-y.min()), float(y.max()))
         exponent = power_of_two_exponent(max_abs)
         xs, exact_x = scale_exactly(x, exponent, "points", refuse=False)
         ys, exact_y = scale_exactly(y, exponent, "points", refuse=False)
