@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from wassnet.deadline import Deadline
 from wassnet.ot.exact import network_simplex
 from wassnet.ot.metrics import metric_cdist
 
@@ -152,7 +153,9 @@ def multilevel_warm_start(
     device: torch.device | str | None = None,
     backend: str = "auto",
     metric: str = "euclidean",
-) -> tuple[np.ndarray, np.ndarray]:
+    deadline: Deadline | None = None,
+    predict: Callable[[int], float] | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Potentials on all points of two uniform clouds of equal size, level by level.
 
     Nested random subsamples of ``size``, ``size * factor``, ... points per side (while
@@ -160,6 +163,11 @@ def multilevel_warm_start(
     next one is started from the previous one's potentials extended to it and solved by
     ``solve(x_sub, y_sub, u0, v0) -> (u, v)`` (a few rounds of column generation), and
     the last one's potentials are extended to all points by fused passes.
+
+    With a ``deadline`` and ``predict(s)`` (predicted seconds of solving the level of
+    ``s`` points per side and extending its potentials to all points), a level starts
+    only when its prediction fits in the time left; the last level solved is extended.
+    Returns ``None`` when not even the smallest level fits (the cut is recorded).
     """
     from scipy.spatial.distance import cdist
 
@@ -167,11 +175,20 @@ def multilevel_warm_start(
     n = len(x)
     perm_a, perm_b = rng.permutation(n), rng.permutation(len(y))
     s = min(size, n)
+    if deadline is not None and predict is not None and not deadline.allows(predict(s)):
+        deadline.cut(f"warm start skipped (a {s}-point subsample predicted ~{predict(s):.1f} s)")
+        return None
     sub_a, sub_b = np.sort(perm_a[:s]), np.sort(perm_b[:s])
     w = np.full(s, 1.0 / s)
     _, _, _, u, v = network_simplex(cdist(x[sub_a], y[sub_b], metric=metric), w, w)
     while s * factor * 2 <= n:
         s_next = s * factor
+        if deadline is not None and predict is not None and not deadline.allows(predict(s_next)):
+            deadline.cut(
+                f"warm start stopped after {s} points per side ({s_next} predicted "
+                f"~{predict(s_next):.1f} s)"
+            )
+            break
         next_a, next_b = np.sort(perm_a[:s_next]), np.sort(perm_b[:s_next])
         u0, v0 = _restricted_transforms(
             x[next_a],

@@ -16,6 +16,7 @@ sample bracket, the floor, the population bracket, the optional POT reference.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from wassnet.deadline import Deadline
 from wassnet.errors import InputError
 from wassnet.names import METRICS
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
@@ -58,6 +60,7 @@ def _floor_bracket(
     device: torch.device,
     seed: int,
     metric: str,
+    deadline: Deadline | None = None,
 ) -> SampleBracket:
     """W1 between two disjoint random halves of one cloud (the sampling floor)."""
     n = len(x)
@@ -71,7 +74,7 @@ def _floor_bracket(
     if wf is not None and not (wf.max() > 0 and ws.max() > 0):
         raise InputError("the floor needs positive weight in both halves of A")
     problem = TransportProblem.build(x[first], x[second], wf, ws, metric)
-    return sample_bracket(problem, options, device=device, seed=seed)
+    return sample_bracket(problem, options, device=device, seed=seed, deadline=deadline)
 
 
 def _floor_auto(target: str, xa: np.ndarray, wa: np.ndarray | None) -> bool:
@@ -133,6 +136,26 @@ def _population_refusal(target: str, weighted: bool, n_a: int, n_b: int, folds: 
     return None if why is None else f"population bracket not computed: {why}"
 
 
+#: Under a time budget, the population bracket is not started with less time left.
+POPULATION_MIN_SECONDS = 1.0
+
+
+def _population_budget(
+    options: PopulationOptions, deadline: Deadline, notes: list[str], target: str
+) -> PopulationOptions:
+    """The population options with the critic fits' budget cut to the time left (a note
+    added, and the bracket skipped, when less than :data:`POPULATION_MIN_SECONDS` is)."""
+    if not deadline.limited or target == "sample" or notes:
+        return options
+    left = deadline.remaining()
+    if left < POPULATION_MIN_SECONDS:
+        deadline.cut("population bracket not computed")
+        notes.append(f"population bracket not computed: time budget {deadline.seconds:g} s reached")
+        return options
+    own = options.time_budget
+    return dataclasses.replace(options, time_budget=left if own is None else min(own, left))
+
+
 def estimate_w1(
     a: np.ndarray | torch.Tensor | Sequence,
     b: np.ndarray | torch.Tensor | Sequence,
@@ -148,6 +171,7 @@ def estimate_w1(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
+    deadline: Deadline | None = None,
 ) -> W1Result:
     """W1 between two point clouds, for the ground cost ``metric``.
 
@@ -177,6 +201,13 @@ def estimate_w1(
         device: where the passes over all pairs run and the critics are fitted
             (default: a GPU when present).
         progress: show progress bars.
+        deadline: the clock of ``sample.time_budget``, when the caller started it
+            earlier (the CLI starts it before loading the files); default: started
+            now. Under a budget, the whole call shares it: the sample bracket gets
+            half of the time left when the floor or the population follow, the floor
+            a quarter of what is then left, and the population's critic fits the rest
+            (at most their own ``time_budget``); what was skipped is said in
+            ``notes`` and in ``sample.budget``.
 
     Returns:
         A :class:`W1Result`; ``result.sample.lower <= W1(a, b) <= result.sample.upper``
@@ -190,6 +221,8 @@ def estimate_w1(
         ValueError: bad options; ``target="population"`` with weights.
     """
     options, pop_options = _checked_options(target, metric, exact, sample, population)
+    if deadline is None or deadline.seconds != options.time_budget:
+        deadline = Deadline(options.time_budget, *(() if deadline is None else (deadline.start,)))
     timings: dict[str, float] = {}
     xa, xb, wa, wb = _validated(a, b, weights_a, weights_b)
     weighted = wa is not None or wb is not None
@@ -198,14 +231,25 @@ def estimate_w1(
     dev = resolve_device(device)
     problem = TransportProblem.build(xa, xb, wa, wb, metric)
 
-    result_sample = sample_bracket(problem, options, device=dev, seed=seed, progress=progress)
+    want_floor = bool(floor or (floor is None and _floor_auto(target, xa, wa)))
+    more = want_floor or (target != "sample" and not notes)
+    result_sample = sample_bracket(
+        problem,
+        options,
+        device=dev,
+        seed=seed,
+        progress=progress,
+        deadline=deadline.share(0.5) if more else deadline,
+    )
     timings["sample"] = result_sample.seconds
     floor_result = None
-    if floor or (floor is None and _floor_auto(target, xa, wa)):
+    if want_floor:
         t0 = time.perf_counter()
-        floor_result = _floor_bracket(xa, wa, options, dev, seed, metric)
+        share = 0.25 if target != "sample" and not notes else 1.0
+        floor_result = _floor_bracket(xa, wa, options, dev, seed, metric, deadline.share(share))
         timings["floor"] = time.perf_counter() - t0
     population_result = None
+    pop_options = _population_budget(pop_options, deadline, notes, target)
     if target != "sample" and not notes:
         population_result = population_bracket(
             xa.reshape(len(xa), -1),

@@ -48,11 +48,14 @@ class SampleBracket:
         plan: the transport plan behind ``upper`` as sparse triplets ``(rows, cols,
             mass)`` (``None`` on the line): ``mass[k]`` moves from ``A[rows[k]]`` to
             ``B[cols[k]]``.
-        potentials: the dual pair ``(u, v)`` behind ``lower`` (``None`` on the line, or
-            when they would overflow float64), with ``u[i] - v[j] <= |A[i] - B[j]|``
+        potentials: the dual pair ``(u, v)`` behind ``lower`` (``None`` on the line,
+            when they would overflow float64, or when ``lower`` is the quick bracket's
+            linear critic), with ``u[i] - v[j] <= |A[i] - B[j]|``
             for every pair, exactly; ``lower`` is the certified value of this pair
             (before the power-of-two rescale to input units, which is exact unless
             the potentials are subnormal).
+        budget: with a time budget, one sentence saying what it allowed (what was
+            skipped or stopped, and so where the bracket comes from); else ``None``.
     """
 
     lower: float
@@ -66,6 +69,7 @@ class SampleBracket:
     exact: float | None = None
     plan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     potentials: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    budget: str | None = None
 
     @property
     def estimate(self) -> float:
@@ -91,6 +95,7 @@ class SampleBracket:
             "passes": self.passes,
             "rounds": [dict(r) for r in self.rounds],
             "exact": self.exact,
+            "budget": self.budget,
         }
 
     def summary_lines(self, label: str = "sample W1") -> list[str]:
@@ -102,6 +107,8 @@ class SampleBracket:
             f"{'':16} route {self.route}, {self.seconds:.2f} s, "
             f"{self.passes} passes over all pairs",
         ]
+        if self.budget is not None:
+            lines.append(f"{'':16} {self.budget}")
         if self.exact is not None:
             lines.append(
                 f"{'exact (POT)':<16} {self.exact:.6g}   (reference, float64; not certified)"

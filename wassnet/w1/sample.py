@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wassnet.deadline import Deadline
 from wassnet.errors import InputError
 from wassnet.ot import (
     AssignmentBracket,
@@ -65,6 +66,7 @@ from wassnet.ot.exact import ExactSolverError, exact_w1_fits, network_simplex
 from wassnet.ot.multiscale import multilevel_warm_start, warm_start
 from wassnet.ot.plans import polish_forest_masses
 from wassnet.ot.projections import sliced_lower_bound
+from wassnet.ot.quick import QuickBracket, quick_bracket
 from wassnet.w1.options import SampleOptions
 from wassnet.w1.result import SampleBracket
 
@@ -80,6 +82,21 @@ CALIBRATION_PAIRS = 2**30
 #: (measured on BENCHMARKS.md's suite: in d = 2, 2.4x faster than column generation at
 #: n = 10 000 for chebyshev).
 DENSE_FALLBACK_FACTOR = 16
+
+#: Seconds per unit of work measured on this project's 2-core CPU (2026-12). Under a
+#: time budget, a stage that cannot be interrupted starts only when its prediction
+#: (these times the run's own slowdown, measured on its quick bracket) fits in the time
+#: left. Units: coordinates (quick bracket), points (blockwise bracket, with three
+#: sliced directions; exact CDFs on the line), pairs (POT's dense simplex, a fused
+#: pass, the float64 extension of warm-start potentials).
+SECONDS_PER_UNIT = {
+    "quick": 2.5e-8,
+    "blockwise": 4e-6,
+    "line": 1.5e-6,
+    "simplex": 2.5e-7,
+    "pass": 4e-10,
+    "extend": 3e-9,
+}
 
 
 def _dense_fits(problem: TransportProblem, options: SampleOptions) -> bool:
@@ -115,15 +132,28 @@ class _Run:
     device: torch.device
     rng: np.random.Generator
     bar: tqdm
+    deadline: Deadline = field(default_factory=Deadline)
+    slow: float = 1.0  # this run's slowdown against SECONDS_PER_UNIT (quick bracket)
     start: float = field(default_factory=time.perf_counter)
     passes: int = 0
     passes_warm: int = 0  # passes over the pairs of warm-start subsamples
     history: list[dict[str, float]] = field(default_factory=list)
 
     def remaining(self) -> float | None:
-        if self.options.time_budget is None:
+        if not self.deadline.limited:
             return None
-        return self.options.time_budget - (time.perf_counter() - self.start)
+        return self.deadline.remaining()
+
+    def predict(self, kind: str, units: float) -> float:
+        """Predicted seconds of ``units`` of work of ``kind`` (:data:`SECONDS_PER_UNIT`)."""
+        return SECONDS_PER_UNIT[kind] * units * self.slow
+
+    def fits(self, seconds: float, what: str) -> bool:
+        """Whether work predicted to take ``seconds`` fits the budget (recorded if not)."""
+        if self.deadline.allows(seconds):
+            return True
+        self.deadline.cut(f"{what} skipped (predicted ~{seconds:.1f} s)")
+        return False
 
     def record(self, lower: float, upper: float) -> None:
         entry = {
@@ -159,10 +189,12 @@ class _Run:
             potentials=potentials,
         )
 
-    def starting_potentials(self) -> tuple[np.ndarray, np.ndarray]:
+    def starting_potentials(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Potentials from solved subsamples: one level (:func:`warm_start`), or a
-        ladder of levels for large uniform clouds (:func:`multilevel_warm_start`)."""
+        ladder of levels for large uniform clouds (:func:`multilevel_warm_start`).
+        ``None`` when the time budget does not allow the smallest level."""
         p = self.problem
+        limited = self.deadline.limited
         if p.uniform_square:
             return multilevel_warm_start(
                 p.x,
@@ -173,7 +205,15 @@ class _Run:
                 device=self.device,
                 backend=self.options.backend,
                 metric=p.metric,
+                deadline=self.deadline if limited else None,
+                predict=self._predict_level,
             )
+        s_a, s_b = min(self.options.warm_start, p.n), min(self.options.warm_start, p.m)
+        predicted = self.predict("simplex", s_a * s_b) + self.predict(
+            "extend", p.n * s_b + p.m * s_a
+        )
+        if limited and not self.fits(predicted, f"warm start ({s_a} x {s_b} subsample)"):
+            return None
         return warm_start(
             p.x,
             p.y,
@@ -185,11 +225,26 @@ class _Run:
             metric=p.metric,
         )
 
+    def _predict_level(self, size: int) -> float:
+        """Predicted seconds of a warm-start level of ``size`` points per side: the
+        first is POT's dense simplex, the others about eight passes over its pairs; then
+        the extension of its potentials to all points (a pass over ``2 n size`` pairs)."""
+        first = size <= self.options.warm_start
+        solve = self.predict("simplex" if first else "pass", size * size * (1 if first else 8))
+        return solve + self.predict(
+            "pass", 2 * self.problem.n * size * max(1, self.problem.dim / 2)
+        )
+
     def _solve_level(
         self, x: np.ndarray, y: np.ndarray, u0: np.ndarray, v0: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A subsample of the multilevel warm start, solved to about 1e-6."""
+        """A subsample of the multilevel warm start, solved to about 1e-6 (under a time
+        budget, its rounds stop in time to extend its potentials to all points)."""
         sub = TransportProblem.build(x, y, metric=self.problem.metric)
+        budget = None
+        if self.deadline.limited:
+            extend = self.predict("pass", 2 * self.problem.n * len(x))
+            budget = max(self.deadline.remaining() - extend, 1e-3)
         scale = 2.0**sub.exponent  # potentials in the subsample's own units
         solved = sparse_bracket(
             _passes_for(sub, self),
@@ -198,6 +253,7 @@ class _Run:
             k=self.options.candidates_for(sub.dim),
             rounds=6,
             tol=1e-6,
+            time_budget=budget,
         )
         self.passes_warm += solved.passes
         return solved.dual.u.cpu().numpy() * scale, solved.dual.v.cpu().numpy() * scale
@@ -206,7 +262,10 @@ class _Run:
 # ----------------------------------------------------------------------------- routes
 
 
-def _line(run: _Run) -> SampleBracket:
+def _line(run: _Run) -> SampleBracket | None:
+    p = run.problem
+    if run.deadline.limited and not run.fits(run.predict("line", p.n + p.m), "exact CDFs"):
+        return None
     lower, upper = run.problem.to_input_units(*line_bracket(run.problem))
     run.record(lower, upper)
     method = "exact CDFs on the line (integer arithmetic)"
@@ -215,7 +274,11 @@ def _line(run: _Run) -> SampleBracket:
     )
 
 
-def _dense(run: _Run) -> SampleBracket:
+def _dense(run: _Run) -> SampleBracket | None:
+    p = run.problem
+    predicted = run.predict("simplex", p.n * p.m)
+    if run.deadline.limited and not run.fits(predicted, "POT's dense network simplex"):
+        return _blockwise(run)
     bounds = _dense_bounds(run)
     if bounds is None:  # column generation from cheap potentials instead
         return _column_route(run, "dense (network simplex stopped early: column generation)")
@@ -279,16 +342,25 @@ def _column_generation(
     return solved
 
 
-def _column_route(run: _Run, route: str) -> SampleBracket:
+def _column_route(run: _Run, route: str) -> SampleBracket | None:
     """Routes ``assignment`` and ``transport``: warm start, then column generation."""
     p = run.problem
     if route == "assignment" and not p.uniform_square:
         raise InputError("the assignment route needs uniform weights and n == m")
-    u0, v0 = run.starting_potentials()
+    potentials = run.starting_potentials()
+    if potentials is None:  # the time budget did not allow the warm start
+        return _blockwise(run, None, why="no time for the warm start")
+    u0, v0 = potentials
     cost = _passes(run)
+    if run.deadline.limited and not run.deadline.allows(
+        0.25 * run.predict("pass", p.n * p.m * max(1, p.dim / 2))
+    ):  # not even worth timing a slice
+        run.deadline.cut("passes over all pairs skipped (predicted far beyond the budget)")
+        return _blockwise(run, (u0, v0), why="passes predicted far beyond the budget")
     seconds = _pass_seconds(run, cost)
     remaining = run.remaining()
     if seconds is not None and remaining is not None and remaining < 2.5 * seconds:
+        run.deadline.cut(f"passes over all pairs skipped (one takes ~{seconds:.0f} s)")
         # the first bracket needs two passes (both c-transforms): out of budget
         return _blockwise(run, (u0, v0), why=f"a pass over all pairs takes ~{seconds:.0f} s")
     solved = _column_generation(run, cost, u0, v0)
@@ -340,17 +412,34 @@ def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
     return (time.perf_counter() - t0) * p.n / rows
 
 
+def _direction_scores(p: TransportProblem) -> tuple[np.ndarray, np.ndarray]:
+    """Scores along the difference of the weighted means (a monotone coupling's order
+    when no warm start was affordable)."""
+    e = p.a.probabilities() @ p.x - p.b.probabilities() @ p.y
+    return p.x @ e, p.y @ e
+
+
 def _blockwise(
     run: _Run, potentials: tuple[np.ndarray, np.ndarray] | None = None, why: str = ""
-) -> SampleBracket:
+) -> SampleBracket | None:
     """No pass over all pairs: a monotone coupling along the starting potentials, solved
     exactly within blocks, and sliced lower bounds. ``why``: the reason, when this
-    stands in for another route (said in ``lower_method``)."""
+    stands in for another route (said in ``lower_method``). Under a time budget:
+    ``None`` when even the coupling and its certificate are predicted not to fit, and
+    the blocks are refined only while time for the rest is left."""
     p = run.problem
-    u0, v0 = potentials if potentials is not None else run.starting_potentials()
+    limited = run.deadline.limited
+    if limited and not run.fits(run.predict("blockwise", p.n + p.m), "blockwise bracket"):
+        return None
+    if potentials is None:
+        potentials = run.starting_potentials()
+    u0, v0 = potentials if potentials is not None else _direction_scores(p)
     a, b = p.a.probabilities(), p.b.probabilities()
+    t0 = time.perf_counter()
     mi, mj, mmass = monotone_coupling(u0, v0, a, b)
-    plan = blockwise_refinement(p, plan_bound(p, mi, mj, mmass, "monotone coupling"), 1000)
+    plan = plan_bound(p, mi, mj, mmass, "monotone coupling")
+    reserve = 3.5 * (time.perf_counter() - t0)  # the final certificate, sliced bounds
+    plan = blockwise_refinement(p, plan, 1000, run.deadline if limited else None, reserve)
     lower_scaled, _ = sliced_lower_bound(p)
     lower = p.to_input_units(lower_scaled, lower_scaled)[0]
     run.record(lower, plan.value)
@@ -364,7 +453,36 @@ def _blockwise(
     )
 
 
-_ROUTES: dict[str, Callable[[_Run], SampleBracket]] = {
+def _merged(
+    run: _Run, route: str, found: SampleBracket | None, quick: QuickBracket
+) -> SampleBracket:
+    """The route's bracket, each side replaced by the quick bracket's where that is
+    better (both certified), and the budget's sentence."""
+    if found is None:
+        found = run.bracket(
+            route, None, None, lower=quick.lower, upper=quick.upper,
+            lower_method=quick.lower_method, upper_method=quick.upper_method,
+        )  # fmt: skip
+        source = "bracket from the quick certificates (hub coupling, linear critic)"
+    else:
+        source = f"bracket from the {found.route} route"
+        if quick.lower > found.lower:
+            found.lower, found.lower_method, found.potentials = (
+                quick.lower,
+                quick.lower_method,
+                None,
+            )
+            source += " (lower: the quick linear critic)"
+        if quick.upper < found.upper:
+            found.upper, found.upper_method, found.plan = quick.upper, quick.upper_method, None
+            source += " (upper: the quick hub coupling)"
+    found.seconds = time.perf_counter() - run.start
+    sentence = run.deadline.describe()
+    found.budget = f"{sentence}; {source}" if run.deadline.cuts else sentence
+    return found
+
+
+_ROUTES: dict[str, Callable[[_Run], SampleBracket | None]] = {
     "line": _line,
     "dense": _dense,
     "assignment": lambda run: _column_route(run, "assignment"),
@@ -380,6 +498,7 @@ def sample_bracket(
     device: torch.device | str | None = None,
     seed: int = 0,
     progress: bool = False,
+    deadline: Deadline | None = None,
 ) -> SampleBracket:
     """Certified bracket on W1 between the two samples of ``problem``.
 
@@ -390,6 +509,11 @@ def sample_bracket(
         device: where passes over all pairs run (CPU by default; a GPU when given).
         seed: picks the warm start's subsample.
         progress: show a progress bar with the bracket as it narrows.
+        deadline: the clock of the whole call (:class:`~wassnet.deadline.Deadline`),
+            started by the caller; default: one started now with
+            ``options.time_budget``. With a budget, the quick bracket
+            (:mod:`wassnet.ot.quick`) comes first and the route's stages run only as
+            far as the budget allows (see :class:`SampleOptions`).
 
     Returns:
         A :class:`SampleBracket`: ``lower <= W1 <= upper`` exactly, in the input's units.
@@ -400,8 +524,18 @@ def sample_bracket(
         raise InputError(f"the line route needs points on the line (d = 1), got d={problem.dim}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     bar = tqdm(desc=f"W1 bracket ({route})", unit="round", disable=not progress, leave=False)
-    run = _Run(problem, options, dev, np.random.default_rng(seed), bar)
+    deadline = deadline if deadline is not None else Deadline(options.time_budget)
+    run = _Run(problem, options, dev, np.random.default_rng(seed), bar, deadline)
     try:
-        return _ROUTES[route](run)
+        if not deadline.limited:
+            found = _ROUTES[route](run)
+            assert found is not None  # only a time budget skips a route
+            return found
+        t0 = time.perf_counter()
+        quick = quick_bracket(problem)
+        units = (problem.n + problem.m) * problem.dim
+        run.slow = max(1.0, (time.perf_counter() - t0) / (SECONDS_PER_UNIT["quick"] * units))
+        run.record(quick.lower, quick.upper)
+        return _merged(run, route, _ROUTES[route](run), quick)
     finally:
         bar.close()
