@@ -44,11 +44,20 @@ class SampleOptions:
             certified passes over all pairs), ``"transport"`` (any weights: sparse
             transport plans by column generation), ``"blockwise"`` (no pass over all pairs: a
             monotone coupling solved exactly in blocks, and sliced lower bounds).
-        time_budget: seconds for the bracket; when spent, no new round starts and the
-            best certified bracket so far is returned. The warm start and the first
-            bracket (two passes over all pairs) are not interrupted: when a timed slice
-            predicts that those passes do not fit, the ``blockwise`` bracket (no pass)
-            is returned instead, saying so. ``None``: no limit.
+        time_budget: seconds for the whole call, counted from its start (the CLI
+            starts the clock before loading the files; see ``deadline`` of
+            :func:`wassnet.estimate_w1`). The quick certified bracket
+            (:mod:`wassnet.ot.quick`: a few linear passes over the points) comes
+            first; then warm-start levels, refinement blocks and rounds stop between
+            pieces when the time is spent, and work that cannot be interrupted (a
+            solver, two passes over all pairs) starts only when its predicted cost
+            fits in the time left. The best certified bracket found is returned, with
+            ``budget`` saying what the budget allowed. Guarantee: the call returns
+            within ``time_budget`` plus a slack, the slack being the work never
+            skipped (validating the inputs, building the problem, the quick bracket:
+            each ``O((n + m) d)``) and the overrun of the one stage in progress when a
+            prediction was wrong; the bracket is certified whatever the budget.
+            ``None``: no limit (and the result is as without this option).
         tol: stop refining once ``upper - lower <= tol * upper``.
         rounds: at most this many rounds of column generation.
         candidates: candidate pairs per point and round (column generation);
