@@ -5,6 +5,12 @@
 * orthogonal dense layers: :func:`bjorck` (a parametrization for any ``nn.Linear``),
   :class:`BjorckLinear`, :func:`bjorck_orthonormalize`
 * orthogonal convolutions: :class:`BCOPConv2d`
+* rescaled layers: :class:`AOLLinear`, :class:`AOLConv2d`, :func:`aol` (AOL, a
+  parametrization for any ``nn.Linear`` / ``nn.Conv2d``)
+* residual layers ``x - W^T diag(r) relu(W x + b)``: :class:`CPLLinear`,
+  :class:`CPLConv2d` (convex potential layers), :class:`SLLLinear`, :class:`SLLConv2d`
+  (SDP-based Lipschitz layers), and the plain :class:`ConvexResidualLinear` /
+  :class:`ConvexResidualConv2d` they export to (:mod:`wassnet.nn.residual`: the rules)
 * certificates: :func:`lipschitz_bound` in l2, l1 or l-inf (per-layer breakdown in a
   :class:`LipschitzCertificate`), :func:`check_faithful` (refuses modules whose
   function may differ from their type's), :func:`spectral_norm_upper` (verified
@@ -16,8 +22,10 @@
 """
 
 from wassnet.nn.activations import FullSort, GroupSort, MaxMin, NormPool, Translate
+from wassnet.nn.aol import AOLConv2d, AOLLinear, AOLRescale, aol
 from wassnet.nn.bcop import BCOPConv2d, BCOPKernel
 from wassnet.nn.bjorck import BjorckLinear, BjorckOrthonormalize, bjorck, bjorck_orthonormalize
+from wassnet.nn.cpl import CPLConv2d, CPLLinear
 from wassnet.nn.export import export
 from wassnet.nn.lipschitz import (
     NORMS,
@@ -35,14 +43,23 @@ from wassnet.nn.lipschitz import (
     register_lipschitz_rule,
 )
 from wassnet.nn.projection import constrain, permutation_init_, project_, project_l1_ball_
+from wassnet.nn.residual import ConvexResidualConv2d, ConvexResidualLinear
+from wassnet.nn.sll import SLLConv2d, SLLLinear
 from wassnet.nn.spectral import spectral_norm_upper
 
 __all__ = [
     "NORMS",
+    "AOLConv2d",
+    "AOLLinear",
+    "AOLRescale",
     "BCOPConv2d",
     "BCOPKernel",
     "BjorckLinear",
     "BjorckOrthonormalize",
+    "CPLConv2d",
+    "CPLLinear",
+    "ConvexResidualConv2d",
+    "ConvexResidualLinear",
     "FullSort",
     "GroupSort",
     "LayerBound",
@@ -50,7 +67,10 @@ __all__ = [
     "LipschitzCertificate",
     "MaxMin",
     "NormPool",
+    "SLLConv2d",
+    "SLLLinear",
     "Translate",
+    "aol",
     "bjorck",
     "bjorck_orthonormalize",
     "check_faithful",
