@@ -261,6 +261,22 @@ def test_cpl_certificate_does_not_trust_the_estimate():
     assert lipschitz_bound(layer, (4,)).bound <= 1 + 1e-9
 
 
+@pytest.mark.parametrize(
+    ("magnitude", "largest_scale"), [(1e-154, 1e308), (1e-3, 3e6), (1e150, 3e-300)]
+)
+def test_extreme_magnitudes_are_bounded_exactly(magnitude, largest_scale):
+    """Weights whose squares are subnormal or huge, scales that bring ``r w^2`` back to
+    about 1: every rounding in the rules must still go up."""
+    torch.manual_seed(7)
+    weight = torch.randn(3, 3, dtype=torch.float64) * magnitude
+    scale = torch.rand(3, dtype=torch.float64) * largest_scale
+    layer = ConvexResidualLinear(weight, torch.randn(3, dtype=torch.float64), scale)
+    for p in P_NORMS:
+        bound = lipschitz_bound(layer, (3,), p=p).bound
+        check_exactly(layer, (3,), bound, p)
+        assert bound < 100
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -416,3 +432,8 @@ def test_negative_scales_and_bad_configurations_are_refused():
     sll.padding_mode = "reflect"  # changed after construction: refused, not misread
     with pytest.raises(LipschitzBoundError, match="padding_mode"):
         lipschitz_bound(sll, (2, 4, 4))
+    sll = SLLConv2d(2, 3)
+    sll.weight = nn.Parameter(torch.randn(2, 2, 2, 2))  # even: the forward cannot keep the size
+    for p in P_NORMS:
+        with pytest.raises(LipschitzBoundError, match="odd"):
+            lipschitz_bound(sll, (2, 4, 4), p=p)

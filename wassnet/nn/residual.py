@@ -264,10 +264,10 @@ def _parts(module: _Residual, input_shape: Shape) -> tuple[torch.Tensor, torch.T
             f"{type(module).__name__} with weight {tuple(weight.shape)} cannot take inputs of "
             f"shape {tuple(input_shape)}"
         )
-    if conv:
-        _odd_kernel(tuple(weight.shape[-2:]))
-        if module.padding_mode not in PADDING_MODES:
-            raise LipschitzBoundError(f"unsupported padding_mode {module.padding_mode!r}")
+    if conv and not (weight.shape[-2] % 2 and weight.shape[-1] % 2):
+        raise LipschitzBoundError(f"the kernel {tuple(weight.shape)} must have odd sizes")
+    if conv and module.padding_mode not in PADDING_MODES:
+        raise LipschitzBoundError(f"unsupported padding_mode {module.padding_mode!r}")
     if module.bias is not None:
         _float64(module.bias, "bias")
     with torch.no_grad():
@@ -288,7 +288,9 @@ def _scaled_rows(weight: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tenso
     within a factor 2 of the exact one."""
     root = torch.from_numpy(np.asarray(up(np.sqrt(scale.numpy())), dtype=np.float64))
     scaled = root.reshape(-1, *([1] * (weight.dim() - 1))) * weight
-    frobenius = float(torch.linalg.vector_norm(scaled))
+    largest = float(scaled.abs().max()) if scaled.numel() else 0.0
+    # relative to the largest entry, so that no square that matters under- or overflows
+    frobenius = largest * float(torch.linalg.vector_norm(scaled / largest)) if largest else 0.0
     error = float(up(4 * _U * frobenius + math.sqrt(scaled.numel() + 1) * _ETA))
     if not math.isfinite(error):
         raise LipschitzBoundError("the scaled weight's norm exceeds the float64 range")
