@@ -317,8 +317,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
         train_classifier(config, tmp_path / "b", data=(x[:64], y[:64]), progress=False)
     with pytest.raises(RunFolderError, match="already holds a run"):
         train_classifier(config, tmp_path / "b", data=(x, y), progress=False, resume=False)
-    # wassnet 0.1 checkpoints name the limit train_limit: still continued
+    # wassnet 0.1 checkpoints name the limit train_limit (and carry no digest): continued
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    state.pop("digest")
     state["config"]["train_limit"] = state["config"].pop("limit")
     torch.save(state, tmp_path / "b" / "checkpoint.pt")
     again = train_classifier(config, tmp_path / "b", data=(x, y), progress=False)

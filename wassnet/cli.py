@@ -68,6 +68,7 @@ def bound(
 
     torch.manual_seed(seed)
     shape = parse_shape(input_shape)
+    _check_bound_size(arch, shape, out_features, constraint, iters)
     critic = make_critic(arch, shape, out_features, constraint=constraint, iters=iters)
     if constraint == "projection":
         from wassnet.nn import project_
@@ -75,6 +76,26 @@ def bound(
         project_(critic, norm, shape, iters=30)
     cert = lipschitz_bound(critic, shape, p=norm)
     emit(cert, as_json)
+
+
+def _check_bound_size(
+    arch: str, shape: tuple[int, ...], out_features: int, constraint: str, iters: int
+) -> None:
+    """Refuse a network too large for this machine before building it: its parameters
+    are counted on torch's meta device (no memory), times four for the Björck/BCOP
+    iterates, plus the input probe."""
+    import math
+
+    import torch
+
+    from wassnet.critics import make_critic
+    from wassnet.runtime import check_memory
+
+    with torch.device("meta"):
+        critic = make_critic(arch, shape, out_features, constraint=constraint, iters=iters)
+    params = sum(p.numel() for p in critic.parameters())
+    need = 4.0 * (4 * params + 2 * math.prod(shape))
+    check_memory(need, f"--arch {arch} on --input-shape {','.join(map(str, shape))}")
 
 
 # Command groups of the other jobs live beside their code; each registers here.

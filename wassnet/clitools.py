@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
-from wassnet.errors import WassnetError
+from wassnet.errors import WassnetError, WassnetWarning
 from wassnet.jsonio import strict_json
 
 __all__ = [
@@ -37,12 +37,14 @@ __all__ = [
     "ErrorLineGroup",
     "Finite",
     "Renamed",
+    "RunFolderPath",
     "check_new_file",
     "continued_options",
     "data_root_option",
     "device_option",
     "emit",
     "force_option",
+    "given_options",
     "iters_option",
     "json_option",
     "limit_option",
@@ -64,12 +66,43 @@ INTERRUPTED = 130
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line, ``Error: ... (see 'wassnet CMD --help')``, exit 2
+    (click's own takes three: usage, hint and error)."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {_one_line(self).rstrip('.')}{hint}", err=True)
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def _one_line_usage(exc: click.UsageError) -> OneLineUsageError:
+    if isinstance(exc, OneLineUsageError):
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 class ErrorLineGroup(click.Group):
-    """A click group that prints wassnet's errors as one line and maps Ctrl-C to 130."""
+    """A click group that prints wassnet's errors and usage errors as one line each and
+    maps Ctrl-C to 130."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_note(warnings.showwarning)
+                return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except USER_ERRORS as exc:
@@ -77,6 +110,18 @@ class ErrorLineGroup(click.Group):
         except KeyboardInterrupt as exc:
             click.echo(str(exc) or "interrupted", err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
+
+
+def _show_note(default: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints wassnet's own notes as one line, ``Note: ...``."""
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, WassnetWarning):
+            click.echo(f"Note: {_one_line(message)}", err=True)
+        else:
+            default(message, category, *args, **kwargs)
+
+    return show
 
 
 def _one_line(exc: BaseException) -> str:
@@ -127,8 +172,8 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 class Device(click.ParamType):
     """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked at parse time (torch-free).
 
-    Whether the device is present is checked when the command starts (by
-    :func:`wassnet.runtime.resolve_device`), with one clear line.
+    Only the spelling is checked here; :func:`device_option` checks that a GPU device is
+    present while the options are parsed, before any work (one line, exit code 1).
     """
 
     name = "device"
@@ -140,19 +185,52 @@ class Device(click.ParamType):
         return text
 
 
+def _device_present(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``--device``'s callback: a GPU that is not there is one line (exit 1) before any
+    work; torch is imported only when a GPU is asked for (the command imports it anyway)."""
+    if value is not None and value != "cpu":
+        from wassnet.runtime import resolve_device
+
+        try:
+            resolve_device(value)
+        except WassnetError as exc:
+            raise click.ClickException(_one_line(exc)) from None
+    return value
+
+
 def device_option(f: F) -> F:
     """``--device``: where to compute (default: a GPU when one is present, else the CPU)."""
     return click.option(
         "--device",
         type=Device(),
         default=None,
+        callback=_device_present,
         help="cpu, cuda, cuda:N (default: a GPU if present)",
     )(f)
 
 
+class Seed(click.ParamType):
+    """A seed: an integer from 0 to 2^63 - 1, what NumPy (non-negative) and torch (64
+    bits) both take (:func:`wassnet.runtime.check_seed`, torch-free here)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        try:
+            seed = int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not an integer", param, ctx)
+        if not 0 <= seed < 2**63:
+            self.fail(f"{value} is not a seed: use an integer from 0 to 2^63 - 1", param, ctx)
+        return seed
+
+
 def seed_option(f: F) -> F:
-    """``--seed``: the run's random seed (same seed, same result on the same machine)."""
-    return click.option("--seed", type=int, default=0, show_default=True, help="random seed")(f)
+    """``--seed``: the run's random seed, 0 to 2^63 - 1 (same seed, same result on the
+    same machine)."""
+    return click.option(
+        "--seed", type=Seed(), default=0, show_default=True, help="random seed (>= 0)"
+    )(f)
 
 
 def threads_option(f: F) -> F:
@@ -176,20 +254,35 @@ class Renamed(click.Option):
     """An option that also accepts its old spellings, hidden from ``--help``.
 
     ``click.option("--limit", "limit", cls=Renamed, old=("--train-limit",))``: both
-    spellings set ``limit``; only ``--limit`` is documented.
+    spellings set ``limit`` (given on the command line either way, so a continued run
+    treats them alike); only ``--limit`` is documented; both spellings at once are a
+    usage error (exit 2) rather than a silent last-one-wins.
     """
 
     def __init__(self, param_decls: list[str], old: tuple[str, ...] = (), **attrs: Any) -> None:
-        super().__init__([*param_decls, *old], **attrs)
+        super().__init__(list(param_decls), **attrs)
         self.old_names = tuple(old)
 
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        opts = self.opts
-        self.opts = [o for o in opts if o not in self.old_names]
-        try:
-            return super().get_help_record(ctx)
-        finally:
-            self.opts = opts
+    @property
+    def _old_dest(self) -> str:
+        return f"{self.name}\x00old"
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        if self.old_names:  # the old spellings store apart, so that a conflict is seen
+            parser.add_option(
+                obj=self, opts=self.old_names, dest=self._old_dest, action="store", nargs=1
+            )
+
+    def handle_parse_result(self, ctx: click.Context, opts: Any, args: list[str]) -> Any:
+        if self._old_dest in opts:
+            if self.name in opts:
+                spelled = " or ".join(self.old_names)
+                raise click.UsageError(
+                    f"{spelled} is the old spelling of {self.opts[0]}: give one of them", ctx
+                )
+            opts = {**opts, self.name: opts[self._old_dest]}
+        return super().handle_parse_result(ctx, opts, args)
 
 
 def norm_option(help_text: str) -> Callable[[F], F]:
@@ -240,6 +333,29 @@ def data_root_option(f: F) -> F:
     )(f)
 
 
+class RunFolderPath(click.Path):
+    """``--out`` of a trainer: a folder path, refused before any work when it is empty
+    (``''`` would be the current folder), names an existing file, or lies under a file."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        import os
+
+        text = os.fspath(value)
+        if not text.strip():
+            self.fail("the run folder cannot be empty: name a folder", param, ctx)
+        if "\x00" in text:
+            self.fail(f"{text!r} is not a valid folder name", param, ctx)
+        parent = os.path.dirname(os.path.abspath(text))
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+        if parent and not os.path.isdir(parent):
+            self.fail(f"{text!r} lies under {parent!r}, which is a file", param, ctx)
+        return super().convert(text, param, ctx)
+
+
 def force_option(f: F) -> F:
     """``--force``: allow replacing an existing output file."""
     return click.option("--force", is_flag=True, help="replace the output file if it exists")(f)
@@ -255,6 +371,15 @@ def check_new_file(path: str | None, force: bool, option: str, suffixes: tuple[s
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise click.BadParameter(f"folder {folder} does not exist", param_hint=option)
+    import tempfile
+
+    try:  # a real write: permission bits say nothing to root, or of read-only mounts
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write into folder {folder}: {exc.strerror or exc}", param_hint=option
+        ) from None
     if suffixes and not path.lower().endswith(suffixes):
         names = ", ".join(suffixes)
         raise click.BadParameter(f"{path}: use a file name ending in {names}", param_hint=option)
@@ -295,17 +420,25 @@ def saved_config(checkpoint: Any, kind: str, required: bool = False) -> dict[str
     return config
 
 
+def given_options(ctx: click.Context, names: Any) -> set[str]:
+    """Which of ``names`` were given on the command line (any spelling)."""
+    source = click.core.ParameterSource.COMMANDLINE
+    return {name for name in names if ctx.get_parameter_source(name) is source}
+
+
 def continued_options(
-    ctx: click.Context, options: dict[str, Any], saved: dict[str, Any] | None
+    ctx: click.Context,
+    options: dict[str, Any],
+    saved: dict[str, Any] | None,
+    also_given: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The options of a run: ``options`` for a new run; for a run being continued, its
-    ``saved`` options with those given on this command line on top (the trainer then
-    refuses the changes a run cannot take)."""
+    ``saved`` options with those given on this command line (or set by an old spelling:
+    ``also_given``) on top; the trainer then refuses the changes a run cannot take."""
     if saved is None:
         return options
-    source = click.core.ParameterSource.COMMANDLINE
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is source}
-    return {**saved, **given}
+    given = given_options(ctx, options) | also_given
+    return {**saved, **{k: v for k, v in options.items() if k in given}}
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ __all__ = [
     "RunFolderError",
     "TrainingError",
     "WassnetError",
+    "WassnetWarning",
 ]
 
 
@@ -43,3 +44,8 @@ class RunFolderError(WassnetError, RuntimeError):
 
 class TrainingError(WassnetError, RuntimeError):
     """Training cannot go on (for example the loss diverged to NaN or infinity)."""
+
+
+class WassnetWarning(UserWarning):
+    """A note wassnet gives without stopping (e.g. a checkpoint too old to be verified);
+    the command line prints it as one line, ``Note: ...``."""

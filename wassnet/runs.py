@@ -84,7 +84,7 @@ class RunFolder:
         self.clean_stale()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 self._lock.seek(0)
@@ -92,6 +92,15 @@ class RunFolder:
             _unlock(self._lock)
             self._lock.close()
             self._lock = None
+        if isinstance(exc, OSError) and self.has_checkpoint() and "checkpoint" not in str(exc):
+            # e.g. a full disk while writing a plot: say what the folder still holds
+            what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            error = OSError(
+                f"{what} (the run folder keeps its last checkpoint: free space and run the "
+                "same command to continue)"
+            )
+            error.errno = exc.errno
+            raise error from None
 
     def clean_stale(self) -> list[Path]:
         """Remove temp files a killed write left in the folder; return what was removed."""

@@ -9,6 +9,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -17,7 +18,14 @@ import torch
 
 from wassnet.errors import InputError, InputTypeError
 
-__all__ = ["resolve_device", "rng_state", "seed_everything", "set_rng_state"]
+__all__ = [
+    "check_memory",
+    "check_seed",
+    "resolve_device",
+    "rng_state",
+    "seed_everything",
+    "set_rng_state",
+]
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -34,13 +42,52 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise InputError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but no CUDA GPU is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(
+            f"device {device!r} requested but this machine has {torch.cuda.device_count()} "
+            "CUDA GPU(s)"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r} requested but no Apple MPS GPU is available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or mps")
     return dev
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and all GPUs)."""
+def check_seed(seed: int) -> int:
+    """``seed`` if it is an int in ``[0, 2^63 - 1]`` (what NumPy and torch both take),
+    else one clear :class:`InputError`."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputTypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**63:
+        raise InputError(f"seed must be an integer from 0 to 2^63 - 1, got {seed}")
+    return seed
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse, before any work, a job whose arrays alone would take more than half of
+    this machine's memory (``nbytes``: an estimate of what it allocates), with one line
+    naming ``what`` and both sizes (rather than an allocation that fails after minutes,
+    or swaps the machine to a halt). A machine whose memory cannot be read is trusted."""
+    total = _physical_memory()
+    if total is not None and nbytes > total / 2:
+        raise InputError(
+            f"{what} needs about {nbytes / 2**30:.3g} GiB of memory, more than half of this "
+            f"machine's {total / 2**30:.3g} GiB"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and all GPUs);
+    ``seed`` in ``[0, 2^63 - 1]`` (:func:`check_seed`)."""
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -284,6 +284,23 @@ class AttackOptions:
         return attack_certified(model, x, lipschitz, progress=progress, p=p, **asdict(self))
 
 
+def _attack_radii(
+    radius: torch.Tensor, x: torch.Tensor, box: tuple[float, float] | None, p: float | str
+) -> torch.Tensor:
+    """The radii to attack at (float32): the certified ones, capped at the box's lp
+    diameter when there is a box (a ball that wide already holds the whole box, so the
+    attack is the same; a constant network's radius is infinite). Without a box, points
+    whose radius float32 cannot hold are left out (infinite)."""
+    rs = radius.to(torch.float32)
+    if box is None:
+        return rs
+    d = x[0].numel()
+    width = float(box[1] - box[0])
+    q = norm_p(p)
+    diameter = width * (d if q == 1 else math.sqrt(d) if q == 2 else 1.0) * (1 + 1e-6)
+    return rs.clamp(max=diameter)
+
+
 def attack_certified(
     model: nn.Module,
     x: torch.Tensor,
@@ -307,7 +324,8 @@ def attack_certified(
     prediction. The default ``radius_scale`` sits just below 1 so that float32 rounding
     of the forward pass on the exact decision boundary is not counted. ``broken`` must
     be 0; ``beyond`` (e.g. 2.0) repeats the attack at that multiple of the radius as a
-    control of its power.
+    control of its power. Radii beyond the box's diameter (a constant network's are
+    infinite) are attacked at that diameter: the whole box is then within reach.
     """
     if not 0 < radius_scale <= 1:
         raise InputError(f"radius_scale must be in (0, 1], got {radius_scale}")
@@ -315,10 +333,11 @@ def attack_certified(
         raise InputError(f"beyond must be > 1, got {beyond}")
     bound = resolve_lipschitz(model, tuple(x.shape[1:]), lipschitz, p)
     pred, radius = certified_radius(model, x, bound, return_prediction=True, p=p)
-    keep = torch.nonzero(radius > 0).flatten()
+    rs = _attack_radii(radius, x, box, p)
+    keep = torch.nonzero((radius > 0) & torch.isfinite(rs)).flatten()
     if limit is not None:
         keep = keep[:limit]
-    xs, ys, rs = x[keep], pred[keep], radius[keep].to(torch.float32)
+    xs, ys, rs = x[keep], pred[keep], rs[keep]
     if len(keep) == 0:
         return AttackCheck(0, 0, radius_scale, steps, restarts, 0.0, beyond, 0 if beyond else None)
     eps = rs * radius_scale

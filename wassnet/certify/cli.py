@@ -6,8 +6,8 @@ Heavy imports (torch, torchvision) happen inside the commands, so that
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 import click
@@ -16,6 +16,7 @@ from wassnet.clitools import (
     ErrorLineGroup,
     Finite,
     Renamed,
+    RunFolderPath,
     check_new_file,
     continued_options,
     data_root_option,
@@ -112,8 +113,8 @@ _positive_number = Finite(0, open_low=True)
     default=1.58,
     show_default=True,
     type=_positive_number,
-    help="target certified radius in --norm (hinge margin sqrt(2)*eps in l2, 2*eps in "
-    "l-inf, eps in l1)",
+    help="the one radius training targets, in --norm (hinge margin sqrt(2)*eps in l2, "
+    "2*eps in l-inf, eps in l1); `classify certify --eps` reports several",
 )
 @click.option("--loss", type=click.Choice(["hinge", "ce"]), default="hinge", show_default=True)
 @click.option(
@@ -146,7 +147,7 @@ _positive_number = Finite(0, open_low=True)
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False),
+    type=RunFolderPath(),
     help="run folder (checkpoint.pt; a folder holding a run continues it)",
 )
 @click.option(
@@ -160,7 +161,8 @@ _positive_number = Finite(0, open_low=True)
 @click.option(
     "--eval-limit",
     type=click.IntRange(0),
-    help="certify on the first N test images after training (0: skip; default: all)",
+    help="certify on the first N test images after training (0: skip; default: all, or "
+    "--limit when the run has one)",
 )
 @json_option
 @quiet_option
@@ -204,6 +206,8 @@ def train(
         progress=not quiet,
     )
     data, text = result.to_dict(), result.summary()
+    if eval_limit is None and config.limit is not None:  # a quick run stays quick
+        eval_limit = config.limit
     if result.finished and eval_limit != 0:
         test = load_images(config.dataset, data_root, split="test", limit=eval_limit)
         acc = certified_accuracy(result.model, test, eps=[config.eps], p=config.norm)
@@ -325,13 +329,15 @@ def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> Non
     Load with ``torch.export.load(OUT).module()``; the certified bound L is stored in
     the program's extra file ``wassnet.json`` and printed here. An existing OUT is
     kept unless ``--force``; OUT can never be the checkpoint itself. The program is
-    written to a temporary file and renamed, so a failed export leaves OUT as it was.
+    written to a temporary file and renamed, so a failed export (a full disk) leaves
+    OUT as it was and says so in one line.
     """
     _check_export_target(checkpoint, out, force)
     import torch
 
     from wassnet.certify.evaluation import export_checked
     from wassnet.certify.model import load_classifier
+    from wassnet.checkpoint import write_atomic
 
     loaded = load_classifier(checkpoint)
     model, shape = loaded.model, loaded.input_shape
@@ -347,16 +353,14 @@ def export_command(checkpoint: str, out: str, force: bool, as_json: bool) -> Non
         "radius": f"margin / ({_FACTOR_TEXT[loaded.norm]} * lipschitz_bound)",
     }
     target = Path(out)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial.pt2")  # .pt2: no warning
-    try:
-        torch.export.save(program, str(partial), extra_files={"wassnet.json": json.dumps(meta)})
-        reloaded = torch.export.load(str(partial)).module()
-        with torch.no_grad():
-            same = bool((reloaded(probe).argmax(1) == model(probe).argmax(1)).all())
-        if not same:
-            raise RuntimeError("the exported program predicts differently from the checkpoint")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    buffer = io.BytesIO()  # in memory first: torch's C++ writer never meets a full disk
+    torch.export.save(program, buffer, extra_files={"wassnet.json": json.dumps(meta)})
+    buffer.seek(0)
+    reloaded = torch.export.load(buffer).module()
+    with torch.no_grad():
+        same = bool((reloaded(probe).argmax(1) == model(probe).argmax(1)).all())
+    if not same:
+        raise RuntimeError("the exported program predicts differently from the checkpoint")
+    write_atomic(buffer.getbuffer(), target, "exported program")
     text = f"exported {meta['arch']} to {target}; certified Lipschitz bound {bound:.8f} (unchanged)"
     emit(_Result({**meta, "out": str(target)}, text), as_json, lambda: text)

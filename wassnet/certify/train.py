@@ -178,7 +178,7 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)  # torch: 64 bits
     return torch.randperm(n, generator=gen)
 
 
@@ -444,8 +444,8 @@ class _Run:
                     or self.folder.interrupted
                 ):
                     self.snapshot()
-                if self.folder.interrupted:
-                    raise self.folder.stop(self.step)
+                if self.folder.interrupted and self.step < self.total:
+                    raise self.folder.stop(self.step)  # after the last step: finish instead
         finally:
             if bar is not None:
                 bar.close()

@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -14,12 +15,14 @@ from wassnet.clitools import (
     ErrorLineGroup,
     Finite,
     Renamed,
+    RunFolderPath,
     check_new_file,
     continued_options,
     data_root_option,
     device_option,
     emit,
     force_option,
+    given_options,
     iters_option,
     json_option,
     limit_option,
@@ -79,7 +82,25 @@ def gan() -> None:
 def _legacy_critic(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """The hidden ``--critic NAME`` of wassnet 0.1: sets ``--arch`` and ``--constraint``."""
     if value is not None:
-        ctx.meta["wassnet_legacy_critic"] = LEGACY_GAN_CRITICS[value]
+        ctx.meta["wassnet_legacy_critic"] = (value, LEGACY_GAN_CRITICS[value])
+
+
+def _legacy_arch_constraint(ctx: click.Context, options: dict) -> frozenset[str]:
+    """Apply ``--critic NAME`` exactly as its ``--arch A --constraint C`` would be: the
+    two options count as given (a continued run refuses a change of either), and giving
+    either beside ``--critic`` is a usage error. Returns the names it set."""
+    if "wassnet_legacy_critic" not in ctx.meta:
+        return frozenset()
+    name, (arch, constraint) = ctx.meta["wassnet_legacy_critic"]
+    clash = sorted(given_options(ctx, ("arch", "constraint")))
+    if clash:
+        raise click.UsageError(
+            f"--critic {name} is the old spelling of --arch {arch} --constraint {constraint}: "
+            f"give it or --{' and --'.join(clash)}, not both",
+            ctx,
+        )
+    options["arch"], options["constraint"] = arch, constraint
+    return frozenset(("arch", "constraint"))
 
 
 @gan.command()
@@ -110,9 +131,7 @@ def _legacy_critic(ctx: click.Context, param: click.Parameter, value: str | None
     expose_value=False,
     callback=_legacy_critic,
 )
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run folder"
-)
+@click.option("--out", "out_dir", required=True, type=RunFolderPath(), help="run folder")
 @click.option(
     "--resume",
     is_flag=True,
@@ -195,12 +214,11 @@ def train(
     from wassnet.gan.trainer import GANConfig, train_gan
     from wassnet.runs import CHECKPOINT_NAME
 
-    if "wassnet_legacy_critic" in ctx.meta:
-        options["arch"], options["constraint"] = ctx.meta["wassnet_legacy_critic"]
+    legacy = _legacy_arch_constraint(ctx, options)
     saved = saved_config(Path(out_dir) / CHECKPOINT_NAME, "gan", resume)
     if saved is not None:
         saved = GANConfig.from_dict(saved).to_dict()
-    config = GANConfig(**continued_options(ctx, options, saved))
+    config = GANConfig(**continued_options(ctx, options, saved, legacy))
     set_threads(threads)
     result = train_gan(config, out_dir, data_root=data_root, device=device, progress=not quiet)
     emit(result, as_json)
@@ -227,11 +245,13 @@ def sample(
 
     from wassnet.gan.plots import save_samples
     from wassnet.gan.trainer import generate, load_generator
+    from wassnet.runtime import check_memory
 
     check_new_file(out_path, force, "--out", (".png", ".npy"))
     path = Path(out_path)
-    generator = load_generator(checkpoint, device).generator
-    samples = generate(generator, n, seed=seed)
+    loaded = load_generator(checkpoint, device)
+    check_memory(8.0 * n * math.prod(loaded.data_shape), f"drawing {n} samples")
+    samples = generate(loaded.generator, n, seed=seed)
     if path.suffix.lower() == ".npy":
         np.save(path, samples.numpy(), allow_pickle=False)
     else:

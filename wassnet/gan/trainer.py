@@ -233,8 +233,13 @@ class GANResult:
             + (
                 f" (resumed from step {self.resumed_from})" if self.resumed_from is not None else ""
             ),
-            f"  median step time        {self.step_time_s * 1e3:.1f} ms "
-            f"({self.config['n_critic']} critic steps + 1 generator step)",
+            (
+                f"  median step time        {self.step_time_s * 1e3:.1f} ms "
+                f"({self.config['n_critic']} critic steps + 1 generator step)"
+                if math.isfinite(self.step_time_s)
+                else "  median step time        - (no step trained in this call: the run "
+                "was complete)"
+            ),
             f"  critic W1 estimate      {self.critic_w1:.4f}",
             f"  certified Lipschitz     {self.critic_lipschitz_bound:.6g}",
             f"  peak memory             {self.peak_memory_mb:.0f} MB ({self.memory_kind})",
@@ -544,7 +549,7 @@ class _Session:
                         w1=f"{self.last['critic_w1']:.3f}",
                         L=f"{self.last['critic_lipschitz_bound']:.4f}",
                     )
-                if self.folder.interrupted:
+                if self.folder.interrupted and done < config.steps:  # the last: finish
                     if self.saved_step != done:
                         self.checkpoint(done)
                     raise self.folder.stop(done)
