@@ -3,10 +3,11 @@
 Two references, neither of them wassnet's rules:
 
 * exact rationals: a residual layer's Jacobians are ``J_D = I - W^T diag(r d) W`` for
-  the activation patterns ``d`` in ``[0, 1]``; the bound must hold for every vertex
-  ``d`` in ``{0, 1}`` (hence for the worst pattern), checked with ``Fraction`` s on the
-  weights and scales exactly as the layer holds them (l2: ``B I -+ J`` positive
-  semidefinite by an exact LDL^T);
+  the activation slopes ``d`` in ``[0, 1]``; the norm is convex in ``d``, so its worst
+  case is a vertex ``d`` in ``{0, 1}``: the bound is checked on all of them (dense) or on
+  all-on, all-off and random ones (conv), with ``Fraction`` s on the weights and scales
+  exactly as the layer holds them (l2: ``B I -+ J`` positive semidefinite by an exact
+  LDL^T); AOL layers: the exact norm of the rescaled weight (operator matrix for convs);
 * autograd: ``torch.autograd.functional.jacobian`` of the layer's own forward pass in
   float64 at random points (this ties the forward pass to the formula above).
 """
@@ -23,7 +24,6 @@ import torch
 from conftest import examples, operator_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_faithful import norm_at_most, psd_exact
 from torch import nn
 
 from wassnet.errors import InputError
@@ -91,6 +91,33 @@ def randomize_(layer: nn.Module, seed: int, scale: float, stale_estimate: bool) 
 # ----------------------------------------------------------------------------- references
 
 
+def psd_exact(matrix: list[list[Fraction]]) -> bool:
+    """Exact test of positive semidefiniteness (symmetric LDL^T, zero pivots allowed)."""
+    a = [row[:] for row in matrix]
+    n = len(a)
+    for k in range(n):
+        pivot = a[k][k]
+        if pivot < 0 or (pivot == 0 and any(a[k][j] != 0 for j in range(k + 1, n))):
+            return False
+        if pivot == 0:
+            continue
+        for i in range(k + 1, n):
+            factor = a[i][k] / pivot
+            for j in range(k + 1, n):
+                a[i][j] -= factor * a[k][j]
+    return True
+
+
+def norm_at_most(matrix: torch.Tensor, bound: float) -> bool:
+    """Exactly: ``||M||_2 <= bound``, i.e. ``bound^2 I - M^T M`` is positive semidefinite."""
+    rows = fractions(matrix)
+    n, b2 = len(rows[0]), Fraction(bound) ** 2
+    gram = [
+        [(b2 if i == j else 0) - sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)
+    ]
+    return psd_exact(gram)
+
+
 def induced_norm(matrix: torch.Tensor, p: float) -> float:
     """The lp -> lp norm of a float64 matrix (l2: largest singular value)."""
     if p == 2:
@@ -141,7 +168,7 @@ def symmetric_bound_holds(jac: list[list[Fraction]], bound: float, p: float) -> 
 
 def exact_linear_bound_holds(matrix: torch.Tensor, bound: float, p: float) -> bool:
     if p == 2:
-        return norm_at_most(matrix.double().numpy(), bound)
+        return norm_at_most(matrix.double(), bound)
     rows = fractions(matrix.double())
     sums = (
         [sum(abs(r[j]) for r in rows) for j in range(len(rows[0]))]
