@@ -28,7 +28,7 @@ from wassnet.deadline import Deadline
 from wassnet.errors import InputError
 from wassnet.names import METRICS
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
-from wassnet.runtime import resolve_device
+from wassnet.runtime import check_seed, resolve_device
 from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
 from wassnet.w1.options import PopulationOptions, SampleOptions, Target
 from wassnet.w1.population import population_bracket, size_problem
@@ -218,9 +218,11 @@ def estimate_w1(
     Raises:
         wassnet.errors.InputError: empty, non-finite, mismatched inputs, or values
             that float64 cannot hold exactly.
-        ValueError: bad options; ``target="population"`` with weights.
+        ValueError: bad options (a seed outside ``[0, 2^63 - 1]`` too);
+            ``target="population"`` with weights.
     """
     options, pop_options = _checked_options(target, metric, exact, sample, population)
+    check_seed(seed)
     if deadline is None or deadline.seconds != options.time_budget:
         deadline = Deadline(options.time_budget, *(() if deadline is None else (deadline.start,)))
     timings: dict[str, float] = {}

@@ -303,7 +303,7 @@ def _check_exact_in_float64(arr: np.ndarray, label: str, shape: tuple[int, ...])
     what = "integers beyond 2^53" if kind in "iu" else f"{arr.dtype} values"
     raise InputError(
         f"{label}: {bad_count} values cannot be represented exactly in float64 ({what}; "
-        f"first {flat[first]!r} at index {where}); wassnet certifies the input as given, "
+        f"first {flat[first]} at index {where}); wassnet certifies the input as given, "
         "so round or rescale them first"
     )
 
