@@ -19,6 +19,7 @@ __all__ = [
     "ARCHS",
     "CONSTRAINTS",
     "DATASETS",
+    "FAMILIES",
     "IMAGE_DATASETS",
     "LEGACY_GAN_CRITICS",
     "METRICS",
@@ -36,15 +37,48 @@ class ArchSpec:
 
     ``channels`` holds one ``(out_channels, kernel, stride)`` per convolution (conv
     only); ``hidden`` the dense widths after them.
+
+    ``family`` says which layers build it. ``None``: the ``--constraint`` decides
+    (Björck dense and BCOP conv layers with GroupSort, or plain layers projected or left
+    free). ``"aol"``, ``"cpl"``, ``"sll"``: the preset's own layers, 1-Lipschitz in l2 by
+    construction (:mod:`wassnet.nn.aol`, :mod:`wassnet.nn.cpl`, :mod:`wassnet.nn.sll`);
+    such a preset takes ``--constraint orthogonal`` (the default) only, and certifies
+    in l1 / l-inf only the (large) bounds its layers' rules give. For them an entry of
+    ``channels`` reads: stride 2 = pixel unshuffle (an exact permutation, 4x the
+    channels, half the size) then, if the channel count differs, an AOL convolution of
+    that kernel to ``out_channels``; stride 1 with a new channel count = an AOL
+    convolution; stride 1 at the same count = one layer of the family. ``hidden``
+    likewise: a new width = an AOL dense layer, the same width = one layer of the family.
+    The last layer (to the outputs) is a Björck layer.
     """
 
     kind: str
     hidden: tuple[int, ...]
     channels: tuple[tuple[int, int, int], ...] = field(default=())
     help: str = ""
+    family: str | None = None
 
 
-#: ``--arch`` names. The conv networks are Li et al. (2019)'s "small" and "large".
+#: The layer families of :attr:`ArchSpec.family` (the presets built from their own layers).
+FAMILIES: tuple[str, ...] = ("aol", "cpl", "sll")
+
+# The shared skeleton of the family presets on 28 x 28 inputs: unshuffle to 14 x 14, an AOL
+# stem to 16 channels, two family layers, unshuffle to 7 x 7 with an AOL 1x1 to 32, two
+# family layers; then an AOL dense layer to 256 and two family layers of 256.
+_FAMILY_CHANNELS = (
+    (4, 1, 2),
+    (16, 3, 1),
+    (16, 3, 1),
+    (16, 3, 1),
+    (32, 1, 2),
+    (32, 3, 1),
+    (32, 3, 1),
+)
+_FAMILY_HIDDEN = (256, 256, 256)
+
+#: ``--arch`` names. The conv networks are Li et al. (2019)'s "small" and "large"; the
+#: ``aol-``, ``cpl-`` and ``sll-`` presets share one small skeleton (in the style of Prach
+#: et al. 2024's equal-budget comparison) built from AOL, CPL or SLL layers.
 ARCHS: dict[str, ArchSpec] = {
     "dense": ArchSpec("dense", (1024, 1024, 1024), help="3 dense layers of 1024"),
     "dense-small": ArchSpec("dense", (256, 256, 256), help="3 dense layers of 256"),
@@ -56,6 +90,27 @@ ARCHS: dict[str, ArchSpec] = {
         (512, 512),
         ((32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)),
         help="4 convolutions + dense 512, 512",
+    ),
+    "aol-small": ArchSpec(
+        "conv",
+        _FAMILY_HIDDEN,
+        _FAMILY_CHANNELS,
+        help="AOL convolutions (16 ch at 14x14, 32 at 7x7) + AOL dense 256 x 3, MaxMin",
+        family="aol",
+    ),
+    "cpl-small": ArchSpec(
+        "conv",
+        _FAMILY_HIDDEN,
+        _FAMILY_CHANNELS,
+        help="CPL residual convolutions (16 ch at 14x14, 32 at 7x7) + CPL dense 256 x 2",
+        family="cpl",
+    ),
+    "sll-small": ArchSpec(
+        "conv",
+        _FAMILY_HIDDEN,
+        _FAMILY_CHANNELS,
+        help="SLL residual convolutions (16 ch at 14x14, 32 at 7x7) + SLL dense 256 x 2",
+        family="sll",
     ),
 }
 

@@ -135,8 +135,9 @@ _positive_number = Finite(0, open_low=True)
     type=click.Choice(["orthogonal", "projection"]),
     default="orthogonal",
     show_default=True,
-    help="orthogonal: Björck/BCOP layers (l2); projection: plain layers projected to "
-    "norm <= 1 after every step (any --norm)",
+    help="orthogonal: Björck/BCOP layers, or the AOL/CPL/SLL layers of the aol-/cpl-/sll- "
+    "archs (l2); projection: plain layers projected to norm <= 1 after every step (any "
+    "--norm; dense and conv archs only)",
 )
 @iters_option(None)
 @limit_option("training images", "--train-limit")

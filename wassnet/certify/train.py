@@ -27,7 +27,9 @@ from torch import nn
 
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
+from wassnet.critics import track_norm_estimates
 from wassnet.errors import CheckpointError, InputError, TrainingError
+from wassnet.names import ARCHS
 from wassnet.nn import constrain, norm_key
 from wassnet.nn.projection import permutation_init_
 from wassnet.runs import CHECKPOINT_NAME, RunFolder
@@ -59,7 +61,8 @@ class TrainConfig:
         limit: train on the first ``limit`` examples only.
         norm: the norm of the certified radii: ``"2"`` (default), ``"inf"`` or ``"1"``;
             the hinge margin is ``c_p * eps`` (``2 eps`` in l-inf, ``eps`` in l1).
-        constraint: ``"orthogonal"`` (Björck / BCOP layers, l2 only) or
+        constraint: ``"orthogonal"`` (Björck / BCOP layers, or the AOL / CPL / SLL
+            layers of a family arch such as ``sll-small``; l2 only) or
             ``"projection"`` (plain layers projected to lp norm <= 1 after every step,
             :func:`wassnet.nn.constrain`); l1 and l-inf need ``"projection"``.
     """
@@ -85,6 +88,13 @@ class TrainConfig:
         if self.constraint not in ("orthogonal", "projection"):
             raise InputError(
                 f"unknown constraint {self.constraint!r}: choose orthogonal or projection"
+            )
+        family = ARCHS[self.arch].family if self.arch in ARCHS else None
+        if family is not None and (self.constraint != "orthogonal" or self.norm != "2"):
+            raise InputError(
+                f"arch {self.arch!r} is built from {family.upper()} layers, 1-Lipschitz in l2 "
+                f"by construction: it takes norm 2 and constraint orthogonal, not norm "
+                f"{self.norm} with constraint {self.constraint}"
             )
         if self.norm != "2" and self.constraint != "projection":
             raise InputError(
@@ -323,6 +333,7 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: _lr_factor(config.schedule, s, total)
         )
+        track_norm_estimates(self.optimizer, self.model)  # CPL layers: exact step sizes
         if config.constraint == "projection":
             if config.norm == "1":  # projected default weights fade: see permutation_init_
                 permutation_init_(self.model)
