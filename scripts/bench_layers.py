@@ -21,6 +21,11 @@ Run from the repository root (takes about 2-3 minutes on 2 CPU cores)::
 
     python scripts/bench_layers.py            # writes the bench_layers section of BENCHMARKS.md
     python scripts/bench_layers.py --quick --out /tmp/BENCHMARKS.md   # smoke run
+    python scripts/bench_layers.py --equal-time --budget-min 15 --jobs 2   # the bake-off
+
+``--equal-time`` runs the equal-CPU-time bake-off of the layer families instead
+(``scripts/bake_off.py``: throughput at batch 256, clean and certified accuracy after the
+same CPU budget, certified bound, PGD check; its own section of BENCHMARKS.md).
 
 Uses the GPU when ``torch.cuda.is_available()`` (``--device`` overrides). On a busy shared
 CPU, ``--threads 1`` gives steadier ratios (another job holding one core stalls torch's
@@ -34,6 +39,7 @@ import importlib
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -436,6 +442,12 @@ def notes(
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--equal-time" in argv:
+        import bake_off
+
+        bake_off.main(argv)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
     parser.add_argument("--out", type=Path, default=BENCHMARKS, help="BENCHMARKS.md to update")
