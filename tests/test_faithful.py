@@ -434,3 +434,100 @@ def test_nan_slopes_and_unrunnable_shapes_are_refused():
         lipschitz_bound(nn.LeakyReLU(float("nan")), (2,))
     with pytest.raises(LipschitzBoundError, match="cannot run"):
         lipschitz_bound(nn.Linear(3, 2), (4,))
+
+
+# ----------------------------------------------------------------------------- red team (A1-A5)
+
+
+def _doubler() -> nn.Linear:
+    layer = nn.Linear(2, 2, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(2 * torch.eye(2, dtype=torch.float64))
+    return layer
+
+
+@pytest.mark.parametrize("p", [1, 2, math.inf])
+def test_a_module_repeated_in_a_sequential_counts_each_time(p):
+    """``named_children`` drops repeats; the forward pass runs every entry."""
+    layer = _doubler()
+    for net in (nn.Sequential(layer, layer), nn.Sequential(nn.Sequential(layer), layer)):
+        cert = lipschitz_bound(net, (2,), p=p)
+        assert len(cert.layers) == 2 and cert.bound >= 4.0
+        x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+        assert torch.equal(export(net)(x), net(x))  # 4x, not 2x
+
+
+def test_hidden_children_and_overridden_exports_are_not_trusted():
+    from wassnet.nn import AOLLinear, SLLLinear
+
+    big = nn.Linear(2, 2, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        big.weight.copy_(10 * torch.eye(2, dtype=torch.float64))
+
+    class Hiding(nn.Sequential):
+        def named_children(self):
+            return ((n, m) for n, m in super().named_children() if m is not big)
+
+    net = Hiding(SLLLinear(2, dtype=torch.float64), big)
+    assert lipschitz_bound(net, (2,)).bound >= 10.0  # every layer the forward runs
+    layer = AOLLinear(3, 3, dtype=torch.float64)
+    tiny = nn.Linear(3, 3, dtype=torch.float64)
+    layer.export = lambda: tiny
+    with pytest.raises(LipschitzBoundError, match="export"):
+        lipschitz_bound(layer, (3,))
+    with pytest.raises(LipschitzBoundError, match="export"):
+        export(layer)
+
+    class Declared(AOLLinear):
+        lipschitz_inherits_rule = True
+
+        def export(self):
+            return tiny
+
+    with pytest.raises(LipschitzBoundError, match="overrides export"):
+        lipschitz_bound(Declared(3, 3, dtype=torch.float64), (3,))
+
+
+def test_random_or_hooked_parametrizations_are_refused():
+    from torch.nn.utils import parametrize
+
+    from wassnet.nn import AOLLinear
+
+    layer = nn.Linear(2, 2, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(2, dtype=torch.float64))
+    parametrize.register_parametrization(layer, "weight", nn.Dropout(0.5))  # training mode
+    state = torch.get_rng_state()
+    with pytest.raises(LipschitzBoundError, match="different weight"):
+        lipschitz_bound(layer, (2,))
+    assert torch.equal(torch.get_rng_state(), state)  # the check draws on a forked stream
+    layer.parametrizations.weight[0].eval()  # dropout in eval mode: the identity
+    assert lipschitz_bound(layer, (2,)).bound >= 1.0
+    hooked = AOLLinear(3, 3, dtype=torch.float64)
+    hooked.parametrizations.weight[0].register_forward_hook(lambda m, i, o: 10 * o)
+    with pytest.raises(LipschitzBoundError, match="parametrization"):
+        lipschitz_bound(hooked, (3,))
+    with pytest.raises(LipschitzBoundError, match="parametrization"):
+        export(hooked)
+
+
+def test_layers_whose_state_a_rule_cannot_read_are_refused_in_one_line():
+    from torch.nn.utils import parametrize
+
+    from wassnet.nn import AOLConv2d, AOLLinear, CPLLinear
+
+    conv = AOLConv2d(2, 2, 3)
+    conv.stride, conv.padding = (2, 2), "same"  # torch cannot run (nor rebuild) this
+    for module, shape in ((conv, (2, 6, 6)),):
+        with pytest.raises(LipschitzBoundError):
+            lipschitz_bound(module, shape)
+        with pytest.raises(LipschitzBoundError):
+            export(module)
+    cpl = CPLLinear(3, 3)
+    cpl.u = torch.ones(4, dtype=torch.float64)  # another shape and dtype than the weight's
+    with pytest.raises(LipschitzBoundError):
+        lipschitz_bound(cpl, (3,))
+    removed = AOLLinear(3, 3)
+    parametrize.remove_parametrizations(removed, "weight")
+    with pytest.raises(LipschitzBoundError):
+        lipschitz_bound(removed, (3,))

@@ -90,6 +90,8 @@ class AOLRescale(nn.Module):
     weight as the raw weight (assigning ``layer.weight = X`` makes ``X`` the raw weight).
     """
 
+    lipschitz_deterministic = True  # the same weight at every evaluation (no randomness)
+
     def __init__(self, eps: float = 1e-12) -> None:
         super().__init__()
         self.eps = eps

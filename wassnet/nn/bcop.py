@@ -76,6 +76,8 @@ class BCOPKernel(nn.Module):
     a BCOP layer re-initializes it.
     """
 
+    lipschitz_deterministic = True  # the same weight at every evaluation (no randomness)
+
     def __init__(
         self,
         in_channels: int,

@@ -118,6 +118,8 @@ class BjorckOrthonormalize(nn.Module):
     (semi-)orthogonal matrix is a fixed point of the iteration.
     """
 
+    lipschitz_deterministic = True  # the same weight at every evaluation (no randomness)
+
     def __init__(self, iters: int = 20, order: int = 1, scaling: Scaling | float = "safe") -> None:
         super().__init__()
         self.iters = iters

@@ -21,7 +21,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from wassnet.errors import InputTypeError
-from wassnet.nn.lipschitz import LipschitzBoundError, check_faithful, is_plain_sequential
+from wassnet.nn.lipschitz import (
+    LipschitzBoundError,
+    check_faithful,
+    is_plain_sequential,
+    sequence_items,
+)
 
 __all__ = ["export"]
 
@@ -57,20 +62,27 @@ def _plain_layer(module: nn.Linear | nn.Conv2d) -> nn.Module:
 
 def _export(module: nn.Module, name: str = "") -> nn.Module:
     check_faithful(module, name)  # hooks, instance forwards, undeclared subclasses
-    if callable(getattr(module, "export", None)):
-        return module.export()
-    if isinstance(module, (nn.Linear, nn.Conv2d)) and type(module) not in (nn.Linear, nn.Conv2d):
-        return _plain_layer(module)  # declared subclasses and parametrized layers
+    try:
+        if callable(getattr(module, "export", None)):
+            return module.export()
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and type(module) not in (
+            nn.Linear,
+            nn.Conv2d,
+        ):
+            return _plain_layer(module)  # declared subclasses and parametrized layers
+    except (RuntimeError, ValueError) as exc:  # e.g. a geometry torch cannot rebuild
+        text = " ".join(str(exc).split())[:300]
+        raise LipschitzBoundError(f"cannot export {name or '<model>'}: {text}") from None
     if isinstance(module, nn.Sequential):
         if not is_plain_sequential(module):
             raise LipschitzBoundError(
                 f"cannot export {name or '<model>'}: {type(module).__name__} overrides "
                 "nn.Sequential's forward methods"
             )
-        return nn.Sequential(
+        return nn.Sequential(  # every entry, repeats included, as the forward runs them
             *(
                 _export(child, f"{name}.{key}" if name else key)
-                for key, child in module.named_children()
+                for key, child in sequence_items(module, name)
             )
         )
     if parametrize.is_parametrized(module):

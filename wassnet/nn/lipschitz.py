@@ -91,6 +91,7 @@ __all__ = [
     "norm_ratio",
     "power_iteration_norm",
     "register_lipschitz_rule",
+    "sequence_items",
 ]
 
 Shape = tuple[int, ...]
@@ -193,6 +194,7 @@ FORWARD_METHODS = (
     "_call_impl",
     "_wrapped_call_impl",
     "__iter__",
+    "export",  # rules and wassnet.nn.export may read the layer through it
 )
 
 
@@ -274,7 +276,49 @@ def check_faithful(module: nn.Module, name: str = "") -> None:
             f"{where} is compiled (nn.Module.compile sets _compiled_call_impl, which its calls "
             "run instead of forward): certify and export the module before compiling it"
         )
+    if parametrize.is_parametrized(module):
+        _check_parametrizations(module, where)
     _rule_for(module, label)
+
+
+def _check_parametrizations(module: nn.Module, where: str) -> None:
+    """A parametrization computes the weight that rules read: refuse hooks, instance
+    forwards or compiled calls inside it, and a weight that differs between two
+    evaluations (e.g. dropout in training mode) unless every module of the
+    parametrization declares ``lipschitz_deterministic = True`` in its own class body
+    (wassnet's Björck, BCOP and AOL parametrizations do)."""
+    for tensor_name, chain in module.parametrizations.items():
+        if not isinstance(chain, parametrize.ParametrizationList):
+            continue  # not torch's: the class is then taken as it is (see _declared_class)
+        for inner in chain.modules():
+            inner_where = f"{where}, parametrization of {tensor_name!r} ({type(inner).__name__})"
+            hooks = _hooks(inner)
+            own = [m for m in FORWARD_METHODS if m in vars(inner)]
+            if hooks or own or getattr(inner, "_compiled_call_impl", None) is not None:
+                changed = " and ".join(hooks + [f"an instance-level {m}" for m in own])
+                raise LipschitzBoundError(
+                    f"{inner_where} has {changed or 'a compiled call'}: it may change the "
+                    "weight the certificate reads; remove it"
+                )
+        trusted = all(
+            isinstance(inner, parametrize.ParametrizationList)
+            or vars(type(inner)).get("lipschitz_deterministic") is True
+            for inner in chain.modules()
+        )
+        if not trusted and not _same_twice(chain):
+            raise LipschitzBoundError(
+                f"{where}: its parametrization of {tensor_name!r} gives a different weight at "
+                "each evaluation (random, e.g. dropout in training mode): no certificate "
+                "holds for all of them"
+            )
+
+
+def _same_twice(chain: nn.Module) -> bool:
+    """Whether a parametrization evaluates to the same tensor twice in a row (the global
+    random state is restored afterwards)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        first, second = chain(), chain()
+    return bool(first.shape == second.shape and torch.equal(first, second))
 
 
 def _global_hooks() -> list[str]:
@@ -660,6 +704,32 @@ _register_every_norm(nn.LeakyReLU, _leaky_relu_rule)
 _register_every_norm(nn.Dropout, _dropout_rule)
 
 
+def sequence_items(module: nn.Module, name: str = "") -> list[tuple[str, nn.Module]]:
+    """The layers of an ``nn.Sequential`` as its forward pass runs them: every entry of
+    ``_modules`` in order, **repeats included** (``named_children`` drops a module that
+    appears twice, and can be overridden)."""
+    items = list(module._modules.items())
+    missing = [key for key, child in items if child is None]
+    if missing:
+        raise LipschitzBoundError(f"{name or '<model>'}: entry {missing[0]!r} is None")
+    return items  # type: ignore[return-value]
+
+
+def _apply(rule: Rule, module: nn.Module, shape: Shape, name: str) -> tuple[float, str]:
+    """``rule(module, shape)``, a rule that cannot read the module (a buffer swapped for
+    one of another shape or dtype, a meta tensor, a removed parametrization) refused
+    with one line instead of its traceback."""
+    try:
+        return rule(module, shape)
+    except LipschitzBoundError:
+        raise
+    except (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise LipschitzBoundError(
+            f"layer {name or '<model>'} ({type(module).__name__}) cannot be bounded: {text}"
+        ) from None
+
+
 def is_plain_sequential(module: nn.Module) -> bool:
     """An ``nn.Sequential`` whose class overrides none of the forward methods."""
     cls = _declared_class(module)
@@ -678,7 +748,7 @@ def _walk(
     check_faithful(module, name)
     rule = _rule_for(module, name or "<model>", p)
     if rule is None and is_plain_sequential(module):
-        for child_name, child in module.named_children():
+        for child_name, child in sequence_items(module, name):
             child_label = f"{name}.{child_name}" if name else child_name
             probe = _walk(child, child_label, shape, out, probe, p)
             shape = tuple(probe.shape[1:])
@@ -689,7 +759,7 @@ def _walk(
             f"no {_NORM_NAMES[p]} Lipschitz rule is registered for it "
             "(see wassnet.nn.register_lipschitz_rule)"
         )
-    bound, method = rule(module, shape)
+    bound, method = _apply(rule, module, shape, name)
     if not math.isfinite(bound):
         raise LipschitzBoundError(f"layer {name} has a non-finite bound {bound}")
     try:
