@@ -37,7 +37,9 @@ class SampleBracket:
         lower, upper: ``lower <= W1 <= upper`` holds exactly for the input as given
             (float64 points, marginals ``w / sum(w)`` as exact rationals).
         route: how the bracket was computed (``line``, ``dense``, ``assignment``,
-            ``transport``, ``blockwise``; see :class:`wassnet.w1.SampleOptions`).
+            ``transport``, ``blockwise``; see :class:`wassnet.w1.SampleOptions`; or
+            ``quick`` when a time budget allowed only the quick certificates of
+            :mod:`wassnet.ot.quick`).
         lower_method, upper_method: the certified object behind each side (a dual pair
             feasible on every pair, a transport plan, exact CDFs).
         seconds: wall-clock time of the bracket.

@@ -458,9 +458,9 @@ def _merged(
 ) -> SampleBracket:
     """The route's bracket, each side replaced by the quick bracket's where that is
     better (both certified), and the budget's sentence."""
-    if found is None:
+    if found is None:  # the planned route did not run: its name would mislead
         found = run.bracket(
-            route, None, None, lower=quick.lower, upper=quick.upper,
+            "quick", None, None, lower=quick.lower, upper=quick.upper,
             lower_method=quick.lower_method, upper_method=quick.upper_method,
         )  # fmt: skip
         source = "bracket from the quick certificates (hub coupling, linear critic)"
