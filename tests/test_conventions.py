@@ -166,3 +166,16 @@ def test_shared_options_are_spelled_alike(command: list[str]) -> None:
         assert option in text, (command, option)
     for old in ("--attack-n", "--train-limit", "--data-limit", "--bjorck-iters", "--critic-width"):
         assert old not in text, (command, old)
+
+
+def test_every_compiled_source_ships_in_the_package() -> None:
+    """A non-editable install must carry every C source the package compiles on first
+    use (``_simplex.c`` was once left out: a wheel silently lost the warm start)."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["wassnet.ot"]
+    for source in (root / "wassnet" / "ot").glob("*.c"):
+        assert any(fnmatch.fnmatch(source.name, pattern) for pattern in patterns), source.name
