@@ -256,6 +256,9 @@ def test_json_schema_is_stable():
         "deviation",
         "seconds",
         "folds",
+        "critics_kept",
+        "directions",
+        "agreement",
     }
     assert set(out["population"]["folds"][0]) == {
         "fold",
@@ -267,6 +270,7 @@ def test_json_schema_is_stable():
         "stderr",
         "lower",
         "validation",
+        "directions",
     }
     assert out["floor"] is not None  # the sampling floor comes with the population
     assert out["notes"] == []

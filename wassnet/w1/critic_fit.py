@@ -17,7 +17,14 @@ dual ``mean f(A) - mean f(B)`` is largest on the rest (the validation split):
 * ``dense``: Björck-orthonormal layers with GroupSort activations (Anil et al. 2019),
   trained with Adam and early stopping on the validation dual;
 * ``conv``: for flattened images (``image_shape``), BCOP orthogonal convolutions with
-  GroupSort, then Björck layers (Li et al. 2019), trained like ``dense``.
+  GroupSort, then Björck layers (Li et al. 2019), trained like ``dense``;
+* ``projection``: ``g(<u, x> / |u|_*)``, a direction found on the fitting split (means,
+  covariances, third and fourth moments, each refined by ascent of the 1-D W1, the
+  best kept on validation) and the 1-D Kantorovich potential of the projections; when
+  kept, the potential is refit on all the training points
+  (:mod:`wassnet.w1.structured`);
+* ``subspace``: a small Björck + GroupSort network on a learned orthonormal projection
+  to ``R^k`` (``k <= 3``), started from the best directions, trained like ``dense``.
 
 **Other metrics** (``cityblock``: l1, ``chebyshev``: l-inf). The critic must be
 1-Lipschitz from the metric's norm to the line, certified by
@@ -66,6 +73,14 @@ from wassnet.w1.dual_training import (
     train_dual,
 )
 from wassnet.w1.options import PopulationOptions, SampleOptions
+from wassnet.w1.structured import (
+    SUBSPACE_DIMS,
+    candidate_directions,
+    orthonormal_rows,
+    projection_critic,
+    refine_direction,
+    subspace_critic,
+)
 
 __all__ = [
     "TRANSPORT_MAX_POINTS",
@@ -97,6 +112,9 @@ class FittedCritic:
         validation: validation dual of every family tried (float32, normalized by
             the family's nominal constant 1), the basis of the choice.
         steps: optimizer steps of every family tried.
+        directions: for ``projection`` and ``subspace``, the unit (l2) rows spanning
+            the subspace the critic reads (``[k, d]``, float64; ``k = 1`` for
+            ``projection``: where the laws were found to differ); else ``None``.
     """
 
     name: str
@@ -104,6 +122,7 @@ class FittedCritic:
     lipschitz: float
     validation: dict[str, float]
     steps: dict[str, int]
+    directions: np.ndarray | None = None
 
 
 class TransportCritic(nn.Module):
@@ -313,6 +332,32 @@ def _certified(critic: nn.Module, dim: int, metric: str) -> tuple[nn.Module, flo
     return module, bound
 
 
+class _Directions:
+    """Candidate directions of one fold's fitting split, found once (lazily) and
+    refined, best validation W1 first (:mod:`wassnet.w1.structured`)."""
+
+    def __init__(self, data: _Split, seed: int, metric: str) -> None:
+        self.data, self.seed, self.metric = data, seed, metric
+        self._found: list[tuple[np.ndarray, float]] | None = None
+
+    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        d = self.data
+        return tuple(
+            x.detach().cpu().double().numpy() for x in (d.fit_a, d.fit_b, d.val_a, d.val_b)
+        )  # type: ignore[return-value]
+
+    def found(self) -> list[tuple[np.ndarray, float]]:
+        if self._found is None:
+            rng = np.random.default_rng([self.seed, 29])
+            fa, fb, va, vb = self.numpy()
+            refined = [
+                refine_direction(u, (fa, fb), (va, vb), rng, self.metric)
+                for u in candidate_directions(fa, fb, rng)
+            ]
+            self._found = sorted(refined, key=lambda r: -r[1])
+        return self._found
+
+
 def fit_critic(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -333,6 +378,7 @@ def fit_critic(
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     data = _split(a, b, options.validation, rng)
+    directions = _Directions(data, int(rng.integers(2**62)), metric)
     scores: dict[str, float] = {}
     steps: dict[str, int] = {}
     best: tuple[float, str, nn.Module] | None = None
@@ -341,7 +387,7 @@ def fit_critic(
             break
         torch.manual_seed(int(rng.integers(2**62)))
         fitted = _fit_family(
-            name, data, options, deadline, generator, int(rng.integers(2**31)), metric
+            name, data, options, deadline, generator, int(rng.integers(2**31)), metric, directions
         )
         if fitted is None:
             continue
@@ -352,8 +398,54 @@ def fit_critic(
         raise InputError("no critic family could be fitted ('transport' needs d >= 2)")
     if best[1] == "linear":  # its closed form costs nothing: refit it on every training point
         _initialize("linear", best[2], a, b, metric)
+    if best[1] == "projection":  # the direction stays; the potential sees every training point
+        u = best[2][0].weight.detach().cpu().double().numpy()[0]
+        xa, xb = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
+        best = (best[0], best[1], projection_critic(u, xa, xb, metric).to(a.device))
     module, bound = _certified(best[2], a.shape[1], metric)
-    return FittedCritic(best[1], module, bound, scores, steps)
+    return FittedCritic(best[1], module, bound, scores, steps, _directions_of(best[1], module))
+
+
+def _directions_of(name: str, module: nn.Module) -> np.ndarray | None:
+    """The unit (l2) rows of the projection a ``projection`` or ``subspace`` critic reads."""
+    if name not in ("projection", "subspace"):
+        return None
+    with torch.no_grad():
+        rows = module[0].weight.detach().cpu().double().numpy()
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
+
+
+def _fit_subspace(
+    data: _Split,
+    options: PopulationOptions,
+    deadline: float,
+    generator: torch.Generator,
+    seed: int,
+    metric: str,
+    directions: _Directions,
+) -> tuple[nn.Module, float, int] | None:
+    """A network on a learned ``k``-dimensional projection, ``k`` in ``SUBSPACE_DIMS``
+    below ``d``, started from the best directions; the best ``k`` on validation."""
+    dims = [k for k in SUBSPACE_DIMS if k < data.fit_a.shape[1]]
+    if not dims:
+        return None  # d <= 2: the projection and dense critics cover it
+    rng = np.random.default_rng(seed)
+    found = [u for u, _ in directions.found()]
+    hidden = tuple(min(h, 32) for h in options.hidden) or (32,)
+    p = metric_p(metric)
+    best: tuple[nn.Module, float, int] | None = None
+    for k in dims:
+        if best is not None and time.perf_counter() > deadline:
+            break
+        rows = orthonormal_rows(found, k, rng)
+        critic = subspace_critic(rows, hidden, options.iters, metric).to(data.fit_a.device)
+        value, count = _train(critic, data, options, deadline, generator, None if p == 2 else p)
+        if best is None or value > best[1]:
+            best = (critic, value, count + (best[2] if best else 0))
+        else:
+            best = (best[0], best[1], best[2] + count)
+    return best
 
 
 def _fit_family(
@@ -364,8 +456,15 @@ def _fit_family(
     generator: torch.Generator,
     seed: int,
     metric: str,
+    directions: _Directions,
 ) -> tuple[nn.Module, float, int] | None:
     """One family fitted on ``data``: (critic, validation dual, steps), or ``None``."""
+    if name == "projection":
+        fa, fb = directions.numpy()[:2]
+        critic = projection_critic(directions.found()[0][0], fa, fb, metric).to(data.val_a.device)
+        return critic, _dual(critic, data.val_a.double(), data.val_b.double()), 0
+    if name == "subspace":
+        return _fit_subspace(data, options, deadline, generator, seed, metric, directions)
     if name == "transport":
         extended = _transport_critic(data.fit_a, data.fit_b, seed, metric)
         if extended is None:

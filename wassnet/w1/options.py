@@ -113,9 +113,24 @@ class SampleOptions:
 
 
 #: The critic families tried for the population bracket, simplest first.
-CRITICS: tuple[str, ...] = ("linear", "radial", "transport", "dense", "conv")
+CRITICS: tuple[str, ...] = (
+    "linear",
+    "radial",
+    "projection",
+    "transport",
+    "subspace",
+    "dense",
+    "conv",
+)
 #: The families tried when ``critics`` is not given (``conv`` needs an image shape).
-DEFAULT_CRITICS: tuple[str, ...] = ("linear", "radial", "transport", "dense")
+DEFAULT_CRITICS: tuple[str, ...] = (
+    "linear",
+    "radial",
+    "projection",
+    "transport",
+    "subspace",
+    "dense",
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +145,11 @@ class PopulationOptions:
         critics: critic families fitted on each fold's training points; the one with
             the largest dual on a validation split of those points is kept:
             ``"linear"`` (a unit vector), ``"radial"`` (distance to a learned
-            center), ``"transport"`` (the training points' optimal dual pair,
-            extended by c-transforms), ``"dense"`` (Björck + GroupSort network,
+            center), ``"projection"`` (the 1-D Kantorovich potential along a
+            direction found on the training points), ``"transport"`` (the training
+            points' optimal dual pair, extended by c-transforms), ``"subspace"`` (a
+            small network on a learned 2- or 3-dimensional orthonormal projection),
+            ``"dense"`` (Björck + GroupSort network,
             widths ``hidden``), ``"conv"`` (BCOP convolutions, then Björck layers,
             on points reshaped to ``image_shape``); see :mod:`wassnet.w1.critic_fit`.
         image_shape: ``(C, H, W)`` of flattened images, for the ``conv`` family.

@@ -113,12 +113,37 @@ def _population_panel(fig, ax, result: W1Result, a: np.ndarray, b: np.ndarray) -
         ax.legend(loc="upper right")
         ax.set_title(title)
         return
+    if population.heldout is not None and population.directions is not None:
+        _along_directions(fig, ax, population, a, b)
+        ax.set_title(title + f", estimate {population.estimate:.4g}")
+        return
     if population.heldout is not None:
         ha, hb = population.heldout
         ax.hist(ha, bins=60, alpha=0.6, density=True, color="tab:red", label="held-out f on A")
         ax.hist(hb, bins=60, alpha=0.6, density=True, color="tab:blue", label="held-out f on B")
         ax.legend()
     ax.set_title(title + f", estimate {population.estimate:.4g}")
+
+
+def _along_directions(fig, ax, population, a: np.ndarray, b: np.ndarray) -> None:
+    """Projection critics: the held-out critic values against ``<u, x>`` (A and B);
+    subspace critics: the points on the subspace's first two axes, coloured by them."""
+    rows = np.asarray(population.directions)
+    ha, hb = population.heldout
+    pa, pb = a.reshape(len(a), -1) @ rows.T, b.reshape(len(b), -1) @ rows.T
+    if len(rows) == 1:
+        ax.scatter(pa[:, 0], ha, s=2, alpha=0.4, c="tab:red", label="held-out f on A")
+        ax.scatter(pb[:, 0], hb, s=2, alpha=0.4, c="tab:blue", label="held-out f on B")
+        ax.set_xlabel("<u, x> (u: the direction found)")
+        ax.set_ylabel("held-out critic value / L")
+        ax.legend(loc="best")
+        return
+    points = np.concatenate([pa[:, :2], pb[:, :2]])
+    values = np.concatenate([ha, hb])
+    shown = ax.scatter(points[:, 0], points[:, 1], s=2, c=values, cmap="coolwarm", alpha=0.6)
+    fig.colorbar(shown, ax=ax, label="held-out critic value / L")
+    ax.set_xlabel("first axis of the subspace found")
+    ax.set_ylabel("second axis")
 
 
 def plot_estimate(result: W1Result, a: np.ndarray, b: np.ndarray, path: str | Path) -> Path:
@@ -128,8 +153,10 @@ def plot_estimate(result: W1Result, a: np.ndarray, b: np.ndarray, path: str | Pa
     level sets of the dual potential (interpolated from its values on the points);
     otherwise (or for collinear 2-D points) histograms of the potentials on each
     cloud; then the certified bracket, round by round. Population panel (when the
-    population was asked for): 2-D: the level sets of a fitted critic; otherwise
-    histograms of the held-out critic values on A and B.
+    population was asked for): 2-D: the level sets of a fitted critic; when
+    projection critics were kept, the held-out critic values along the direction
+    found (subspace critics: the points on the subspace's first two axes, coloured by
+    those values); otherwise histograms of the held-out critic values on A and B.
     """
     import matplotlib
 

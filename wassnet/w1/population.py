@@ -61,6 +61,7 @@ __all__ = [
     "MOMENT_POINTS",
     "FoldScore",
     "PopulationBracket",
+    "common_directions",
     "pair_second_moment",
     "population_bracket",
     "size_problem",
@@ -86,6 +87,9 @@ class FoldScore:
         stderr: its estimated standard error.
         lower: ``dual - t * stderr`` (the fold's one-sided bound).
         validation: validation dual of every family tried (the basis of the choice).
+        directions: for ``projection`` and ``subspace`` critics, the unit (l2) rows of
+            the projection the critic reads (where it found the laws to differ);
+            else ``None``.
     """
 
     fold: int
@@ -97,6 +101,7 @@ class FoldScore:
     stderr: float
     lower: float
     validation: dict[str, float]
+    directions: list[list[float]] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,6 +128,13 @@ class PopulationBracket:
             the critic fitted without that point's fold (for histograms).
         critics: the fitted critics, one per fold (float64 modules; ``module(x) /
             lipschitz`` is 1-Lipschitz).
+        critics_kept: the families kept, sorted (one per fold, repeats removed).
+        directions: when folds kept ``projection`` or ``subspace`` critics, where the
+            laws were found to differ: unit (l2) rows spanning the subspace the folds'
+            projections agree on most (the leading eigenvectors of the mean of their
+            projectors; one row for projections, oriented as fold 0's); else ``None``.
+        agreement: with ``directions``, the mean over those folds of the fraction of
+            each fold's subspace inside it (1: every fold found the same one).
     """
 
     lower: float
@@ -137,6 +149,9 @@ class PopulationBracket:
     seconds: float
     heldout: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     critics: list[FittedCritic] = field(default_factory=list, repr=False)
+    critics_kept: list[str] = field(default_factory=list)
+    directions: list[list[float]] | None = None
+    agreement: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready; the held-out values and the critics are left out."""
@@ -147,13 +162,37 @@ class PopulationBracket:
 
     def summary_lines(self) -> list[str]:
         critics = ", ".join(sorted({f.critic for f in self.folds}))
-        return [
+        lines = [
             f"{'population W1':<16} in [{self.lower:.6g}, {self.upper:.6g}]   "
             f"estimate {self.estimate:.6g}   ({self.confidence:.0%} confidence; not certified)",
             f"{'':16} lower: {self.lower_method}",
             f"{'':16} upper: {self.upper_method}",
             f"{'':16} critics kept: {critics}; {self.seconds:.2f} s",
         ]
+        where = self.where_sentence()
+        if where:
+            lines.append(f"{'':16} {where}")
+        return lines
+
+    def where_sentence(self) -> str | None:
+        """Where the laws were found to differ (projection / subspace critics), or ``None``."""
+        if self.directions is None:
+            return None
+        rows = np.asarray(self.directions)
+        agree = f"folds agree {self.agreement:.2f}"
+        if len(rows) == 1:
+            u = rows[0]
+            top = np.argsort(-np.abs(u))[:4]
+            parts = ", ".join(f"x{i} {u[i]:+.2f}" for i in top)
+            more = ", ..." if len(u) > 4 else ""
+            return (
+                f"where they differ: along the direction u = ({parts}{more}) ({agree}; "
+                "all of it in --json population.directions)"
+            )
+        return (
+            f"where they differ: within a {len(rows)}-dimensional subspace ({agree}; its "
+            "orthonormal basis in --json population.directions)"
+        )
 
 
 def _fold_ids(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -216,10 +255,43 @@ def _fold_score(
     values_a = critic_values(fitted.module, torch.from_numpy(xa)).numpy() / fitted.lipschitz
     values_b = critic_values(fitted.module, torch.from_numpy(xb)).numpy() / fitted.lipschitz
     dual, stderr, low = _score(values_a, values_b, level)
+    rows = None if fitted.directions is None else fitted.directions.tolist()
     score = FoldScore(
-        fold, len(xa), len(xb), fitted.name, fitted.lipschitz, dual, stderr, low, fitted.validation
+        fold,
+        len(xa),
+        len(xb),
+        fitted.name,
+        fitted.lipschitz,
+        dual,
+        stderr,
+        low,
+        fitted.validation,
+        rows,
     )
     return score, values_a, values_b
+
+
+def common_directions(
+    critics: list[FittedCritic],
+) -> tuple[list[list[float]] | None, float | None]:
+    """The subspace the folds' projections agree on most, and how much they agree.
+
+    With ``U_f`` the orthonormal rows of fold ``f``'s projection (``projection`` and
+    ``subspace`` critics only), the rows returned are the ``k`` leading eigenvectors
+    of ``mean_f U_f^T U_f`` (``k`` the most rows of a fold); the agreement is
+    ``mean_f |U_f V^T|_F^2 / k_f``, in ``[0, 1]``. One row is oriented as fold 0's."""
+    found = [c.directions for c in critics if c.directions is not None]
+    if not found:
+        return None, None
+    bases = [np.linalg.qr(u.T)[0].T for u in found]  # orthonormal rows
+    k = max(len(u) for u in bases)
+    projector = sum(u.T @ u for u in bases) / len(bases)
+    _, vecs = np.linalg.eigh(projector)
+    v = vecs[:, ::-1][:, :k].T
+    if k == 1 and float(v[0] @ found[0][0]) < 0:
+        v = -v
+    agreement = float(np.mean([np.sum((u @ v.T) ** 2) / len(u) for u in bases]))
+    return v.tolist(), min(1.0, agreement)
 
 
 def _cross_fit(
@@ -303,6 +375,7 @@ def population_bracket(
     folds, critics, heldout = _cross_fit(xa, xb, options, device, seed, alpha / k, progress, metric)
     deviation = _cantelli_deviation(xa, xb, alpha, metric)
     estimate = max(0.0, float(np.mean([f.dual for f in folds])))
+    directions, agreement = common_directions(critics)
     lower = max(0.0, float(np.mean([f.lower for f in folds])))
     return PopulationBracket(
         lower=lower,
@@ -321,4 +394,7 @@ def population_bracket(
         seconds=time.perf_counter() - start,
         heldout=heldout,
         critics=critics,
+        critics_kept=sorted({f.critic for f in folds}),
+        directions=directions,
+        agreement=agreement,
     )
