@@ -33,7 +33,9 @@ def make_classifier(
 
     ``arch`` is a :data:`wassnet.critics.PRESETS` name: ``dense`` (3 x 1024, the FC
     network of Li et al. 2019), ``dense-small`` (3 x 256), ``conv-small`` / ``conv-large``
-    (BCOP networks of Li et al. 2019). ``overrides`` go to the builder (``iters``,
+    (BCOP networks of Li et al. 2019), ``aol-small`` / ``cpl-small`` / ``sll-small`` (one
+    skeleton of AOL, CPL or SLL layers: :func:`wassnet.critics.family_critic`; these take
+    the default constraint only). ``overrides`` go to the builder (``iters``,
     ``activation``, ``group_size``, ``hidden``, ``constraint``...). With the default
     ``constraint="orthogonal"`` the L2 Lipschitz constant is at most 1 by construction;
     with ``constraint="projection"`` the layers are plain and stay 1-Lipschitz only while
