@@ -274,3 +274,19 @@ def test_output_says_where_the_laws_differ(tmp_path):
     # without a structured critic: no direction, no sentence
     plain = estimate_w1(a, b, population=PopulationOptions(critics=("linear",)), floor=False)
     assert plain.population.directions is None and "where they differ" not in plain.summary()
+
+
+def test_line_potential_slope_survives_overflowing_and_subnormal_screens():
+    """The float64 screen overflows (inf / inf) or loses the relative accuracy of
+    subnormal quotients: those slopes are computed exactly, never skipped."""
+    import torch
+
+    from wassnet.w1.structured import LinePotential, line_potential_slope
+
+    def slope(knots, values):
+        t = torch.tensor(knots, dtype=torch.float64)
+        return line_potential_slope(LinePotential(t, torch.tensor(values, dtype=torch.float64)))
+
+    assert slope([-1e308, 1e308], [-1e308, 1e308]) == 1.0
+    assert slope([0.0, 1.0, 2.0], [0.0, 5e-324, 0.0]) == 5e-324
+    assert slope([0.0, 3.0, 4.0], [0.0, 1e-320, 0.0]) >= 1e-320

@@ -121,10 +121,14 @@ def line_potential_slope(module: LinePotential) -> float:
         return 0.0
     if not bool((knots[1:] > knots[:-1]).all()):
         raise LipschitzBoundError("LinePotential's knots are not strictly increasing")
-    # screen in float64, then compute the few largest candidates exactly
-    approx = np.abs(np.diff(values)) / np.diff(knots)
-    top = approx.max()
-    candidates = np.flatnonzero(approx >= top * (1 - 1e-9))
+    # screen in float64, then compute the few largest candidates exactly; a slope the
+    # screen cannot see (a difference that overflows, a quotient in the subnormal range)
+    # is always a candidate
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        approx = np.abs(np.diff(values)) / np.diff(knots)
+    finite = np.isfinite(approx)
+    top = float(approx[finite].max()) if finite.any() else 0.0
+    candidates = np.flatnonzero(~finite | (approx >= top * (1 - 1e-9) - 2.0**-1000))
     best = Fraction(0)
     for i in candidates:
         slope = abs(
@@ -142,11 +146,14 @@ def _line_potential_rule(module: nn.Module, input_shape: tuple[int, ...]) -> tup
     above ``knots[-1]`` it is constant (input clamped). For ``x < y`` split ``[x, y]`` at
     the knots inside it: ``|f(y) - f(x)| <= sum over the pieces of |s_i| * length <=
     max_i |s_i| * (y - x)``. The line has one norm (``|t|`` for every lp), so the bound
-    holds for ``p`` = 1, 2 and inf. The float64 screen can miss the maximum only if two
-    slopes agree to 1e-9 relative; every slope within that of the screened maximum is
-    recomputed exactly in rationals, and a slope below ``top (1 - 1e-9)`` cannot exceed
-    the exact maximum, which is at least the exact value behind ``top`` minus its
-    relative rounding (< 1e-15)."""
+    holds for ``p`` = 1, 2 and inf. The float64 screen: a difference of two floats that
+    does not overflow is within one rounding of the exact one and the quotient adds one
+    more, so a screened slope at or above ``2^-1020`` is within ``3u`` relative of its
+    exact value; a slope whose screen is not finite, or within ``1e-9`` relative (plus
+    ``2^-1000`` absolute, for quotients in the subnormal range) of the screened
+    maximum, is recomputed exactly in rationals. Any other slope is below
+    ``top (1 - 1e-9) - 2^-1000`` in its screen, hence below the exact slope behind
+    ``top``: it cannot be the maximum."""
     if int(math.prod(input_shape)) != 1:
         raise LipschitzBoundError(f"LinePotential takes points on the line, got {input_shape}")
     return line_potential_slope(module), "exact (rational): largest |slope| of the pieces"  # type: ignore[arg-type]
