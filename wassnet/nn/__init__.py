@@ -11,6 +11,9 @@
   :class:`CPLConv2d` (convex potential layers), :class:`SLLLinear`, :class:`SLLConv2d`
   (SDP-based Lipschitz layers), and the plain :class:`ConvexResidualLinear` /
   :class:`ConvexResidualConv2d` they export to (:mod:`wassnet.nn.residual`: the rules)
+* l-inf-distance neurons: :class:`LinfDistLinear` (``||x - w||_p + b``, ``p`` annealed
+  to ``inf``: :func:`relaxation_p`, :func:`set_relaxation_p_`), :class:`MeanShift` (the
+  paper's normalization), :func:`linf_dist` (the compiled kernel) (:mod:`wassnet.nn.linf`)
 * certificates: :func:`lipschitz_bound` in l2, l1 or l-inf (per-layer breakdown in a
   :class:`LipschitzCertificate`), :func:`check_faithful` (refuses modules whose
   function may differ from their type's), :func:`spectral_norm_upper` (verified
@@ -27,6 +30,13 @@ from wassnet.nn.bcop import BCOPConv2d, BCOPKernel
 from wassnet.nn.bjorck import BjorckLinear, BjorckOrthonormalize, bjorck, bjorck_orthonormalize
 from wassnet.nn.cpl import CPLConv2d, CPLLinear
 from wassnet.nn.export import export
+from wassnet.nn.linf import (
+    LinfDistLinear,
+    MeanShift,
+    linf_dist,
+    relaxation_p,
+    set_relaxation_p_,
+)
 from wassnet.nn.lipschitz import (
     NORMS,
     LayerBound,
@@ -63,9 +73,11 @@ __all__ = [
     "FullSort",
     "GroupSort",
     "LayerBound",
+    "LinfDistLinear",
     "LipschitzBoundError",
     "LipschitzCertificate",
     "MaxMin",
+    "MeanShift",
     "NormPool",
     "SLLConv2d",
     "SLLLinear",
@@ -77,6 +89,7 @@ __all__ = [
     "constrain",
     "conv2d_operator_norm",
     "export",
+    "linf_dist",
     "lipschitz_bound",
     "norm_key",
     "norm_name",
@@ -87,5 +100,7 @@ __all__ = [
     "project_",
     "project_l1_ball_",
     "register_lipschitz_rule",
+    "relaxation_p",
+    "set_relaxation_p_",
     "spectral_norm_upper",
 ]
