@@ -428,7 +428,10 @@ def test_projected_classifier_certificates_survive_pgd_in_its_norm(tmp_path, nor
 
 def test_other_norms_need_projection():
     with pytest.raises(ValueError, match="projection"):
-        TrainConfig(norm="inf")
+        TrainConfig(norm="inf", constraint="orthogonal")
+    assert TrainConfig(norm="inf").constraint == "projection"  # chosen for the norm
+    assert TrainConfig(norm="1").constraint == "projection"
+    assert TrainConfig(arch="linf-dist", norm="inf").constraint == "orthogonal"
     with pytest.raises(ValueError, match="p must be"):
         TrainConfig(norm="3", constraint="projection")
     assert TrainConfig(norm="l-inf".replace("-", ""), constraint="projection").norm == "inf"

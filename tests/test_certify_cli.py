@@ -225,5 +225,8 @@ def test_linf_run_trains_certifies_and_exports_in_its_norm(mnist_root, tmp_path)
     assert exported.exit_code == 0, exported.output
     meta = json.loads(exported.output)
     assert meta["norm"] == "inf" and meta["radius"] == "margin / (2 * lipschitz_bound)"
-    refused = invoke("classify", "train", "--norm", "inf", "--out", tmp_path / "no", "--quiet")
+    refused = invoke(
+        "classify", "train", "--norm", "inf", "--constraint", "orthogonal", "--out",
+        tmp_path / "no", "--quiet",
+    )  # fmt: skip
     assert refused.exit_code == 1 and "projection" in refused.output

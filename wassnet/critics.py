@@ -12,6 +12,8 @@ from the weights, never assumed.
 * :func:`family_critic`: AOL, CPL or SLL layers (Prach & Lampert 2022; Meunier et
   al. 2022; Araujo et al. 2023) between exact permutations (pixel unshuffle) and AOL
   transitions, then a Björck layer to the outputs.
+* :func:`linf_dist_critic`: l-inf-distance neurons with mean shift (Zhang et al. 2021),
+  1-Lipschitz in l-inf.
 * :func:`make_critic`: the named presets (``"dense"``, ``"conv-small"``,
   ``"conv-large"``, ``"aol-small"``, ``"cpl-small"``, ``"sll-small"``) with keyword
   overrides.
@@ -52,6 +54,7 @@ __all__ = [
     "conv_critic",
     "dense_critic",
     "family_critic",
+    "linf_dist_critic",
     "make_critic",
     "refine_norm_estimates_",
     "track_norm_estimates",
@@ -395,7 +398,37 @@ def track_norm_estimates(optimizer: torch.optim.Optimizer, model: nn.Module):
     )
 
 
+def linf_dist_critic(
+    input_shape: int | Sequence[int],
+    hidden: Sequence[int] = ARCHS["linf-dist"].hidden,
+    out_features: int = 1,
+    *,
+    bias: bool = True,
+) -> nn.Sequential:
+    """An l-inf-distance network (Zhang et al. 2021): flatten, then per width of ``hidden``
+    a :class:`~wassnet.nn.LinfDistLinear` and a :class:`~wassnet.nn.MeanShift`, then a
+    negated :class:`~wassnet.nn.LinfDistLinear` to ``out_features`` (the outputs are
+    ``-||x - w_j||_inf - b_j``). 1-Lipschitz in l-inf at ``p = inf`` (the layers start
+    there; training relaxes ``p``: :func:`wassnet.nn.set_relaxation_p_`); the
+    certificate is computed from the layers as they are.
+    """
+    from wassnet.nn.linf import LinfDistLinear, MeanShift
+
+    shape = _shape(input_shape)
+    layers: list[nn.Module] = [nn.Flatten()] if len(shape) > 1 else []
+    features = 1
+    for s in shape:
+        features *= s
+    for width in hidden:
+        layers += [LinfDistLinear(features, width, bias=bias), MeanShift(width)]
+        features = width
+    layers.append(LinfDistLinear(features, out_features, bias=bias, negate=True))
+    return nn.Sequential(*layers)
+
+
 def _preset(spec) -> dict:
+    if spec.family == "linf-dist":
+        return {"builder": linf_dist_critic, "hidden": spec.hidden}
     if spec.family is not None:
         return {
             "builder": family_critic,
@@ -447,6 +480,13 @@ def make_critic(
     builder = options.pop("builder")
     if width is not None:
         options["hidden"] = (width,) * len(options["hidden"])
+    if builder is linf_dist_critic:
+        if constraint != "orthogonal":
+            raise InputError(
+                f"arch {arch!r} is built from l-inf-distance neurons, 1-Lipschitz in l-inf by "
+                f"construction: it takes constraint 'orthogonal' (the default), not {constraint!r}"
+            )
+        overrides.pop("iters", None)  # no Björck layers
     if builder is family_critic and constraint != "orthogonal":
         raise InputError(
             f"arch {arch!r} is built from {options['family'].upper()} layers, 1-Lipschitz by "

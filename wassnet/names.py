@@ -50,6 +50,11 @@ class ArchSpec:
     convolution; stride 1 at the same count = one layer of the family. ``hidden``
     likewise: a new width = an AOL dense layer, the same width = one layer of the family.
     The last layer (to the outputs) is a Björck layer.
+
+    ``family="linf-dist"``: l-inf-distance neurons (:mod:`wassnet.nn.linf`), one
+    :class:`~wassnet.nn.LinfDistLinear` per entry of ``hidden`` with a
+    :class:`~wassnet.nn.MeanShift` after it, then one to the outputs (negated); built for
+    l-inf (1-Lipschitz there by construction), trained with ``--norm inf``.
     """
 
     kind: str
@@ -111,6 +116,13 @@ ARCHS: dict[str, ArchSpec] = {
         _FAMILY_CHANNELS,
         help="SLL residual convolutions (16 ch at 14x14, 32 at 7x7) + SLL dense 256 x 2",
         family="sll",
+    ),
+    "linf-dist": ArchSpec(
+        "dense",
+        (1024, 1024, 1024, 1024),
+        help="5 l-inf-distance layers (4 x 1024 + output), mean shift; l-inf only "
+        "(Zhang et al. 2021 use 5 x 5120 on MNIST)",
+        family="linf-dist",
     ),
 }
 

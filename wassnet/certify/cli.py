@@ -101,6 +101,7 @@ CONFIG_FIELDS = (
     "limit",
     "norm",
     "constraint",
+    "relax_epochs",
 )
 _positive_number = Finite(0, open_low=True)
 
@@ -129,15 +130,23 @@ _positive_number = Finite(0, open_low=True)
     default="cosine",
     show_default=True,
 )
-@norm_option("norm of the certified radii (inf and 1 need --constraint projection)")
+@norm_option("norm of the certified radii (linf-dist: inf)")
 @click.option(
     "--constraint",
     type=click.Choice(["orthogonal", "projection"]),
-    default="orthogonal",
-    show_default=True,
+    default=None,
     help="orthogonal: Björck/BCOP layers, or the AOL/CPL/SLL layers of the aol-/cpl-/sll- "
-    "archs (l2); projection: plain layers projected to norm <= 1 after every step (any "
-    "--norm; dense and conv archs only)",
+    "archs (l2), or the l-inf-distance neurons of linf-dist (l-inf); projection: plain "
+    "layers projected to norm <= 1 after every step (any --norm; dense and conv archs "
+    "only)  [default: what works for --norm: orthogonal in l2 and for linf-dist, else "
+    "projection]",
+)
+@click.option(
+    "--relax-epochs",
+    type=click.IntRange(0),
+    default=None,
+    help="linf-dist: epochs of the lp relaxation (p doubling from 8 to 1024, then inf)  "
+    "[default: half of --epochs]",
 )
 @iters_option(None)
 @limit_option("training images", "--train-limit")

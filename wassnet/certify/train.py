@@ -31,6 +31,7 @@ from wassnet.critics import track_norm_estimates
 from wassnet.errors import CheckpointError, InputError, TrainingError
 from wassnet.names import ARCHS
 from wassnet.nn import constrain, norm_key
+from wassnet.nn.linf import LinfDistLinear, relaxation_p, set_relaxation_p_
 from wassnet.nn.projection import permutation_init_
 from wassnet.runs import CHECKPOINT_NAME, RunFolder
 from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
@@ -62,9 +63,16 @@ class TrainConfig:
         norm: the norm of the certified radii: ``"2"`` (default), ``"inf"`` or ``"1"``;
             the hinge margin is ``c_p * eps`` (``2 eps`` in l-inf, ``eps`` in l1).
         constraint: ``"orthogonal"`` (Björck / BCOP layers, or the AOL / CPL / SLL
-            layers of a family arch such as ``sll-small``; l2 only) or
+            layers of a family arch such as ``sll-small``; l2 only; or the l-inf-distance
+            neurons of ``linf-dist``, l-inf only: the arch's own construction) or
             ``"projection"`` (plain layers projected to lp norm <= 1 after every step,
-            :func:`wassnet.nn.constrain`); l1 and l-inf need ``"projection"``.
+            :func:`wassnet.nn.constrain`). ``None`` chooses what works for the norm:
+            ``orthogonal`` in l2 and for ``linf-dist``, else ``projection``.
+        relax_epochs: ``linf-dist`` only: the lp relaxation of Zhang et al. (2021) lasts
+            this many epochs (``p`` doubles from 8 to 1024 in 8 equal stages, then
+            ``inf``: :func:`wassnet.nn.relaxation_p`); ``None``: half of ``epochs``
+            (rounded down); 0 trains at ``p = inf`` throughout. A run stopped during the
+            relaxation keeps its finite ``p`` and certifies the larger bound that gives.
     """
 
     dataset: str = "mnist"
@@ -80,26 +88,38 @@ class TrainConfig:
     iters: int | None = None
     limit: int | None = None
     norm: str = "2"
-    constraint: str = "orthogonal"
+    constraint: str | None = None
+    relax_epochs: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", norm_key(self.norm))
         hinge_margin(self.eps)  # validates eps
+        family = ARCHS[self.arch].family if self.arch in ARCHS else None
+        if self.constraint is None:  # what works for the norm
+            own = self.norm == "2" or family == "linf-dist"
+            object.__setattr__(self, "constraint", "orthogonal" if own else "projection")
         if self.constraint not in ("orthogonal", "projection"):
             raise InputError(
                 f"unknown constraint {self.constraint!r}: choose orthogonal or projection"
             )
-        family = ARCHS[self.arch].family if self.arch in ARCHS else None
-        if family is not None and (self.constraint != "orthogonal" or self.norm != "2"):
+        self._check_relaxation(family)
+        if family == "linf-dist":
+            if self.norm != "inf" or self.constraint != "orthogonal":
+                raise InputError(
+                    f"arch {self.arch!r} is built from l-inf-distance neurons, 1-Lipschitz in "
+                    f"l-inf by construction: it takes norm inf (and no projection), not norm "
+                    f"{self.norm} with constraint {self.constraint}"
+                )
+        elif family is not None and (self.constraint != "orthogonal" or self.norm != "2"):
             raise InputError(
                 f"arch {self.arch!r} is built from {family.upper()} layers, 1-Lipschitz in l2 "
                 f"by construction: it takes norm 2 and constraint orthogonal, not norm "
                 f"{self.norm} with constraint {self.constraint}"
             )
-        if self.norm != "2" and self.constraint != "projection":
+        if self.norm != "2" and self.constraint != "projection" and family != "linf-dist":
             raise InputError(
-                f"norm {self.norm} needs constraint='projection' (orthogonal layers are "
-                "1-Lipschitz in l2 only)"
+                f"norm {self.norm} needs constraint='projection' or arch linf-dist (orthogonal "
+                "layers are 1-Lipschitz in l2 only)"
             )
         if self.loss not in ("hinge", "ce"):
             raise InputError(f"unknown loss {self.loss!r}: choose hinge or ce")
@@ -116,6 +136,20 @@ class TrainConfig:
             raise InputError(f"iters must be >= 1, got {self.iters}")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"limit must be >= 1, got {self.limit}")
+
+    def _check_relaxation(self, family: str | None) -> None:
+        relax = self.relax_epochs
+        if relax is None:
+            relax = self.epochs // 2 if family == "linf-dist" else 0
+            object.__setattr__(self, "relax_epochs", relax)
+        if isinstance(relax, bool) or not isinstance(relax, int) or relax < 0:
+            raise InputError(f"relax_epochs must be an integer >= 0, got {relax!r}")
+        if relax and family != "linf-dist":
+            raise InputError(
+                f"relax_epochs is for the l-inf-distance arch (linf-dist), not {self.arch!r}"
+            )
+        if relax > self.epochs:
+            raise InputError(f"relax_epochs ({relax}) exceeds epochs ({self.epochs})")
 
     def overrides(self) -> dict[str, Any]:
         """Keyword arguments for :func:`make_classifier` beyond the preset."""
@@ -338,11 +372,15 @@ class _Run:
             if config.norm == "1":  # projected default weights fade: see permutation_init_
                 permutation_init_(self.model)
             constrain(self.optimizer, self.model, config.norm, input_shape)
+        # the lp relaxation of l-inf-distance layers: p by optimizer step
+        has_linf = any(isinstance(m, LinfDistLinear) for m in self.model.modules())
+        self.relax_steps = (total // config.epochs) * config.relax_epochs if has_linf else None
         self.step, self.seconds = 0, 0.0
         self.history: list[dict[str, float]] = []
         self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
         if state is not None:
             self._restore(state)
+        self.relax()
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
@@ -401,10 +439,18 @@ class _Run:
         if not math.isfinite(value):
             raise TrainingError(f"training diverged at step {self.step} (loss {value})")
         self.step += 1
+        self.relax()  # the next step's p (what a checkpoint holds): inf after the last
         self.running["loss"] += value * len(y)
         self.running["correct"] += float((logits.argmax(1) == y).sum())
         self.running["count"] += len(y)
         return value
+
+    def relax(self) -> None:
+        """Set ``p`` of the l-inf-distance layers for the current step (``inf`` after
+        the relaxation, hence after the last step: the trained network is certified at
+        ``p = inf``)."""
+        if self.relax_steps is not None:
+            set_relaxation_p_(self.model, relaxation_p(self.step, self.relax_steps))
 
     def end_epoch(self, epoch: int) -> None:
         count = max(self.running["count"], 1.0)
