@@ -20,7 +20,7 @@ from wassnet.nn import CPLConv2d, CPLLinear, export, lipschitz_bound
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAMILY_ARCHS = sorted(name for name, spec in ARCHS.items() if spec.family is not None)
+FAMILY_ARCHS = sorted(name for name, spec in ARCHS.items() if spec.family in FAMILIES)
 SHAPE = (1, 12, 12)  # two halvings: 4 x 6 x 6, then 64 x 3 x 3
 #: CPL's step is 2 / sigma^2 exactly at the boundary max(1, h sigma^2 - 1) = 1, so its
 #: certificate carries the verified FFT / SVD slack of each layer (a few 1e-6 per
