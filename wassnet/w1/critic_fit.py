@@ -456,9 +456,13 @@ def _fit_family(
     generator: torch.Generator,
     seed: int,
     metric: str,
-    directions: _Directions,
+    directions: _Directions | None = None,
 ) -> tuple[nn.Module, float, int] | None:
-    """One family fitted on ``data``: (critic, validation dual, steps), or ``None``."""
+    """One family fitted on ``data``: (critic, validation dual, steps), or ``None``.
+    ``directions``: the fold's candidate directions, shared by the structured families
+    (found on first use; default: this call's own)."""
+    if directions is None:
+        directions = _Directions(data, seed, metric)
     if name == "projection":
         fa, fb = directions.numpy()[:2]
         critic = projection_critic(directions.found()[0][0], fa, fb, metric).to(data.val_a.device)
