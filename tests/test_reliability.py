@@ -14,6 +14,7 @@ issue, each as a regression test).
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -408,3 +409,21 @@ def test_a_short_run_certifies_as_many_test_images_as_it_trained_on(mnist_root, 
                   "--quiet", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["test"]["n"] == 64
+
+
+def test_the_attack_check_counts_only_real_counterexamples():
+    """A flip found beyond the certified radius (float32 cannot place a perturbation to
+    1e-4 of a tiny radius) is not a broken certificate; one within it is."""
+    from wassnet.certify.attack import _confirmed_breaks
+
+    model = torch.nn.Linear(1, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0], [-1.0]]))  # class 0 iff x > 0
+    x = torch.tensor([[1e-3]])
+    y = torch.tensor([0])
+    radius = torch.tensor([1e-3], dtype=torch.float64)
+    beyond = torch.tensor([[-1e-5]])  # flips the class at distance 1.01e-3 > radius
+    within = torch.tensor([[-1e-5]])
+    assert _confirmed_breaks(model, x, beyond, y, radius, 1.0, math.inf) == 0
+    wider = torch.tensor([2e-3], dtype=torch.float64)
+    assert _confirmed_breaks(model, x, within, y, wider, 1.0, math.inf) == 1
