@@ -208,3 +208,31 @@ def hub_upper_bound(x, y, wa, wb, pairs, masses, hub) -> Fraction:
     total += sum(abs(a[i] - r[i]) * to_hub_a[i][0] for i in range(len(x)))
     total += sum(abs(b[j] - s[j]) * to_hub_b[j][0] for j in range(len(y)))
     return total
+
+
+def psd_exact(matrix: list[list[Fraction]]) -> bool:
+    """Exact test of positive semidefiniteness (symmetric LDL^T, zero pivots allowed)."""
+    a = [row[:] for row in matrix]
+    n = len(a)
+    for k in range(n):
+        pivot = a[k][k]
+        if pivot < 0 or (pivot == 0 and any(a[k][j] != 0 for j in range(k + 1, n))):
+            return False
+        if pivot == 0:
+            continue
+        for i in range(k + 1, n):
+            factor = a[i][k] / pivot
+            for j in range(k + 1, n):
+                a[i][j] -= factor * a[k][j]
+    return True
+
+
+def norm_at_most(matrix, bound: float) -> bool:
+    """Exactly: is ``||M||_2 <= bound`` for the float64 matrix ``M`` (an array or a
+    tensor), i.e. is ``bound^2 I - M^T M`` positive semidefinite?"""
+    rows = [fraction_array(row) for row in np.asarray(matrix, dtype=np.float64)]
+    n, b2 = len(rows[0]), Fraction(bound) ** 2
+    gram = [
+        [(b2 if i == j else 0) - sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)
+    ]
+    return psd_exact(gram)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import examples, operator_matrix
+from exact_reference import norm_at_most
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -32,39 +33,6 @@ from wassnet.nn import (
     lipschitz_bound,
     spectral_norm_upper,
 )
-
-# ----------------------------------------------------------------------------- exact check
-
-
-def psd_exact(matrix: list[list[Fraction]]) -> bool:
-    """Exact test of positive semidefiniteness (symmetric LDL^T with zero pivots)."""
-    a = [row[:] for row in matrix]
-    n = len(a)
-    for k in range(n):
-        pivot = a[k][k]
-        if pivot < 0:
-            return False
-        if pivot == 0:
-            if any(a[k][j] != 0 for j in range(k + 1, n)):
-                return False
-            continue
-        for i in range(k + 1, n):
-            factor = a[i][k] / pivot
-            for j in range(k + 1, n):
-                a[i][j] -= factor * a[k][j]
-    return True
-
-
-def norm_at_most(w: np.ndarray, bound: float) -> bool:
-    """Exactly: is ``||W||_2 <= bound`` for the float64 matrix ``W``?"""
-    f = [[Fraction(float(v)) for v in row] for row in w]
-    n = len(f[0])
-    b2 = Fraction(bound) ** 2
-    gram = [
-        [(b2 if i == j else 0) - sum(f[r][i] * f[r][j] for r in range(len(f))) for j in range(n)]
-        for i in range(n)
-    ]
-    return psd_exact(gram)
 
 
 @settings(max_examples=examples(60), deadline=None)

@@ -22,6 +22,7 @@ from fractions import Fraction
 import pytest
 import torch
 from conftest import examples, operator_matrix
+from exact_reference import norm_at_most, psd_exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -89,33 +90,6 @@ def randomize_(layer: nn.Module, seed: int, scale: float, stale_estimate: bool) 
 
 
 # ----------------------------------------------------------------------------- references
-
-
-def psd_exact(matrix: list[list[Fraction]]) -> bool:
-    """Exact test of positive semidefiniteness (symmetric LDL^T, zero pivots allowed)."""
-    a = [row[:] for row in matrix]
-    n = len(a)
-    for k in range(n):
-        pivot = a[k][k]
-        if pivot < 0 or (pivot == 0 and any(a[k][j] != 0 for j in range(k + 1, n))):
-            return False
-        if pivot == 0:
-            continue
-        for i in range(k + 1, n):
-            factor = a[i][k] / pivot
-            for j in range(k + 1, n):
-                a[i][j] -= factor * a[k][j]
-    return True
-
-
-def norm_at_most(matrix: torch.Tensor, bound: float) -> bool:
-    """Exactly: ``||M||_2 <= bound``, i.e. ``bound^2 I - M^T M`` is positive semidefinite."""
-    rows = fractions(matrix)
-    n, b2 = len(rows[0]), Fraction(bound) ** 2
-    gram = [
-        [(b2 if i == j else 0) - sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)
-    ]
-    return psd_exact(gram)
 
 
 def induced_norm(matrix: torch.Tensor, p: float) -> float:
