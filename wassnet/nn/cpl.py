@@ -43,6 +43,7 @@ from wassnet.nn.residual import (
     _odd_kernel,
     adjoint_kernel,
     conv_same,
+    dense_init,
     register_residual_rules,
 )
 
@@ -121,12 +122,8 @@ class CPLLinear(_PowerIterationStep, _DenseResidual):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        hidden = features if hidden_features is None else hidden_features
-        if features < 1 or hidden < 1:
-            raise InputError(f"CPLLinear needs sizes >= 1, got {features} and {hidden}")
         kw = {"device": device, "dtype": dtype}
-        weight = nn.init.xavier_normal_(torch.empty(hidden, features, **kw))
-        super().__init__(weight, torch.zeros(hidden, **kw) if bias else None)
+        super().__init__(*dense_init("CPLLinear", features, hidden_features, bias, **kw))
         self.eps = eps
         u = torch.randn(features, **kw)
         self.register_buffer("u", u / torch.linalg.vector_norm(u))

@@ -132,6 +132,24 @@ class _Residual(nn.Module):
         return self.weight.detach().clone(), bias, scale
 
 
+def dense_init(
+    name: str,
+    features: int,
+    hidden_features: int | None,
+    bias: bool,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The starting ``(weight [hidden, features], bias)`` of a dense residual layer
+    (Xavier-normal weight, zero bias; ``hidden_features`` defaults to ``features``)."""
+    hidden = features if hidden_features is None else hidden_features
+    if features < 1 or hidden < 1:
+        raise InputError(f"{name} needs sizes >= 1, got {features} and {hidden}")
+    kw = {"device": device, "dtype": dtype}
+    weight = nn.init.xavier_normal_(torch.empty(hidden, features, **kw))
+    return weight, (torch.zeros(hidden, **kw) if bias else None)
+
+
 class _DenseResidual(_Residual):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()

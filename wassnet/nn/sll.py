@@ -34,6 +34,7 @@ from wassnet.nn.residual import (
     _ConvResidual,
     _DenseResidual,
     _odd_kernel,
+    dense_init,
     register_residual_rules,
 )
 
@@ -81,12 +82,9 @@ class SLLLinear(_GershgorinScales, _DenseResidual):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        hidden = features if hidden_features is None else hidden_features
-        if features < 1 or hidden < 1:
-            raise InputError(f"SLLLinear needs sizes >= 1, got {features} and {hidden}")
         kw = {"device": device, "dtype": dtype}
-        weight = nn.init.xavier_normal_(torch.empty(hidden, features, **kw))
-        super().__init__(weight, torch.zeros(hidden, **kw) if bias else None)
+        super().__init__(*dense_init("SLLLinear", features, hidden_features, bias, **kw))
+        hidden = self.hidden_features
         self.log_q = nn.Parameter(torch.zeros(hidden, **kw))
         self.eps = eps
 
