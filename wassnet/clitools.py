@@ -6,10 +6,12 @@ Errors and exit codes, the same for every subcommand:
 * ``1``: a :class:`wassnet.errors.WassnetError` (bad input, corrupt file, run folder in
   use, diverged training) or an ``OSError`` (missing file, full disk), printed as one
   line ``Error: ...``;
-* ``2``: a usage error (unknown option, bad value), found before any work starts;
+* ``2``: a usage error (unknown option, bad value), found before any work starts,
+  printed as one line ``Error: ... (see 'wassnet CMD --help')``;
 * ``130``: interrupted by Ctrl-C (trainers checkpoint first and say how to continue).
 
-Any other exception is a bug in wassnet and keeps its full traceback.
+Any other exception is a bug in wassnet and keeps its full traceback. wassnet's own
+warnings (:class:`wassnet.errors.WassnetWarning`) print as one line ``Note: ...``.
 
 The options shared by several subcommands (``--device``, ``--seed``, ``--threads``,
 ``--quiet``, ``--json``, ``--limit``, ``--iters``) are defined once here so they are
