@@ -73,17 +73,9 @@ def run_row(arch: str, dataset: str, data_root: str, budget_s: float, options: d
     optimizer = torch.optim.Adam(model.parameters(), lr=options["lr"])
     track_norm_estimates(optimizer, model)
     eps = TRAIN_EPS[dataset]
-    gen = torch.Generator().manual_seed(options["seed"])
-    n = len(train.images)
-    order, cursor = torch.randperm(n, generator=gen), 0
+    from benchtools import shuffled_batches
 
-    def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal order, cursor
-        if cursor + BATCH > n:
-            order, cursor = torch.randperm(n, generator=gen), 0
-        idx = order[cursor : cursor + BATCH]
-        cursor += BATCH
-        return train.images[idx], train.labels[idx]
+    batch = shuffled_batches(train.images, train.labels, BATCH, options["seed"])
 
     def step(lr: float) -> float:
         for group in optimizer.param_groups:
@@ -121,7 +113,7 @@ def run_row(arch: str, dataset: str, data_root: str, budget_s: float, options: d
         "samples_per_cpu_s": rate,
         "steps": steps,
         "planned_steps": total,
-        "epochs": steps * BATCH / n,
+        "epochs": steps * BATCH / len(train.images),
         "train_cpu_s": train_cpu,
         "final_loss": loss,
         "eval_cpu_s": time.process_time() - t1,

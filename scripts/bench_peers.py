@@ -373,17 +373,9 @@ def run_row(name: str, data_root: str, budget_s: float, options: dict) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=spec["lr"])
     if name.startswith("wassnet"):
         track_norm_estimates(optimizer, model)  # what `classify train` does
-    gen = torch.Generator().manual_seed(options["seed"])
-    n = len(train.images)
-    order, cursor = torch.randperm(n, generator=gen), 0
+    from benchtools import shuffled_batches
 
-    def next_batch():
-        nonlocal order, cursor
-        if cursor + batch > n:
-            order, cursor = torch.randperm(n, generator=gen), 0
-        idx = order[cursor : cursor + batch]
-        cursor += batch
-        return train.images[idx], train.labels[idx]
+    next_batch = shuffled_batches(train.images, train.labels, batch, options["seed"])
 
     def step(lr: float) -> float:
         for group in optimizer.param_groups:
@@ -437,7 +429,7 @@ def run_row(name: str, data_root: str, budget_s: float, options: dict) -> dict:
         "samples_per_cpu_s": steps * batch / train_cpu,
         "steps": steps,
         "batch": batch,
-        "epochs": steps * batch / n,
+        "epochs": steps * batch / len(train.images),
         "train_cpu_s": train_cpu,
         "final_loss": loss,
         "eval_cpu_s": time.process_time() - t1,

@@ -86,3 +86,22 @@ def median_time(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) ->
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def shuffled_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch: int, seed: int
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A function returning the next training batch of a seeded epoch order, reshuffled
+    when an epoch runs out (the stream every equal-budget row trains on)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(images)
+    state = {"order": torch.randperm(n, generator=gen), "cursor": 0}
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        if state["cursor"] + batch > n:
+            state["order"], state["cursor"] = torch.randperm(n, generator=gen), 0
+        idx = state["order"][state["cursor"] : state["cursor"] + batch]
+        state["cursor"] += batch
+        return images[idx], labels[idx]
+
+    return next_batch
