@@ -31,6 +31,7 @@ import click
 
 from wassnet.errors import WassnetError, WassnetWarning
 from wassnet.jsonio import strict_json
+from wassnet.norms import CLI_KEYS
 
 __all__ = [
     "INTERRUPTED",
@@ -291,7 +292,7 @@ def norm_option(help_text: str) -> Callable[[F], F]:
     """``--norm 2|inf|1``: the lp norm of a certificate (default 2)."""
     return click.option(
         "--norm",
-        type=click.Choice(["2", "inf", "1"]),
+        type=click.Choice(CLI_KEYS),
         default="2",
         show_default=True,
         help=help_text,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wassnet import norms
+
 __all__ = [
     "ARCHS",
     "CONSTRAINTS",
@@ -134,11 +136,12 @@ ARCHS: dict[str, ArchSpec] = {
 CONSTRAINTS: tuple[str, ...] = ("orthogonal", "projection", "none")
 
 #: Ground costs of W1 (``--metric``), named as in SciPy's ``cdist``: ``euclidean``
-#: (l2), ``cityblock`` (l1), ``chebyshev`` (l-inf) (:mod:`wassnet.ot.metrics`).
-METRICS: tuple[str, ...] = ("euclidean", "cityblock", "chebyshev")
+#: (l2), ``cityblock`` (l1), ``chebyshev`` (l-inf) (the table is :mod:`wassnet.norms`).
+METRICS: tuple[str, ...] = norms.METRICS
 
-#: The ground cost whose W1 a critic 1-Lipschitz in that norm estimates (``--norm``).
-NORM_METRIC: dict[str, str] = {"2": "euclidean", "1": "cityblock", "inf": "chebyshev"}
+#: The ground cost whose W1 a critic 1-Lipschitz in that norm estimates (``--norm``):
+#: ``{norm.cli: norm.metric}`` of :mod:`wassnet.norms`.
+NORM_METRIC: dict[str, str] = {norm.cli: norm.metric for norm in norms.TABLE}
 
 #: The GAN critic names of wassnet 0.1 -> (arch, constraint), read from old
 #: checkpoints and the hidden ``--critic`` option.

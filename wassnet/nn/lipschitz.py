@@ -71,10 +71,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from wassnet.errors import InputError, WassnetError
+from wassnet import norms
+from wassnet.errors import WassnetError
 from wassnet.nn.activations import GroupSort, NormPool, Translate
 from wassnet.nn.bcop import BCOPConv2d
 from wassnet.nn.spectral import spectral_norm_upper
+from wassnet.norms import Norm, by_p
 from wassnet.rounding import nonneg_sum_factor, product_up, up
 
 __all__ = [
@@ -150,39 +152,34 @@ class LipschitzCertificate:
 
     def summary(self) -> str:
         """A readable table of the breakdown."""
-        label = {"l1": "L1", "l2": "L2", "linf": "L-inf"}[self.norm]
+        label = by_p(self.p).label
         lines = [f"certified {label} Lipschitz bound: {self.bound:.8f} (input {self.input_shape})"]
         for layer in self.layers:
             lines.append(f"  {layer.name:<24} {layer.layer:<14} {layer.bound:.8f}  {layer.method}")
         return "\n".join(lines)
 
 
-#: The norms :func:`lipschitz_bound` certifies, by ``p``.
-NORMS: tuple[float, ...] = (1.0, 2.0, math.inf)
-_NORM_NAMES = {1.0: "l1", 2.0: "l2", math.inf: "linf"}
+#: The norms :func:`lipschitz_bound` certifies, by ``p`` (the table is :mod:`wassnet.norms`).
+NORMS: tuple[float, ...] = norms.NORMS
 #: One table of rules per norm.
 _TABLES: dict[float, dict[type, Rule]] = {p: {} for p in NORMS}
 _RULES = _TABLES[2.0]  # the l2 table (faithfulness checks read it)
 
 
-def norm_name(p: float | int | str) -> str:
-    """``"l1"``, ``"l2"`` or ``"linf"`` for ``p``."""
-    return _NORM_NAMES[norm_p(p)]
+def norm_name(p: float | int | str | Norm) -> str:
+    """``"l1"``, ``"l2"`` or ``"linf"`` for ``p`` (:func:`wassnet.norms.by_p`)."""
+    return by_p(p).name
 
 
-def norm_key(p: float | int | str) -> str:
+def norm_key(p: float | int | str | Norm) -> str:
     """``p`` as the string configs and the CLI store: ``"1"``, ``"2"`` or ``"inf"``
     (JSON has no infinity)."""
-    return {1.0: "1", 2.0: "2", math.inf: "inf"}[norm_p(p)]
+    return by_p(p).cli
 
 
-def norm_p(p: float | int | str) -> float:
+def norm_p(p: float | int | str | Norm) -> float:
     """``p`` as one of :data:`NORMS` (``1``, ``2``, ``inf``; also ``"inf"``, ``"l1"``...)."""
-    names = {"1": 1.0, "2": 2.0, "inf": math.inf, "l1": 1.0, "l2": 2.0, "linf": math.inf}
-    key = names.get(str(p).strip().lower()) if isinstance(p, str) else p
-    if isinstance(key, bool) or key not in NORMS:
-        raise InputError(f"p must be 1, 2 or inf, got {p!r}")
-    return float(key)
+    return by_p(p).p
 
 
 #: Methods a forward pass goes through: a subclass that overrides one of them may
@@ -756,7 +753,7 @@ def _walk(
     if rule is None:
         raise LipschitzBoundError(
             f"cannot certify layer {name or '<model>'} of type {type(module).__name__}: "
-            f"no {_NORM_NAMES[p]} Lipschitz rule is registered for it "
+            f"no {norm_name(p)} Lipschitz rule is registered for it "
             "(see wassnet.nn.register_lipschitz_rule)"
         )
     bound, method = _apply(rule, module, shape, name)
