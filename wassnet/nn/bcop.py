@@ -46,6 +46,15 @@ from torch.nn.utils import parametrize
 
 from wassnet.errors import InputError
 from wassnet.nn.bjorck import Scaling, bjorck_orthonormalize
+from wassnet.nn.export import export
+from wassnet.nn.lipschitz import (
+    NORMS,
+    Rule,
+    Shape,
+    check_faithful,
+    register_lipschitz_rule,
+    registered_rule,
+)
 
 __all__ = ["BCOPConv2d", "BCOPKernel", "compose_kernels"]
 
@@ -244,8 +253,6 @@ class BCOPConv2d(nn.Module):
 
     def export(self) -> nn.Module:
         """A plain torch module computing the same map (no parametrization)."""
-        from wassnet.nn.export import export
-
         conv = export(self.conv)
         if self.downsample == 1:
             return conv
@@ -256,3 +263,24 @@ class BCOPConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding_mode={self.conv.padding_mode!r}"
         )
+
+
+def _bcop_rule(p: float) -> Rule:
+    """A BCOP layer is its inner convolution after an invertible downsampling (a
+    permutation, Lipschitz constant 1 in every lp): the inner ``nn.Conv2d``'s lp rule on
+    the downsampled shape."""
+    conv_rule = registered_rule(nn.Conv2d, p)
+
+    def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
+        bcop: BCOPConv2d = module  # type: ignore[assignment]
+        check_faithful(bcop.conv, "conv")  # the rule reads the inner convolution
+        c, h, w = input_shape
+        s = bcop.downsample
+        bound, method = conv_rule(bcop.conv, (c * s * s, h // s, w // s))
+        return bound, method + (" after invertible downsampling" if s > 1 else "")
+
+    return rule
+
+
+for _p in NORMS:
+    register_lipschitz_rule(BCOPConv2d, _bcop_rule(_p), _p)

@@ -74,7 +74,6 @@ from torch.nn.utils import parametrize
 from wassnet import norms
 from wassnet.errors import WassnetError
 from wassnet.nn.activations import GroupSort, NormPool, Translate
-from wassnet.nn.bcop import BCOPConv2d
 from wassnet.nn.spectral import spectral_norm_upper
 from wassnet.norms import Norm, by_p
 from wassnet.rounding import nonneg_sum_factor, product_up, up
@@ -93,6 +92,7 @@ __all__ = [
     "norm_ratio",
     "power_iteration_norm",
     "register_lipschitz_rule",
+    "registered_rule",
     "sequence_items",
 ]
 
@@ -161,9 +161,10 @@ class LipschitzCertificate:
 
 #: The norms :func:`lipschitz_bound` certifies, by ``p`` (the table is :mod:`wassnet.norms`).
 NORMS: tuple[float, ...] = norms.NORMS
-#: One table of rules per norm.
+#: One table of rules per norm, filled by :func:`register_lipschitz_rule`: here for
+#: torch's layers, in each layer module for wassnet's (so no rule imports a layer
+#: module). :func:`check_faithful` reads the l2 table.
 _TABLES: dict[float, dict[type, Rule]] = {p: {} for p in NORMS}
-_RULES = _TABLES[2.0]  # the l2 table (faithfulness checks read it)
 
 
 def norm_name(p: float | int | str | Norm) -> str:
@@ -206,6 +207,19 @@ def register_lipschitz_rule(cls: type, rule: Rule, p: float | str = 2) -> None:
     its own body and overrides none of :data:`FORWARD_METHODS`.
     """
     _TABLES[norm_p(p)][cls] = rule
+
+
+def registered_rule(cls: type, p: float | str = 2) -> Rule:
+    """The rule registered for exactly ``cls`` in the lp norm (for a layer whose rule
+    is another layer's on a rearranged input, such as BCOP's inner convolution).
+
+    Raises:
+        LipschitzBoundError: no rule is registered for ``cls`` in that norm.
+    """
+    rule = _TABLES[norm_p(p)].get(cls)
+    if rule is None:
+        raise LipschitzBoundError(f"no {norm_name(p)} Lipschitz rule is registered for {cls}")
+    return rule
 
 
 def _declared_class(module: nn.Module) -> type:
@@ -573,15 +587,6 @@ def _dropout_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
     return 1.0, "exact: identity in eval mode"
 
 
-def _bcop_rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
-    bcop: BCOPConv2d = module  # type: ignore[assignment]
-    check_faithful(bcop.conv, "conv")  # the rule reads the inner convolution
-    c, h, w = input_shape
-    s = bcop.downsample
-    bound, method = _conv2d_rule(bcop.conv, (c * s * s, h // s, w // s))
-    return bound, method + (" after invertible downsampling" if s > 1 else "")
-
-
 def _abs_sum_bound(weight: torch.Tensor, dims: tuple[int, ...]) -> float:
     """A proven upper bound on ``max`` of the abs sums of ``weight`` over ``dims``."""
     w = weight.detach().to("cpu", torch.float64)
@@ -634,20 +639,6 @@ def _conv2d_p_rule(p: float) -> Rule:
     return rule
 
 
-def _bcop_p_rule(p: float) -> Rule:
-    conv_rule = _conv2d_p_rule(p)
-
-    def rule(module: nn.Module, input_shape: Shape) -> tuple[float, str]:
-        bcop: BCOPConv2d = module  # type: ignore[assignment]
-        check_faithful(bcop.conv, "conv")
-        c, h, w = input_shape
-        s = bcop.downsample
-        bound, method = conv_rule(bcop.conv, (c * s * s, h // s, w // s))
-        return bound, method + (" after invertible downsampling" if s > 1 else "")
-
-    return rule
-
-
 def norm_ratio(q: float, p: float, dim: int) -> float:
     """The smallest ``C`` with ``|v|_q <= C |v|_p`` for all ``v`` in ``R^dim``, rounded
     up: 1 when ``q >= p``, else ``dim ** (1/q - 1/p)`` (``q, p`` in 1, 2, inf)."""
@@ -683,11 +674,9 @@ def _register_every_norm(cls: type, rule: Rule) -> None:
 
 register_lipschitz_rule(nn.Linear, _linear_rule)
 register_lipschitz_rule(nn.Conv2d, _conv2d_rule)
-register_lipschitz_rule(BCOPConv2d, _bcop_rule)
 for _p in (1.0, math.inf):
     register_lipschitz_rule(nn.Linear, _linear_p_rule(_p), _p)
     register_lipschitz_rule(nn.Conv2d, _conv2d_p_rule(_p), _p)
-    register_lipschitz_rule(BCOPConv2d, _bcop_p_rule(_p), _p)
 for _p in NORMS:
     register_lipschitz_rule(NormPool, _norm_pool_rule(_p), _p)
 _register_every_norm(GroupSort, _constant(1.0, "exact: sorting (non-expansive in every lp)"))

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from wassnet.errors import InputError
+from wassnet.norms import Norm, by_metric
 from wassnet.ot.metrics import down_t, lower_bound_matrix, norm_bounds_torch, up_t
 from wassnet.ot.problem import TransportProblem
 from wassnet.rounding import UNIT, down, gamma, up
@@ -70,13 +71,14 @@ def _sum_factors(dim: int) -> tuple[float, float]:
 
 
 def direct_cost_bounds_torch(
-    x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean"
+    x: torch.Tensor, y: torch.Tensor, metric: str | Norm = "euclidean"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lo, hi)`` with ``lo_k <= |x_k - y_k| <= hi_k`` exactly (the metric's norm), for
     rows of two float64 ``[k, d]`` tensors (any device; see the module notes)."""
+    norm = by_metric(metric)
     diff = x - y
-    if metric != "euclidean":
-        return norm_bounds_torch(diff, metric)
+    if not norm.is_euclidean:
+        return norm_bounds_torch(diff, norm)
     dim = x.shape[1]
     f_lo, f_hi = _sum_factors(dim)
     floor = dim * _ETA
@@ -89,7 +91,7 @@ def direct_cost_bounds_torch(
 
 
 def direct_cost_bounds(
-    x: np.ndarray, y: np.ndarray, chunk: int = 1 << 16, metric: str = "euclidean"
+    x: np.ndarray, y: np.ndarray, chunk: int = 1 << 16, metric: str | Norm = "euclidean"
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`direct_cost_bounds_torch` for NumPy ``[k, d]`` arrays (chunked); ``y`` may
     be a single row ``[1, d]``, paired with every row of ``x``."""
@@ -148,7 +150,7 @@ class PairwiseCost:
         self.chunk_rows = max(1, min(chunk_bytes // (8 * max(self.m, 1)), 1 << 18))
         self.exact_close_pairs = exact_close_pairs
         self._dense = None
-        if problem.metric == "euclidean":
+        if problem.norm.is_euclidean:
             self._prepare_expansion(x64, y64)
         else:  # l1, l-inf: direct differences, no centring, no expansion
             self.x, self.y = x64, y64
@@ -185,10 +187,10 @@ class PairwiseCost:
         return self._dense is not None
 
     def _compute_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
-        if self.problem.metric != "euclidean":
+        if not self.problem.norm.is_euclidean:
             for start in range(0, self.n, self.chunk_rows):
                 rows = self.x[start : start + self.chunk_rows]
-                yield start, lower_bound_matrix(rows, self.y, self.problem.metric)
+                yield start, lower_bound_matrix(rows, self.y, self.problem.norm)
             return
         for start in range(0, self.n, self.chunk_rows):
             stop = start + self.chunk_rows

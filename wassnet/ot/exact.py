@@ -6,8 +6,7 @@ import os
 
 import numpy as np
 
-from wassnet.errors import InputError
-from wassnet.names import METRICS
+from wassnet.norms import Norm, by_metric
 
 __all__ = ["ExactSolverError", "exact_w1", "exact_w1_fits", "network_simplex", "w1_1d"]
 
@@ -60,7 +59,7 @@ def exact_w1(
     wx: np.ndarray | None = None,
     wy: np.ndarray | None = None,
     num_iter_max: int | None = None,
-    metric: str = "euclidean",
+    metric: str | Norm = "euclidean",
 ) -> float:
     """Exact W1 by POT's network simplex on the dense cost matrix of ``metric``.
 
@@ -76,8 +75,7 @@ def exact_w1(
     """
     import ot
 
-    if metric not in METRICS:
-        raise InputError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    metric = by_metric(metric).metric
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.ndim == 1:
         return w1_1d(x, y, wx, wy)

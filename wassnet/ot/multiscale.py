@@ -26,14 +26,15 @@ import numpy as np
 import torch
 
 from wassnet.deadline import Deadline
+from wassnet.norms import Norm, by_metric
 from wassnet.ot.exact import network_simplex
 from wassnet.ot.metrics import metric_cdist
 
 __all__ = ["extend_potentials", "multilevel_warm_start", "warm_start"]
 
 
-def _cdist(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
-    if metric == "euclidean":  # heuristic values: the fast expansion is fine here
+def _cdist(x: torch.Tensor, y: torch.Tensor, metric: str | Norm) -> torch.Tensor:
+    if by_metric(metric).is_euclidean:  # heuristic values: the fast expansion is fine here
         return torch.cdist(x, y, compute_mode="use_mm_for_euclid_dist_if_necessary")
     return metric_cdist(x, y, metric)
 
@@ -126,7 +127,7 @@ def _restricted_transforms(
     from wassnet.ot.problem import TransportProblem
     from wassnet.ot.tiles import TiledCost
 
-    if metric != "euclidean":
+    if not by_metric(metric).is_euclidean:
         return extend_potentials(x, y, sub_a, sub_b, u_sub, v_sub, device=device, metric=metric)
 
     def row_min(points: np.ndarray, others: np.ndarray, potential: np.ndarray) -> np.ndarray:

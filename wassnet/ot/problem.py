@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from wassnet.errors import InputError
-from wassnet.ot.metrics import check_metric, ones_norm
+from wassnet.norms import Norm, by_metric
+from wassnet.ot.metrics import ones_norm
 from wassnet.rounding import div_bounds, dot_bounds, down, sum_down, sum_up, up
 
 __all__ = ["Marginal", "TransportProblem", "power_of_two_exponent", "scale_exactly"]
@@ -145,7 +146,12 @@ class TransportProblem:
     metric: str = "euclidean"
 
     def __post_init__(self) -> None:
-        check_metric(self.metric)
+        object.__setattr__(self, "metric", by_metric(self.metric).metric)
+
+    @property
+    def norm(self) -> Norm:
+        """The resolved ground cost (:class:`wassnet.norms.Norm`)."""
+        return by_metric(self.metric)
 
     @classmethod
     def build(
@@ -154,7 +160,7 @@ class TransportProblem:
         y: np.ndarray,
         wa: np.ndarray | None = None,
         wb: np.ndarray | None = None,
-        metric: str = "euclidean",
+        metric: str | Norm = "euclidean",
     ) -> TransportProblem:
         """From validated float64 clouds (``[n]`` or ``[n, d]``), optional weights and
         the ground cost.
@@ -163,7 +169,7 @@ class TransportProblem:
             InputError: weights spanning too wide a range to be scaled exactly; an
                 unknown metric.
         """
-        check_metric(metric)
+        metric = by_metric(metric).metric
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         x = x.reshape(len(x), -1)

@@ -38,9 +38,9 @@ def default_directions(problem: TransportProblem, count: int = 4, sample: int = 
     mean_b = problem.b.probabilities() @ problem.y
     diff = mean_a - mean_b
     dirs = [diff]
-    if problem.metric == "cityblock":
+    if problem.norm.is_cityblock:
         dirs.append(np.sign(diff))
-    elif problem.metric == "chebyshev" and np.any(diff != 0):
+    elif problem.norm.is_chebyshev and np.any(diff != 0):
         dirs.append(np.eye(problem.dim)[int(np.argmax(np.abs(diff)))])
     pooled = np.concatenate([problem.x, problem.y])
     if len(pooled) > sample:

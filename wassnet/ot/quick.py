@@ -109,7 +109,7 @@ def _hub_sum(
     problem: TransportProblem, points: np.ndarray, marginal: Marginal, hub: np.ndarray
 ) -> float:
     r"""An upper bound on :math:`\sum_i a_i |x_i - z|` (the metric's norm)."""
-    if marginal.is_uniform and problem.metric == "euclidean":
+    if marginal.is_uniform and problem.norm.is_euclidean:
         return float(up(_euclidean_hub_sum(points, hub) / float(marginal.n)))
     _, cost = direct_cost_bounds(points, hub[None, :], chunk=1 << 20, metric=problem.metric)
     return _weighted_sum(marginal, cost, cost)[1]

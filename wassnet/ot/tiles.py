@@ -187,7 +187,7 @@ class TiledCost:
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if problem.metric != "euclidean":
+        if not problem.norm.is_euclidean:
             raise InputError(
                 f"fused tiles compute Euclidean costs; the {problem.metric} metric is "
                 "served by PairwiseCost (float64 chunks)"
