@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wassnet.ot.cbuild import NativeLibrary
+from wassnet.ot.matching import matching_potentials
 
 __all__ = ["Assignment", "assign", "native_available", "solver_name"]
 
@@ -177,13 +178,12 @@ def _scipy_assign(keys: np.ndarray, costs: np.ndarray, n: int, v0: np.ndarray) -
     """SciPy's sparse Jonker-Volgenant on quantized reduced costs, then potentials by
     shortest paths in the matching's residual graph."""
     from wassnet.ot.plans import solve_assignment
-    from wassnet.ot.sparse import _matching_potentials
 
     rows, cols = keys // n, keys % n
     u0 = np.full(n, np.inf)
     np.minimum.at(u0, rows, costs + v0[cols])  # reduced costs c - u + v >= 0 on the graph
     match = solve_assignment(keys, costs, n, u0, v0)
-    u, v = _matching_potentials(rows, cols, costs, match, n)
+    u, v = matching_potentials(rows, cols, costs, match, n)
     if not math.isfinite(float(np.max(np.abs(u), initial=0.0))):
         raise RuntimeError("matching potentials are not finite")
     return Assignment(match, u, v, "sparse Jonker-Volgenant (SciPy)")

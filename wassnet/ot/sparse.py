@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ import torch
 from wassnet.errors import InputError
 from wassnet.ot.costs import PairwiseCost, pair_cost_bounds
 from wassnet.ot.dual import DualBound, c_transform, dual_value, half_transform
+from wassnet.ot.matching import matching_potentials as _matching_potentials  # noqa: F401 (old path)
 from wassnet.ot.metrics import metric_p
 from wassnet.ot.native import assign, solver_name
 from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, polish_forest_masses
@@ -70,66 +71,6 @@ class AssignmentBracket:
     dual: DualBound
     rounds: list[dict[str, float]]
     passes: int
-
-
-def _matching_potentials(
-    rows: np.ndarray, cols: np.ndarray, costs: np.ndarray, match: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Dual potentials of an optimal assignment within a sparse graph.
-
-    With ``match[i]`` the column of row ``i``, we want :math:`u_i - v_j \le c_{ij}` on
-    every edge with equality on matched edges. Setting :math:`v_{\sigma(k)} = u_k -
-    c_{k\sigma(k)}` turns an edge ``(i, j = σ(k))`` into :math:`u_i \le u_k + c_{ij} -
-    c_{kj}`: shortest-path distances from a virtual source (zero-weight arcs to all
-    rows) satisfy it, and exist because an optimal matching leaves no negative cycle.
-    Bellman–Ford, vectorized, relaxing only arcs out of rows improved in the last
-    sweep. Rounding can create cycles of weight ``-1e-15``; improvements below a
-    relative ``1e-13`` are ignored, so it always stops. (Exact potentials are not
-    needed: the c-transforms that follow make any potential feasible.)
-    """
-    owner = np.empty(n, dtype=np.int64)
-    owner[match] = np.arange(n)
-    matched_cost = np.empty(n)
-    edge_of_match = rows * n + cols
-    key = np.arange(n, dtype=np.int64) * n + match
-    pos = np.searchsorted(edge_of_match, key)  # rows*n + cols is sorted (unique keys)
-    matched_cost[:] = costs[pos]
-    k = owner[cols]
-    arc = k != rows
-    src, dst = k[arc], rows[arc]
-    weight = costs[arc] - matched_cost[src]
-    order = np.argsort(src, kind="stable")
-    src, dst, weight = src[order], dst[order], weight[order]
-    start = np.searchsorted(src, np.arange(n + 1))
-    dist = np.zeros(n)
-    tol = 1e-13 * max(1.0, float(np.abs(costs).max()))
-    active = np.arange(n)
-    for _ in range(4 * n + 10):
-        if len(active) == 0:
-            break
-        lens = start[active + 1] - start[active]
-        total = int(lens.sum())
-        if total == 0:
-            break
-        base = np.repeat(start[active] - np.cumsum(lens) + lens, lens)
-        idx = base + np.arange(total)
-        cand = dist[src[idx]] + weight[idx]
-        target = dst[idx]
-        better = cand < dist[target] - tol
-        if not better.any():
-            break
-        target, cand = target[better], cand[better]
-        order = np.lexsort((cand, target))
-        target, cand = target[order], cand[order]
-        first = np.ones(len(target), dtype=bool)
-        first[1:] = target[1:] != target[:-1]
-        target, cand = target[first], cand[first]
-        dist[target] = cand
-        active = target
-    u = dist
-    v = np.empty(n)
-    v[match] = u - matched_cost
-    return u, v
 
 
 def _sorted_unique(keys: np.ndarray) -> np.ndarray:
@@ -273,6 +214,157 @@ def _network_simplex(graph: _Graph, a: np.ndarray, b: np.ndarray) -> _Solution:
     return _Solution(src[keep], dst[keep], mass[keep], np.asarray(u), -np.asarray(v))
 
 
+@dataclass
+class _ColumnGeneration:
+    """The state of :func:`sparse_bracket` between rounds: the graph, the best certified
+    bounds so far, the last plan, and the clocks that predict the next round.
+
+    Invariant: ``best_dual`` is feasible on every pair and ``best_plan`` (once set) is a
+    plan's certified cost, so ``best_dual.value <= W1 <= best_plan.value`` throughout.
+    """
+
+    cost: PairwiseCost | TiledCost
+    a: np.ndarray
+    b: np.ndarray
+    monotone: tuple[np.ndarray, np.ndarray, np.ndarray]  # always in the graph: a fallback
+    graph: _Graph
+    best_dual: DualBound
+    v_next: np.ndarray
+    scale: float  # for relative pricing tolerances
+    method: str
+    t0: float
+    pass_seconds: float  # the last pass over all pairs, for the round predictions
+    pass_end: float
+    passes: int = 2
+    best_plan: PrimalBound | None = None
+    solution: _Solution | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, cost: PairwiseCost | TiledCost, u0: torch.Tensor, v0: torch.Tensor, k: int
+    ) -> _ColumnGeneration:
+        """Both c-transforms of the starting potentials (a certified lower bound, and
+        candidates for rows and for columns), and the first graph: those candidates and
+        the monotone coupling of the starting potentials (a feasible plan)."""
+        problem, m = cost.problem, cost.m
+        t0 = time.perf_counter()
+        start = c_transform(cost, u0, k)
+        pass_seconds = (time.perf_counter() - t0) / 2  # one pass, for the round predictions
+        pass_end = time.perf_counter()
+        best_dual = DualBound(dual_value(problem, start.u, start.v), start.u, start.v)
+        a, b = problem.a.probabilities(), problem.b.probabilities()
+        u0_np, v0_np = u0.double().cpu().numpy(), v0.double().cpu().numpy()
+        mi, mj, mono_mass = monotone_coupling(u0_np, v0_np, a, b)
+        graph = _Graph.of(
+            problem,
+            np.concatenate(
+                [mi.astype(np.int64) * m + mj, _row_keys(start.row_candidates, m),
+                 _col_keys(start.col_candidates, m)]
+            ),
+        )  # fmt: skip
+        kind = "assignment" if problem.uniform_square else "transport plan"
+        method = f"optimal {kind} within candidate pairs ({solver_name(problem.uniform_square)})"
+        return cls(
+            cost, a, b, (mi, mj, mono_mass), graph, best_dual, start.v.cpu().numpy(),
+            float(graph.costs.max()) + 1e-300, method, t0, pass_seconds, pass_end,
+        )  # fmt: skip
+
+    @property
+    def upper(self) -> PrimalBound:
+        assert self.best_plan is not None
+        return self.best_plan
+
+    def solve(self) -> bool:
+        """The optimal plan on the graph, certified; the best upper bound kept. False when
+        the sparse solver failed (the monotone coupling then serves if nothing else has)."""
+        gap = math.inf
+        if self.best_plan is not None and self.best_plan.value > 0:
+            gap = 1.0 - self.best_dual.value / self.best_plan.value
+        try:
+            self.solution = _solve(self.graph, self.v_next, self.solution, gap)
+        except RuntimeError as exc:  # keep what is certified so far, and say why
+            if self.best_plan is None:
+                why = f"monotone coupling (the sparse solver failed: {exc})"
+                self.best_plan = plan_bound(self.cost.problem, *self.monotone, why)
+            return False
+        plan = self._certified(self.solution)
+        if self.best_plan is None or plan.value < self.best_plan.value:
+            self.best_plan = plan
+        return True
+
+    def _certified(self, solution: _Solution) -> PrimalBound:
+        problem = self.cost.problem
+        mass = solution.mass
+        if not problem.uniform_square:
+            mass = polish_forest_masses(solution.rows, solution.cols, mass, self.a, self.b)
+        return plan_bound(problem, solution.rows, solution.cols, mass, self.method)
+
+    def closed(self, tol: float) -> bool:
+        """Whether ``upper - lower <= tol * upper``."""
+        return self.upper.value - self.best_dual.value <= tol * self.upper.value
+
+    def out_of_time(self, time_budget: float | None) -> bool:
+        """Whether the next round (one pass, then the graph's growth and a solve like
+        this round's, with 20% to spare) would end past ``time_budget``."""
+        elapsed = time.perf_counter() - self.t0
+        next_round = self.pass_seconds + (time.perf_counter() - self.pass_end)
+        return time_budget is not None and elapsed + 1.2 * next_round > time_budget
+
+    def price(self, k: int) -> torch.Tensor:
+        """One pass over all pairs: the c-transform of the plan's column potentials (a
+        feasible dual, kept when better) and each row's ``k`` cheapest reduced costs."""
+        solution = self.solution
+        assert solution is not None
+        pass_start = time.perf_counter()
+        dual, candidates = half_transform(
+            self.cost,
+            torch.as_tensor(solution.v),
+            k,
+            below=torch.as_tensor(solution.u) - 1e-12 * self.scale,
+        )
+        self.passes += 1
+        self.pass_end = time.perf_counter()
+        self.pass_seconds = self.pass_end - pass_start
+        if dual.value > self.best_dual.value:
+            self.best_dual = dual
+        return candidates
+
+    def record(self, round_: int, callback: Callable[[dict[str, float]], None] | None) -> None:
+        entry = {
+            "round": round_,
+            "pairs": float(len(self.graph.keys)),
+            "lower": self.best_dual.value,
+            "upper": self.upper.value,
+            "seconds": time.perf_counter() - self.t0,
+        }
+        self.history.append(entry)
+        if callback is not None:
+            callback(entry)
+
+    def grow(self, candidates: torch.Tensor, near: _Neighbours | None) -> bool:
+        """Add the priced pairs (and the plan's neighbours' pairs) with a negative reduced
+        cost. False when no pair outside the graph prices out: its optimum is the global
+        one."""
+        problem, m, solution = self.cost.problem, self.cost.m, self.solution
+        assert solution is not None
+        new = self.graph.missing(_row_keys(candidates, m))
+        new_costs = pair_cost_bounds(problem, new // m, new % m)[1]
+        reduced = new_costs - solution.u[new // m] + solution.v[new % m]
+        if len(new) == 0 or reduced.min() >= -1e-12 * self.scale:
+            return False
+        if near is not None:
+            extra = self.graph.missing(
+                np.concatenate([new, near.keys(solution.rows, solution.cols)])
+            )
+            extra_costs = pair_cost_bounds(problem, extra // m, extra % m)[1]
+            price = extra_costs - solution.u[extra // m] + solution.v[extra % m]
+            new, new_costs = extra[price < 0], extra_costs[price < 0]
+        self.graph.add(new, new_costs)
+        self.v_next = solution.v
+        return True
+
+
 def sparse_bracket(
     cost: PairwiseCost | TiledCost,
     u0: torch.Tensor,
@@ -311,97 +403,22 @@ def sparse_bracket(
         :class:`AssignmentBracket`; ``plan.value`` (the plan's certified cost) and
         ``dual.value`` (a dual pair feasible on every pair) bracket W1.
     """
-    problem = cost.problem
-    m = cost.m
-    t0 = time.perf_counter()
-    # the starting potentials: both c-transforms, candidates for rows and for columns
-    start = c_transform(cost, u0, k)
-    pass_seconds = (time.perf_counter() - t0) / 2  # one pass, for the round predictions
-    pass_end = time.perf_counter()
-    passes = 2
-    best_dual = DualBound(dual_value(problem, start.u, start.v), start.u, start.v)
-    a, b = problem.a.probabilities(), problem.b.probabilities()
-    u0_np, v0_np = u0.double().cpu().numpy(), v0.double().cpu().numpy()
-    mi, mj, mono_mass = monotone_coupling(u0_np, v0_np, a, b)
-    graph = _Graph.of(
-        problem,
-        np.concatenate(
-            [mi.astype(np.int64) * m + mj, _row_keys(start.row_candidates, m),
-             _col_keys(start.col_candidates, m)]
-        ),
-    )  # fmt: skip
-    scale = float(graph.costs.max()) + 1e-300  # for relative pricing tolerances
-    v_next = start.v.cpu().numpy()
-    kind = "assignment" if problem.uniform_square else "transport plan"
-    method = f"optimal {kind} within candidate pairs ({solver_name(problem.uniform_square)})"
-    best_plan: PrimalBound | None = None
-    solution: _Solution | None = None
-    history: list[dict[str, float]] = []
-    near = _Neighbours.of(problem, neighbors) if neighbors > 0 else None
+    run = _ColumnGeneration.start(cost, u0, v0, k)
+    near = _Neighbours.of(cost.problem, neighbors) if neighbors > 0 else None
     for round_ in range(1, rounds + 1):
-        try:
-            gap = math.inf
-            if best_plan is not None and best_plan.value > 0:
-                gap = 1.0 - best_dual.value / best_plan.value
-            solution = _solve(graph, v_next, solution, gap)
-        except RuntimeError as exc:  # keep what is certified so far, and say why
-            if best_plan is None:
-                why = f"monotone coupling (the sparse solver failed: {exc})"
-                best_plan = plan_bound(problem, mi, mj, mono_mass, why)
+        if not run.solve():
             break
-        if problem.uniform_square:
-            plan = plan_bound(problem, solution.rows, solution.cols, solution.mass, method)
-        else:
-            mass = polish_forest_masses(solution.rows, solution.cols, solution.mass, a, b)
-            plan = plan_bound(problem, solution.rows, solution.cols, mass, method)
-        if best_plan is None or plan.value < best_plan.value:
-            best_plan = plan
-        closed = best_plan.value - best_dual.value <= tol * best_plan.value
-        elapsed = time.perf_counter() - t0
-        # the next round: one pass, then the graph's growth and a solve like this round's
-        next_round = pass_seconds + (time.perf_counter() - pass_end)
-        out_of_time = time_budget is not None and elapsed + 1.2 * next_round > time_budget
-        stop = closed or best_plan.value <= 0 or round_ == rounds or out_of_time
-        if not stop:
-            pass_start = time.perf_counter()
-            dual, candidates = half_transform(
-                cost,
-                torch.as_tensor(solution.v),
-                k,
-                below=torch.as_tensor(solution.u) - 1e-12 * scale,
-            )
-            passes += 1
-            pass_end = time.perf_counter()
-            pass_seconds = pass_end - pass_start
-            if dual.value > best_dual.value:
-                best_dual = dual
-            closed = best_plan.value - best_dual.value <= tol * best_plan.value
-        entry = {
-            "round": round_,
-            "pairs": float(len(graph.keys)),
-            "lower": best_dual.value,
-            "upper": best_plan.value,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(entry)
-        if callback is not None:
-            callback(entry)
-        if stop or closed:
+        stop = (
+            run.closed(tol)
+            or run.upper.value <= 0
+            or round_ == rounds
+            or run.out_of_time(time_budget)
+        )
+        candidates = None if stop else run.price(k)
+        run.record(round_, callback)
+        if candidates is None or run.closed(tol) or not run.grow(candidates, near):
             break
-        new = graph.missing(_row_keys(candidates, m))
-        new_costs = pair_cost_bounds(problem, new // m, new % m)[1]
-        reduced = new_costs - solution.u[new // m] + solution.v[new % m]
-        if len(new) == 0 or reduced.min() >= -1e-12 * scale:
-            break  # no pair outside the graph prices out: its optimum is the global one
-        if near is not None:
-            extra = graph.missing(np.concatenate([new, near.keys(solution.rows, solution.cols)]))
-            extra_costs = pair_cost_bounds(problem, extra // m, extra % m)[1]
-            price = extra_costs - solution.u[extra // m] + solution.v[extra % m]
-            new, new_costs = extra[price < 0], extra_costs[price < 0]
-        graph.add(new, new_costs)
-        v_next = solution.v
-    assert best_plan is not None
-    return AssignmentBracket(best_plan, best_dual, history, passes)
+    return AssignmentBracket(run.upper, run.best_dual, run.history, run.passes)
 
 
 def assignment_bracket(
