@@ -98,6 +98,32 @@ def _check_bound_size(
     check_memory(need, f"--arch {arch} on --input-shape {','.join(map(str, shape))}")
 
 
+@main.command()
+@click.option(
+    "--require-native",
+    is_flag=True,
+    help="exit with status 1 unless every compiled path is active and was built at "
+    "install time (no compiler used at run time)",
+)
+@json_option
+def info(require_native: bool, as_json: bool) -> None:
+    """Print the version and which compiled paths are active, loaded from where (or why not)."""
+    # each of these modules registers its compiled library with cbuild
+    import wassnet.nn.linf
+    import wassnet.ot.native
+    import wassnet.ot.native_tiles
+    import wassnet.ot.simplex  # noqa: F401
+    from wassnet.ot.cbuild import native_report
+
+    report = native_report(__version__)
+    emit(report, as_json)
+    if require_native and not report.all_installed:
+        missing = [s.name for s in report.paths if not (s.active and s.origin == "installed")]
+        raise click.ClickException(
+            f"compiled paths not active from the install: {', '.join(missing)}"
+        )
+
+
 # Command groups of the other jobs live beside their code; each registers here.
 # (Imported lazily inside their commands, so `wassnet --help` stays fast.)
 from wassnet.w1.cli import estimate  # noqa: E402

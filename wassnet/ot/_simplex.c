@@ -397,3 +397,14 @@ done:
     free(t.pred);
     return status;
 }
+
+#ifdef WASSNET_BUILD_KEY
+/* Only when setup.py builds this file at install time, as the extension module
+ * wassnet.ot._simplex so that the wheel ships it compiled: wassnet loads it with ctypes
+ * (wassnet/ot/cbuild.py), which first checks the key (source, flags, CPU) it was built
+ * with. Importing the module gives an empty module. */
+#include <Python.h>
+const char *wassnet_build_key(void) { return WASSNET_BUILD_KEY; }
+static struct PyModuleDef wassnet_module = {PyModuleDef_HEAD_INIT, "_simplex", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit__simplex(void) { return PyModule_Create(&wassnet_module); }
+#endif

@@ -224,3 +224,14 @@ int block_values(int pairs, const long long *rows, const long long *blocks, int 
     }
     return fan_out(run_pairs, jobs, threads);
 }
+
+#ifdef WASSNET_BUILD_KEY
+/* Only when setup.py builds this file at install time, as the extension module
+ * wassnet.ot._tiles so that the wheel ships it compiled: wassnet loads it with ctypes
+ * (wassnet/ot/cbuild.py), which first checks the key (source, flags, CPU) it was built
+ * with. Importing the module gives an empty module. */
+#include <Python.h>
+const char *wassnet_build_key(void) { return WASSNET_BUILD_KEY; }
+static struct PyModuleDef wassnet_module = {PyModuleDef_HEAD_INIT, "_tiles", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit__tiles(void) { return PyModule_Create(&wassnet_module); }
+#endif
