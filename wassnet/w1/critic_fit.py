@@ -39,6 +39,12 @@ Every critic is a plain ``nn.Sequential`` of wassnet layers, so its Lipschitz co
 is certified by :func:`wassnet.nn.lipschitz_bound`; nothing here is assumed
 1-Lipschitz. The choice uses only the training points given, so a fold scored by the
 returned critic is held out from everything the critic saw.
+
+**The families are a registry** (:data:`POPULATION_FAMILIES`, entries of
+:class:`wassnet.critics.PopulationFamily`): each entry names the family's network
+builder, closed-form start, fit routine, what is redone once it is kept and whether it
+reports the directions it reads. A new family is one entry there (and its name in
+:data:`wassnet.w1.options.CRITICS`, the torch-free list the command line offers).
 """
 
 from __future__ import annotations
@@ -52,26 +58,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from wassnet.critics import conv_critic, dense_critic
-from wassnet.errors import InputError
-from wassnet.nn import (
-    NORMS,
-    BjorckLinear,
-    NormPool,
-    Translate,
-    lipschitz_bound,
-    norm_ratio,
-    register_lipschitz_rule,
+from wassnet.critics import (
+    FamilyRegistry,
+    FittedCritic,
+    PopulationFamily,
+    linear_critic,
+    make_critic,
+    radial_critic,
 )
-from wassnet.nn.projection import permutation_init_
-from wassnet.ot import TransportProblem
-from wassnet.ot.metrics import metric_cdist, metric_p
-from wassnet.w1.dual_training import (
+from wassnet.critics.training import (
     DualTrainingOptions,
     critic_values,
     dual_and_stderr,
     train_dual,
 )
+from wassnet.errors import InputError
+from wassnet.nn import (
+    NORMS,
+    BjorckLinear,
+    lipschitz_bound,
+    norm_ratio,
+    register_lipschitz_rule,
+)
+from wassnet.ot import TransportProblem
+from wassnet.ot.metrics import metric_cdist, metric_p
 from wassnet.w1.options import PopulationOptions, SampleOptions
 from wassnet.w1.structured import (
     SUBSPACE_DIMS,
@@ -83,6 +93,7 @@ from wassnet.w1.structured import (
 )
 
 __all__ = [
+    "POPULATION_FAMILIES",
     "TRANSPORT_MAX_POINTS",
     "FittedCritic",
     "TransportCritic",
@@ -98,31 +109,6 @@ TRANSPORT_MAX_POINTS = 4000
 #: A validation gain below this many standard errors of the validation dual is noise:
 #: it does not reset early stopping's patience (the best state is still kept).
 _NOISE = 0.25
-
-
-@dataclass
-class FittedCritic:
-    """A critic fitted on one fold's training points.
-
-    Attributes:
-        name: the family kept (``linear``, ``radial``, ``transport``, ``dense``, ``conv``).
-        module: the critic (float64, eval mode): ``module(x) / lipschitz`` is
-            1-Lipschitz for the metric's norm, with ``lipschitz`` certified.
-        lipschitz: certified upper bound on the module's Lipschitz constant.
-        validation: validation dual of every family tried (float32, normalized by
-            the family's nominal constant 1), the basis of the choice.
-        steps: optimizer steps of every family tried.
-        directions: for ``projection`` and ``subspace``, the unit (l2) rows spanning
-            the subspace the critic reads (``[k, d]``, float64; ``k = 1`` for
-            ``projection``: where the laws were found to differ); else ``None``.
-    """
-
-    name: str
-    module: nn.Module
-    lipschitz: float
-    validation: dict[str, float]
-    steps: dict[str, int]
-    directions: np.ndarray | None = None
 
 
 class TransportCritic(nn.Module):
@@ -194,36 +180,39 @@ def _transport_critic(
     return critic.to(a.device, a.dtype)  # any offsets keep it 1-Lipschitz
 
 
-def build_critic(
-    name: str, dim: int, options: PopulationOptions, metric: str = "euclidean"
-) -> nn.Sequential:
-    """A critic of family ``name`` on ``R^dim`` for ``metric`` (see the module docstring).
+# ------------------------------------------------------------------ the families' parts
 
-    For ``cityblock`` and ``chebyshev`` the ``dense`` and ``conv`` critics are plain
-    layers: they are 1-Lipschitz only once projected (:func:`_train` does it)."""
-    p = metric_p(metric)
-    if name == "linear":
-        return nn.Sequential(BjorckLinear(dim, 1) if p == 2 else nn.Linear(dim, 1, bias=False))
-    if name == "radial":
-        return nn.Sequential(Translate(dim), NormPool(dim, p), BjorckLinear(1, 1, bias=True))
-    plain = {} if p == 2 else {"constraint": "none"}
-    if name == "dense":
-        activation, group = options.activation, 4 if options.activation == "groupsort" else 2
-        return dense_critic(
-            dim,
-            options.hidden,
-            activation=activation,
-            group_size=group,
-            iters=options.iters,  # type: ignore[arg-type]
-            **plain,
-        )
-    if name == "conv":
-        shape = options.image_shape
-        if shape is None or math.prod(shape) != dim:
-            raise InputError(f"image_shape {shape} does not hold {dim} values per point")
-        convs = conv_critic(shape, hidden=options.hidden, iters=options.iters, **plain)
-        return nn.Sequential(nn.Unflatten(1, shape), *convs)
-    raise InputError(f"unknown critic family {name!r}")
+
+def _dense_network(dim: int, options: PopulationOptions, p: float) -> nn.Sequential:
+    """The ``dense`` family: :func:`wassnet.critics.make_critic`'s ``dense`` preset at
+    ``options.hidden`` (plain layers, to be projected, for ``p != 2``)."""
+    group = 4 if options.activation == "groupsort" else 2
+    return make_critic(
+        "dense",
+        dim,
+        constraint="orthogonal" if p == 2 else "projection",
+        hidden=options.hidden,
+        activation=options.activation,
+        group_size=group,
+        iters=options.iters,
+    )
+
+
+def _conv_network(dim: int, options: PopulationOptions, p: float) -> nn.Sequential:
+    """The ``conv`` family: flattened points unflattened to ``options.image_shape``, then
+    the ``conv-small`` preset (circular padding) at ``options.hidden``."""
+    shape = options.image_shape
+    if shape is None or math.prod(shape) != dim:
+        raise InputError(f"image_shape {shape} does not hold {dim} values per point")
+    convs = make_critic(
+        "conv-small",
+        shape,
+        constraint="orthogonal" if p == 2 else "projection",
+        hidden=options.hidden,
+        iters=options.iters,
+        padding_mode="circular",
+    )
+    return nn.Sequential(nn.Unflatten(1, shape), *convs)
 
 
 def _set_weight(layer: nn.Linear, weight: torch.Tensor) -> None:
@@ -251,21 +240,35 @@ def best_linear_direction(diff: torch.Tensor, metric: str) -> torch.Tensor | Non
     return diff / torch.linalg.vector_norm(diff)
 
 
-def _initialize(
-    name: str, critic: nn.Sequential, a: torch.Tensor, b: torch.Tensor, metric: str
-) -> None:
-    """Closed-form starting points: the best linear direction (linear), the pooled mean
-    (radial)."""
-    if name == "linear":
-        w = best_linear_direction(a.mean(0) - b.mean(0), metric)
-        if w is not None:
-            _set_weight(critic[0], w.unsqueeze(0))
-    elif name == "radial":
-        center = 0.5 * (a.mean(0) + b.mean(0))
-        with torch.no_grad():
-            critic[0].offset.copy_(-center)
-            gap = critic[1](a - center).mean() - critic[1](b - center).mean()
-        _set_weight(critic[2], torch.ones(1, 1) if gap >= 0 else -torch.ones(1, 1))
+def _start_linear(critic: nn.Sequential, a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
+    """The best linear direction for the means of ``a`` and ``b``."""
+    w = best_linear_direction(a.mean(0) - b.mean(0), metric)
+    if w is not None:
+        _set_weight(critic[0], w.unsqueeze(0))
+
+
+def _start_radial(critic: nn.Sequential, a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
+    """Centered at the pooled mean, the sign that makes the dual >= 0."""
+    center = 0.5 * (a.mean(0) + b.mean(0))
+    with torch.no_grad():
+        critic[0].offset.copy_(-center)
+        gap = critic[1](a - center).mean() - critic[1](b - center).mean()
+    _set_weight(critic[2], torch.ones(1, 1) if gap >= 0 else -torch.ones(1, 1))
+
+
+def _refit_linear(critic: nn.Module, a: torch.Tensor, b: torch.Tensor, metric: str) -> nn.Module:
+    """The closed form costs nothing: redone on every training point."""
+    _start_linear(critic, a, b, metric)  # type: ignore[arg-type]
+    return critic
+
+
+def _refit_projection(
+    critic: nn.Module, a: torch.Tensor, b: torch.Tensor, metric: str
+) -> nn.Module:
+    """The direction stays; the 1-D potential sees every training point."""
+    u = critic[0].weight.detach().cpu().double().numpy()[0]
+    xa, xb = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
+    return projection_critic(u, xa, xb, metric).to(a.device)
 
 
 def _dual(critic: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -298,9 +301,11 @@ def _train(
     deadline: float,
     generator: torch.Generator,
     projection: float | None = None,
+    permutation_start: bool = False,
 ) -> tuple[float, int]:
     """Adam on the training dual with early stopping; returns (best val dual, steps).
-    ``projection``: ``p`` of the projection after every step (plain layers), or ``None``."""
+    ``projection``: ``p`` of the projection after every step (plain layers), or ``None``;
+    ``permutation_start``: in l1, start the plain layers at signed permutations."""
     training = DualTrainingOptions(
         steps=options.steps,
         batch_size=options.batch_size,
@@ -309,6 +314,7 @@ def _train(
         patience=options.patience,
         min_gain=_NOISE,
         projection=projection,
+        permutation_start=permutation_start,
     )
     fit = train_dual(
         critic,
@@ -358,6 +364,185 @@ class _Directions:
         return self._found
 
 
+@dataclass
+class _Fold:
+    """What a family's fit routine is given: one fold's split and how to fit on it."""
+
+    data: _Split
+    options: PopulationOptions
+    deadline: float
+    generator: torch.Generator
+    seed: int
+    metric: str
+    directions: _Directions
+
+
+# --------------------------------------------------------------- the families' fits
+
+_Fitted = tuple[nn.Module, float, int] | None
+
+
+def _built(family: PopulationFamily, fold: _Fold) -> nn.Sequential:
+    """The family's network on the fold's device, at its closed-form start."""
+    data = fold.data
+    dim = data.fit_a.shape[1]
+    critic = family.build(dim, fold.options, metric_p(fold.metric)).to(data.fit_a.device)  # type: ignore[misc]
+    if family.start is not None:
+        family.start(critic, data.fit_a, data.fit_b, fold.metric)
+    return critic
+
+
+def _fit_closed_form(family: PopulationFamily, fold: _Fold) -> _Fitted:
+    """The start is the training optimum: nothing to train."""
+    critic = _built(family, fold).eval()
+    return critic, _dual(critic, fold.data.val_a, fold.data.val_b), 0
+
+
+def _fit_trained(family: PopulationFamily, fold: _Fold) -> _Fitted:
+    """Trained on the dual (:func:`_train`); a ``projected`` family's plain layers are
+    projected in lp (``p != 2``) and start at signed permutations in l1."""
+    critic = _built(family, fold)
+    p = metric_p(fold.metric)
+    projection = p if family.projected and p != 2 else None
+    value, count = _train(
+        critic, fold.data, fold.options, fold.deadline, fold.generator, projection, True
+    )
+    return critic, value, count
+
+
+def _fit_projection(family: PopulationFamily, fold: _Fold) -> _Fitted:
+    """The best direction found and the 1-D potential of the fitting points on it."""
+    fa, fb = fold.directions.numpy()[:2]
+    u = fold.directions.found()[0][0]
+    critic = projection_critic(u, fa, fb, fold.metric).to(fold.data.val_a.device)
+    return critic, _dual(critic, fold.data.val_a.double(), fold.data.val_b.double()), 0
+
+
+def _fit_transport(family: PopulationFamily, fold: _Fold) -> _Fitted:
+    """The fitting points' optimal dual pair, extended (``None`` on the line)."""
+    data = fold.data
+    extended = _transport_critic(data.fit_a, data.fit_b, fold.seed, fold.metric)
+    if extended is None:
+        return None
+    critic: nn.Module = nn.Sequential(extended).eval()
+    return critic, _dual(critic, data.val_a, data.val_b), 0
+
+
+def _fit_subspace(family: PopulationFamily, fold: _Fold) -> _Fitted:
+    """A network on a learned ``k``-dimensional projection, ``k`` in ``SUBSPACE_DIMS``
+    below ``d``, started from the best directions; the best ``k`` on validation."""
+    data, options = fold.data, fold.options
+    dims = [k for k in SUBSPACE_DIMS if k < data.fit_a.shape[1]]
+    if not dims:
+        return None  # d <= 2: the projection and dense critics cover it
+    rng = np.random.default_rng(fold.seed)
+    found = [u for u, _ in fold.directions.found()]
+    hidden = tuple(min(h, 32) for h in options.hidden) or (32,)
+    p = metric_p(fold.metric)
+    projection = p if family.projected and p != 2 else None
+    best: tuple[nn.Module, float, int] | None = None
+    for k in dims:
+        if best is not None and time.perf_counter() > fold.deadline:
+            break
+        rows = orthonormal_rows(found, k, rng)
+        critic = subspace_critic(rows, hidden, options.iters, fold.metric).to(data.fit_a.device)
+        value, count = _train(critic, data, options, fold.deadline, fold.generator, projection)
+        if best is None or value > best[1]:
+            best = (critic, value, count + (best[2] if best else 0))
+        else:
+            best = (best[0], best[1], best[2] + count)
+    return best
+
+
+#: The population bracket's critic families, simplest first: one entry per family.
+POPULATION_FAMILIES = FamilyRegistry(
+    "critic family",
+    [
+        PopulationFamily(
+            "linear",
+            _fit_closed_form,
+            build=lambda dim, options, p: linear_critic(dim, p),
+            start=_start_linear,
+            refit=_refit_linear,
+            help="<w, x>, |w|_* = 1: the best direction for the means (closed form)",
+        ),
+        PopulationFamily(
+            "radial",
+            _fit_trained,
+            build=lambda dim, options, p: radial_critic(dim, p),
+            start=_start_radial,
+            help="+-|x - c| + t, the center learned from the pooled mean",
+        ),
+        PopulationFamily(
+            "projection",
+            _fit_projection,
+            refit=_refit_projection,
+            reads_subspace=True,
+            help="the 1-D potential along a direction found on the fitting points",
+        ),
+        PopulationFamily(
+            "transport",
+            _fit_transport,
+            help="the fitting points' optimal dual pair extended by c-transforms",
+        ),
+        PopulationFamily(
+            "subspace",
+            _fit_subspace,
+            projected=True,
+            reads_subspace=True,
+            help="a small network on a learned projection to R^k, k <= 3",
+        ),
+        PopulationFamily(
+            "dense",
+            _fit_trained,
+            build=_dense_network,
+            projected=True,
+            help="Björck + GroupSort layers of widths `hidden`",
+        ),
+        PopulationFamily(
+            "conv",
+            _fit_trained,
+            build=_conv_network,
+            projected=True,
+            help="BCOP convolutions, then Björck layers, on points of `image_shape`",
+        ),
+    ],
+)
+
+
+def build_critic(
+    name: str, dim: int, options: PopulationOptions, metric: str = "euclidean"
+) -> nn.Sequential:
+    """The network of family ``name`` on ``R^dim`` for ``metric``, at its default start
+    (see :data:`POPULATION_FAMILIES`).
+
+    For ``cityblock`` and ``chebyshev`` the ``dense`` and ``conv`` critics are plain
+    layers: they are 1-Lipschitz only once projected (:func:`_train` does it)."""
+    family = POPULATION_FAMILIES[name]
+    if family.build is None:
+        raise InputError(f"critic family {name!r} has no fixed network: its fit makes it")
+    return family.build(dim, options, metric_p(metric))
+
+
+def _fit_family(
+    name: str,
+    data: _Split,
+    options: PopulationOptions,
+    deadline: float,
+    generator: torch.Generator,
+    seed: int,
+    metric: str,
+    directions: _Directions | None = None,
+) -> _Fitted:
+    """One family fitted on ``data``: (critic, validation dual, steps), or ``None``.
+    ``directions``: the fold's candidate directions, shared by the structured families
+    (found on first use; default: this call's own)."""
+    if directions is None:
+        directions = _Directions(data, seed, metric)
+    family = POPULATION_FAMILIES[name]
+    return family.fit(family, _Fold(data, options, deadline, generator, seed, metric, directions))
+
+
 def fit_critic(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -373,7 +558,8 @@ def fit_critic(
     ``metric`` the ground cost whose norm the critics are 1-Lipschitz in. The
     families are tried simplest first; each fit stops at ``deadline``
     (``time.perf_counter()`` seconds) with its best state so far, and a family that
-    has not started by then is skipped (the first family always runs).
+    has not started by then is skipped (the first family always runs). The family
+    kept is refit on all of ``a``, ``b`` where its entry says so.
     """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -396,93 +582,8 @@ def fit_critic(
             best = (scores[name], name, critic)
     if best is None:
         raise InputError("no critic family could be fitted ('transport' needs d >= 2)")
-    if best[1] == "linear":  # its closed form costs nothing: refit it on every training point
-        _initialize("linear", best[2], a, b, metric)
-    if best[1] == "projection":  # the direction stays; the potential sees every training point
-        u = best[2][0].weight.detach().cpu().double().numpy()[0]
-        xa, xb = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
-        best = (best[0], best[1], projection_critic(u, xa, xb, metric).to(a.device))
-    module, bound = _certified(best[2], a.shape[1], metric)
-    return FittedCritic(best[1], module, bound, scores, steps, _directions_of(best[1], module))
-
-
-def _directions_of(name: str, module: nn.Module) -> np.ndarray | None:
-    """The unit (l2) rows of the projection a ``projection`` or ``subspace`` critic reads."""
-    if name not in ("projection", "subspace"):
-        return None
-    with torch.no_grad():
-        rows = module[0].weight.detach().cpu().double().numpy()
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.where(norms > 0, norms, 1.0)
-
-
-def _fit_subspace(
-    data: _Split,
-    options: PopulationOptions,
-    deadline: float,
-    generator: torch.Generator,
-    seed: int,
-    metric: str,
-    directions: _Directions,
-) -> tuple[nn.Module, float, int] | None:
-    """A network on a learned ``k``-dimensional projection, ``k`` in ``SUBSPACE_DIMS``
-    below ``d``, started from the best directions; the best ``k`` on validation."""
-    dims = [k for k in SUBSPACE_DIMS if k < data.fit_a.shape[1]]
-    if not dims:
-        return None  # d <= 2: the projection and dense critics cover it
-    rng = np.random.default_rng(seed)
-    found = [u for u, _ in directions.found()]
-    hidden = tuple(min(h, 32) for h in options.hidden) or (32,)
-    p = metric_p(metric)
-    best: tuple[nn.Module, float, int] | None = None
-    for k in dims:
-        if best is not None and time.perf_counter() > deadline:
-            break
-        rows = orthonormal_rows(found, k, rng)
-        critic = subspace_critic(rows, hidden, options.iters, metric).to(data.fit_a.device)
-        value, count = _train(critic, data, options, deadline, generator, None if p == 2 else p)
-        if best is None or value > best[1]:
-            best = (critic, value, count + (best[2] if best else 0))
-        else:
-            best = (best[0], best[1], best[2] + count)
-    return best
-
-
-def _fit_family(
-    name: str,
-    data: _Split,
-    options: PopulationOptions,
-    deadline: float,
-    generator: torch.Generator,
-    seed: int,
-    metric: str,
-    directions: _Directions | None = None,
-) -> tuple[nn.Module, float, int] | None:
-    """One family fitted on ``data``: (critic, validation dual, steps), or ``None``.
-    ``directions``: the fold's candidate directions, shared by the structured families
-    (found on first use; default: this call's own)."""
-    if directions is None:
-        directions = _Directions(data, seed, metric)
-    if name == "projection":
-        fa, fb = directions.numpy()[:2]
-        critic = projection_critic(directions.found()[0][0], fa, fb, metric).to(data.val_a.device)
-        return critic, _dual(critic, data.val_a.double(), data.val_b.double()), 0
-    if name == "subspace":
-        return _fit_subspace(data, options, deadline, generator, seed, metric, directions)
-    if name == "transport":
-        extended = _transport_critic(data.fit_a, data.fit_b, seed, metric)
-        if extended is None:
-            return None
-        critic: nn.Module = nn.Sequential(extended).eval()
-        return critic, _dual(critic, data.val_a, data.val_b), 0
-    critic = build_critic(name, data.fit_a.shape[1], options, metric).to(data.fit_a.device)
-    _initialize(name, critic, data.fit_a, data.fit_b, metric)
-    if name == "linear":  # the closed form is the training optimum: nothing to train
-        critic.eval()
-        return critic, _dual(critic, data.val_a, data.val_b), 0
-    p = metric_p(metric)
-    projection = p if name in ("dense", "conv") and p != 2 else None
-    if p == 1 and projection is not None:  # projected default weights fade
-        permutation_init_(critic)
-    value, count = _train(critic, data, options, deadline, generator, projection)
-    return critic, value, count
+    family, critic = POPULATION_FAMILIES[best[1]], best[2]
+    if family.refit is not None:
+        critic = family.refit(critic, a, b, metric)
+    module, bound = _certified(critic, a.shape[1], metric)
+    return FittedCritic(family.name, module, bound, scores, steps, family.directions(module))

@@ -2,8 +2,9 @@
 
 * :class:`SampleBracket`: W1 between **the two given samples** (a finite LP), with a
   certified bracket ``lower <= W1 <= upper`` (exact arithmetic, the input as given).
-* :class:`~wassnet.w1.population.PopulationBracket`: W1 between **the distributions**
-  the samples come from, a confidence bracket (a statistical statement).
+* :class:`PopulationBracket`: W1 between **the distributions** the samples come from,
+  a confidence bracket (a statistical statement; computed by
+  :mod:`wassnet.w1.population`), with one :class:`FoldScore` per cross-fitting fold.
 * :class:`W1Result`: what :func:`wassnet.estimate_w1` returns: the ``sample`` part,
   the ``population`` part, the sampling ``floor`` (W1 between two halves of A), and
   the problem's description.
@@ -13,13 +14,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from wassnet.w1.population import PopulationBracket
+from wassnet.critics.families import FittedCritic
 
-__all__ = ["SampleBracket", "W1Result"]
+__all__ = ["FoldScore", "PopulationBracket", "SampleBracket", "W1Result"]
 
 
 def _relative_width(lower: float, upper: float) -> float:
@@ -116,6 +117,127 @@ class SampleBracket:
                 f"{'exact (POT)':<16} {self.exact:.6g}   (reference, float64; not certified)"
             )
         return lines
+
+
+@dataclass
+class FoldScore:
+    """One cross-fitting fold: the critic fitted without it, scored on it.
+
+    Attributes:
+        fold: the fold's index.
+        n_a, n_b: points of A and B in the fold.
+        critic: the family kept for this fold (fitted on the other folds).
+        lipschitz: the critic's certified Lipschitz bound ``L`` (values are divided by it).
+        dual: ``mean f(A_k) / L - mean f(B_k) / L``, the held-out dual.
+        stderr: its estimated standard error.
+        lower: ``dual - t * stderr`` (the fold's one-sided bound).
+        validation: validation dual of every family tried (the basis of the choice).
+        directions: for ``projection`` and ``subspace`` critics, the unit (l2) rows of
+            the projection the critic reads (where it found the laws to differ);
+            else ``None``.
+    """
+
+    fold: int
+    n_a: int
+    n_b: int
+    critic: str
+    lipschitz: float
+    dual: float
+    stderr: float
+    lower: float
+    validation: dict[str, float]
+    directions: list[list[float]] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PopulationBracket:
+    """W1 between the distributions the samples come from: a confidence bracket.
+
+    Attributes:
+        lower, upper: ``lower <= W1(P, Q) <= upper`` with probability at least
+            ``confidence`` over the draw of the samples, under the assumptions in
+            :mod:`wassnet.w1.population` (i.i.d. draws, finite second moments, the t
+            approximation of each fold's mean). Not certified: a statistical statement.
+        estimate: the cross-fitted critics' held-out dual (clipped at 0); errs low
+            when the critics are not optimal.
+        confidence: the bracket's level.
+        lower_method, upper_method: how each end was obtained.
+        folds: per fold, the critic kept and its held-out score.
+        sample_upper: the certified upper end of the sample bracket the upper end uses.
+        deviation: the Efron--Stein/Cantelli margin added to it.
+        seconds: time of the critic fits and scores (the sample bracket not included).
+        heldout: the critic value ``f(x) / L`` at every point of A and of B, each from
+            the critic fitted without that point's fold (for histograms).
+        critics: the fitted critics, one per fold (float64 modules; ``module(x) /
+            lipschitz`` is 1-Lipschitz).
+        critics_kept: the families kept, sorted (one per fold, repeats removed).
+        directions: when folds kept ``projection`` or ``subspace`` critics, where the
+            laws were found to differ: unit (l2) rows spanning the subspace the folds'
+            projections agree on most (the leading eigenvectors of the mean of their
+            projectors; one row for projections, oriented as fold 0's); else ``None``.
+        agreement: with ``directions``, the mean over those folds of the fraction of
+            each fold's subspace inside it (1: every fold found the same one).
+    """
+
+    lower: float
+    upper: float
+    estimate: float
+    confidence: float
+    lower_method: str
+    upper_method: str
+    folds: list[FoldScore]
+    sample_upper: float
+    deviation: float
+    seconds: float
+    heldout: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    critics: list[FittedCritic] = field(default_factory=list, repr=False)
+    critics_kept: list[str] = field(default_factory=list)
+    directions: list[list[float]] | None = None
+    agreement: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready; the held-out values and the critics are left out."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        del out["heldout"], out["critics"]
+        out["folds"] = [fold.to_dict() for fold in self.folds]
+        return out
+
+    def summary_lines(self) -> list[str]:
+        critics = ", ".join(sorted({f.critic for f in self.folds}))
+        lines = [
+            f"{'population W1':<16} in [{self.lower:.6g}, {self.upper:.6g}]   "
+            f"estimate {self.estimate:.6g}   ({self.confidence:.0%} confidence; not certified)",
+            f"{'':16} lower: {self.lower_method}",
+            f"{'':16} upper: {self.upper_method}",
+            f"{'':16} critics kept: {critics}; {self.seconds:.2f} s",
+        ]
+        where = self.where_sentence()
+        if where:
+            lines.append(f"{'':16} {where}")
+        return lines
+
+    def where_sentence(self) -> str | None:
+        """Where the laws were found to differ (projection / subspace critics), or ``None``."""
+        if self.directions is None:
+            return None
+        rows = np.asarray(self.directions)
+        agree = f"folds agree {self.agreement:.2f}"
+        if len(rows) == 1:
+            u = rows[0]
+            top = np.argsort(-np.abs(u))[:4]
+            parts = ", ".join(f"x{i} {u[i]:+.2f}" for i in top)
+            more = ", ..." if len(u) > 4 else ""
+            return (
+                f"where they differ: along the direction u = ({parts}{more}) ({agree}; "
+                "all of it in --json population.directions)"
+            )
+        return (
+            f"where they differ: within a {len(rows)}-dimensional subspace ({agree}; its "
+            "orthonormal basis in --json population.directions)"
+        )
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wassnet.critics import make_critic
 from wassnet.nn import NORMS, BjorckLinear, register_lipschitz_rule
 from wassnet.nn.lipschitz import LipschitzBoundError
 from wassnet.ot.metrics import metric_p
@@ -371,11 +372,11 @@ def subspace_critic(
     rows: np.ndarray, hidden: tuple[int, ...], iters: int, metric: str = "euclidean"
 ) -> nn.Sequential:
     """A semi-orthogonal Björck projection to ``R^k`` started at ``rows``, then a dense
-    Björck + GroupSort network (float32; trained by the caller)."""
-    from wassnet.critics import dense_critic
-
+    Björck + MaxMin network (float32; trained by the caller). For ``metric`` other than
+    euclidean, plain layers of the same shapes (the first scaled to induced norm <= 1),
+    to be projected while trained."""
     k, d = rows.shape
-    plain = {} if metric_p(metric) == 2 else {"constraint": "none"}
+    plain = metric_p(metric) != 2
     first = nn.Linear(d, k, bias=False) if plain else BjorckLinear(d, k, bias=False, iters=iters)
     weight = torch.from_numpy(rows).float()
     with torch.no_grad():
@@ -383,7 +384,10 @@ def subspace_critic(
             first.parametrizations.weight.original.copy_(weight)
         else:
             first.weight.copy_(weight / max(1.0, _induced(rows, metric_p(metric))))
-    tail = dense_critic(k, hidden, activation="maxmin", iters=iters, **plain)
+    constraint = "projection" if plain else "orthogonal"
+    tail = make_critic(
+        "dense", k, constraint=constraint, hidden=hidden, activation="maxmin", iters=iters
+    )
     return nn.Sequential(first, *tail)
 
 
