@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from attack_helpers import pgd_l2
 from torch import nn
 
 from wassnet.certify import (
@@ -30,7 +31,6 @@ from wassnet.certify import (
     load_classifier,
     make_classifier,
     multiclass_hinge,
-    pgd_l2,
     train_classifier,
 )
 from wassnet.checkpoint import CheckpointError

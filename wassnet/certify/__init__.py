@@ -23,7 +23,7 @@ from wassnet._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".attack": ["AttackCheck", "AttackOptions", "attack_certified", "pgd", "pgd_l2"],
+        ".attack": ["AttackCheck", "AttackOptions", "attack_certified", "pgd"],
         ".evaluation": ["Evaluation", "evaluate"],
         ".losses": ["cross_entropy_with_temperature", "hinge_margin", "multiclass_hinge"],
         ".model": ["LoadedClassifier", "export_classifier", "load_classifier", "make_classifier"],

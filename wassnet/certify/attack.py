@@ -1,7 +1,7 @@
-r"""An L2 PGD attack, and the empirical check of certificates it supports.
+r"""An lp PGD attack (l2, l-inf, l1), and the empirical check of certificates it supports.
 
-:func:`pgd_l2` is projected gradient descent on the logit margin
-:math:`f_y(x') - \max_{j \ne y} f_j(x')` over the ball :math:`\|x' - x\|_2 \le \varepsilon`
+:func:`pgd` is projected gradient descent on the logit margin
+:math:`f_y(x') - \max_{j \ne y} f_j(x')` over the ball :math:`\|x' - x\|_p \le \varepsilon`
 (one radius per example) intersected with the input box, with normalized gradient steps
 (Madry et al. 2018), random restarts inside the ball, and early success tracking. It is
 our own implementation (no attack library dependency), validated in the tests by
@@ -32,7 +32,7 @@ from wassnet.errors import InputError
 from wassnet.nn import LipschitzCertificate
 from wassnet.nn.lipschitz import norm_name, norm_p
 
-__all__ = ["AttackCheck", "AttackOptions", "attack_certified", "pgd", "pgd_l2"]
+__all__ = ["AttackCheck", "AttackOptions", "attack_certified", "pgd"]
 
 
 @contextmanager
@@ -207,11 +207,6 @@ def pgd(
     return torch.cat(advs), torch.cat(fools)
 
 
-def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, **options):
-    """:func:`pgd` in l2 (the name of wassnet 0.1)."""
-    return pgd(model, x, y, eps, **options, p=2)
-
-
 @dataclass(frozen=True)
 class AttackCheck:
     """Result of :func:`attack_certified`: how many certificates PGD broke (must be 0)."""
@@ -264,7 +259,7 @@ class AttackOptions:
     ``radius_scale``: attack at this fraction of each certified radius; ``steps`` and
     ``restarts``: the PGD budget; ``box``: the input range (``None``: unbounded);
     ``beyond``: also attack at this multiple of the radius, as a control of the attack's
-    power; ``batch_size`` and ``seed``: as in :func:`pgd_l2`.
+    power; ``batch_size`` and ``seed``: as in :func:`pgd`.
     """
 
     limit: int | None = 1000

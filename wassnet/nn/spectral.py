@@ -54,11 +54,6 @@ def _up(x: float) -> float:
     return math.nextafter(x, math.inf)
 
 
-def _sum_up(x: float, terms: int) -> float:
-    """An upper bound on an exact nonnegative sum whose float value is ``x``."""
-    return _up(x * (1.0 + _gamma(terms + 1)))
-
-
 @torch.no_grad()
 def _gram(a: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """``(G_hat, eps, k)``: the smaller Gram matrix, a bound on ``||G_hat - G||_2`` per

@@ -263,7 +263,3 @@ class PairwiseCost:
         """``(lo, hi)``: certified bounds on ``c_ij`` for the given pairs (direct differences)."""
         rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         return pair_cost_bounds(self.problem, rows, cols)
-
-    def pair_costs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Certified upper bounds on ``c_ij`` for the given pairs."""
-        return self.pair_bounds(rows, cols)[1]

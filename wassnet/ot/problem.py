@@ -246,7 +246,3 @@ class TransportProblem:
         u_in = np.where(np.ldexp(u_in, -self.exponent) == u, u_in, down(u_in))
         v_in = np.where(np.ldexp(v_in, -self.exponent) == v, v_in, up(v_in))
         return u_in, v_in
-
-    def to_problem_units(self, value: float) -> float:
-        """A length in the input's units, in the scaled problem's units (nearest)."""
-        return math.ldexp(value, -self.exponent)
