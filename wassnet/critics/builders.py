@@ -49,6 +49,7 @@ from wassnet.nn import (
     SLLLinear,
     Translate,
 )
+from wassnet.norms import Norm, by_p
 
 __all__ = [
     "conv_critic",
@@ -387,15 +388,19 @@ def linf_dist_critic(
     return nn.Sequential(*layers)
 
 
-def linear_critic(dim: int, p: float = 2) -> nn.Sequential:
-    """``x -> <w, x>`` on ``R^dim``: a :class:`~wassnet.nn.BjorckLinear` row (``p = 2``:
-    unit norm for any weight) or a plain ``nn.Linear`` without bias (other ``p``: its
-    certified bound is the weight's dual norm; set it with a dual-norm-1 ``w``)."""
-    return nn.Sequential(BjorckLinear(dim, 1) if p == 2 else nn.Linear(dim, 1, bias=False))
+def linear_critic(dim: int, norm: float | str | Norm = 2) -> nn.Sequential:
+    """``x -> <w, x>`` on ``R^dim``: a :class:`~wassnet.nn.BjorckLinear` row (l2: unit
+    norm for any weight) or a plain ``nn.Linear`` without bias (other norms: its
+    certified bound is the weight's dual norm; set it with a dual-norm-1 ``w``).
+    ``norm``: any spelling :func:`wassnet.norms.by_p` reads, or a :class:`Norm`."""
+    if by_p(norm).is_euclidean:
+        return nn.Sequential(BjorckLinear(dim, 1))
+    return nn.Sequential(nn.Linear(dim, 1, bias=False))
 
 
-def radial_critic(dim: int, p: float = 2) -> nn.Sequential:
+def radial_critic(dim: int, norm: float | str | Norm = 2) -> nn.Sequential:
     """``x -> s |x - c|_p + t`` on ``R^dim``: :class:`~wassnet.nn.Translate` (the center),
-    :class:`~wassnet.nn.NormPool` (the lp norm, 1-Lipschitz in lp) and a 1 x 1
+    :class:`~wassnet.nn.NormPool` (the lp norm ``norm``, 1-Lipschitz in lp) and a 1 x 1
     :class:`~wassnet.nn.BjorckLinear` (``s = +-1``, a bias ``t``)."""
+    p = by_p(norm).p
     return nn.Sequential(Translate(dim), NormPool(dim, p), BjorckLinear(1, 1, bias=True))

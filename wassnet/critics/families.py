@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from wassnet.errors import InputError
+from wassnet.norms import Norm
 
 __all__ = ["FamilyRegistry", "FittedCritic", "PopulationFamily", "subspace_rows"]
 
@@ -54,9 +55,10 @@ class FittedCritic:
 #: ``fit(family, fold) -> (critic, validation dual, optimizer steps)`` or ``None`` (the
 #: family does not apply); ``fold`` is the caller's description of one fold's split.
 FitRoutine = Callable[["PopulationFamily", Any], "tuple[nn.Module, float, int] | None"]
-#: ``build(dim, options, p) -> network`` on ``R^dim``, 1-Lipschitz in lp (once projected
-#: when ``projected``); ``options`` are the caller's (hidden widths, iterations...).
-Builder = Callable[[int, Any, float], nn.Sequential]
+#: ``build(dim, options, norm) -> network`` on ``R^dim``, 1-Lipschitz in ``norm`` (a
+#: :class:`wassnet.norms.Norm`; once projected when ``projected``); ``options`` are the
+#: caller's (hidden widths, iterations...).
+Builder = Callable[[int, Any, Norm], nn.Sequential]
 #: ``start(critic, a, b, metric)``: set a closed-form starting point in place.
 Start = Callable[[nn.Sequential, torch.Tensor, torch.Tensor, str], None]
 #: ``refit(critic, a, b, metric) -> critic``: once kept, redo the cheap part on every

@@ -33,6 +33,7 @@ from torch.utils.hooks import RemovableHandle
 from wassnet.errors import InputError
 from wassnet.nn.lipschitz import norm_p
 from wassnet.nn.projection import constrain, permutation_init_
+from wassnet.norms import Norm, by_p
 
 __all__ = [
     "DualFit",
@@ -55,7 +56,7 @@ _EVAL_BATCH = 8192
 def setup_projected_training(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    norm: float | str,
+    norm: float | str | Norm,
     input_shape: Sequence[int] | None = None,
     *,
     permutation_start: bool = True,
@@ -74,16 +75,17 @@ def setup_projected_training(
        lp norm <= 1 now and after every ``optimizer.step()`` (l2 convolutions need
        ``input_shape``, one point's shape).
 
-    ``norm``: ``1``, ``2``, ``inf`` or their spellings (``"1"``, ``"inf"``, ``"l2"``...).
+    ``norm``: a :class:`wassnet.norms.Norm`, or ``1``, ``2``, ``inf`` in any spelling
+    :func:`wassnet.norms.by_p` reads (``"1"``, ``"inf"``, ``"l2"``...).
     Guarantee: from now on, after every optimizer step every plain layer's induced norm
     is at most 1 up to float rounding (parametrized layers are left alone); certify with
     :func:`wassnet.nn.lipschitz_bound`. Returns the hook's handle (``.remove()`` stops
     the projection). Call it after building the optimizer, before the first step.
     """
-    p = norm_p(norm)
-    if permutation_start and p == 1:
+    resolved = by_p(norm)
+    if permutation_start and resolved.is_cityblock:
         permutation_init_(model)
-    return constrain(optimizer, model, p, input_shape)
+    return constrain(optimizer, model, resolved.p, input_shape)
 
 
 class DualStep(NamedTuple):

@@ -4,7 +4,8 @@
 * :class:`SampleOptions` -- how the certified sample bracket is computed;
 * :class:`PopulationOptions` -- how the population confidence bracket is computed
   (:mod:`wassnet.w1.population`, critics from :mod:`wassnet.w1.critic_fit`);
-* :func:`train_dual` -- the critic training loop (maximizes the dual on minibatches);
+* :func:`train_dual` -- the critic training loop (maximizes the dual on minibatches;
+  it lives in :mod:`wassnet.critics.training`, shared by every job);
 * :class:`W1Result`, :class:`SampleBracket`, :class:`PopulationBracket` -- the results;
 * :func:`sample_bracket`, :func:`choose_route` -- the sample engine on a
   :class:`wassnet.ot.TransportProblem`;
@@ -19,11 +20,11 @@ from wassnet._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".dual_training": ["DualFit", "DualTrainingOptions", "train_dual"],
+        "wassnet.critics.training": ["DualFit", "DualTrainingOptions", "train_dual"],
         ".estimate": ["METRICS", "estimate_w1"],
         ".options": ["CRITICS", "ROUTES", "PopulationOptions", "SampleOptions"],
-        ".population": ["FoldScore", "PopulationBracket", "population_bracket"],
-        ".result": ["SampleBracket", "W1Result"],
+        ".population": ["population_bracket"],
+        ".result": ["FoldScore", "PopulationBracket", "SampleBracket", "W1Result"],
         ".sample": ["choose_route", "sample_bracket"],
     },
 )

@@ -80,8 +80,9 @@ from wassnet.nn import (
     norm_ratio,
     register_lipschitz_rule,
 )
+from wassnet.norms import Norm, by_metric
 from wassnet.ot import TransportProblem
-from wassnet.ot.metrics import metric_cdist, metric_p
+from wassnet.ot.metrics import metric_cdist
 from wassnet.w1.options import PopulationOptions, SampleOptions
 from wassnet.w1.structured import (
     SUBSPACE_DIMS,
@@ -149,7 +150,7 @@ def _transport_rule(p: float):
     """1 in the critic's own metric; in another lp, the norms' ratio on ``R^d``."""
 
     def rule(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, str]:
-        bound = norm_ratio(metric_p(module.metric), p, int(shape[-1]))
+        bound = norm_ratio(by_metric(module.metric).p, p, int(shape[-1]))
         return bound, "upper: mean of a min and a max of distances in the critic's metric"
 
     return rule
@@ -183,14 +184,14 @@ def _transport_critic(
 # ------------------------------------------------------------------ the families' parts
 
 
-def _dense_network(dim: int, options: PopulationOptions, p: float) -> nn.Sequential:
+def _dense_network(dim: int, options: PopulationOptions, norm: Norm) -> nn.Sequential:
     """The ``dense`` family: :func:`wassnet.critics.make_critic`'s ``dense`` preset at
-    ``options.hidden`` (plain layers, to be projected, for ``p != 2``)."""
+    ``options.hidden`` (plain layers, to be projected, outside l2)."""
     group = 4 if options.activation == "groupsort" else 2
     return make_critic(
         "dense",
         dim,
-        constraint="orthogonal" if p == 2 else "projection",
+        constraint="orthogonal" if norm.is_euclidean else "projection",
         hidden=options.hidden,
         activation=options.activation,
         group_size=group,
@@ -198,7 +199,7 @@ def _dense_network(dim: int, options: PopulationOptions, p: float) -> nn.Sequent
     )
 
 
-def _conv_network(dim: int, options: PopulationOptions, p: float) -> nn.Sequential:
+def _conv_network(dim: int, options: PopulationOptions, norm: Norm) -> nn.Sequential:
     """The ``conv`` family: flattened points unflattened to ``options.image_shape``, then
     the ``conv-small`` preset (circular padding) at ``options.hidden``."""
     shape = options.image_shape
@@ -207,7 +208,7 @@ def _conv_network(dim: int, options: PopulationOptions, p: float) -> nn.Sequenti
     convs = make_critic(
         "conv-small",
         shape,
-        constraint="orthogonal" if p == 2 else "projection",
+        constraint="orthogonal" if norm.is_euclidean else "projection",
         hidden=options.hidden,
         iters=options.iters,
         padding_mode="circular",
@@ -229,10 +230,10 @@ def best_linear_direction(diff: torch.Tensor, metric: str) -> torch.Tensor | Non
     coordinate of the largest ``|diff_k|`` (chebyshev: dual l1)."""
     if not bool((diff != 0).any()):
         return None
-    p = metric_p(metric)
-    if p == 1:
+    norm = by_metric(metric)
+    if norm.is_cityblock:
         return torch.sign(diff)
-    if p == math.inf:
+    if norm.is_chebyshev:
         k = int(diff.abs().argmax())
         w = torch.zeros_like(diff)
         w[k] = torch.sign(diff[k])
@@ -332,7 +333,7 @@ def _certified(critic: nn.Module, dim: int, metric: str) -> tuple[nn.Module, flo
     """The critic in float64 (eval mode) and its certified Lipschitz bound (the
     metric's norm on inputs)."""
     module = copy.deepcopy(critic).cpu().double().eval()
-    bound = lipschitz_bound(module, (dim,), p=metric_p(metric)).bound
+    bound = lipschitz_bound(module, (dim,), p=by_metric(metric).p).bound
     if not (math.isfinite(bound) and bound > 0):
         raise RuntimeError(f"critic has an unusable Lipschitz bound {bound}")
     return module, bound
@@ -386,7 +387,7 @@ def _built(family: PopulationFamily, fold: _Fold) -> nn.Sequential:
     """The family's network on the fold's device, at its closed-form start."""
     data = fold.data
     dim = data.fit_a.shape[1]
-    critic = family.build(dim, fold.options, metric_p(fold.metric)).to(data.fit_a.device)  # type: ignore[misc]
+    critic = family.build(dim, fold.options, by_metric(fold.metric)).to(data.fit_a.device)  # type: ignore[misc]
     if family.start is not None:
         family.start(critic, data.fit_a, data.fit_b, fold.metric)
     return critic
@@ -402,8 +403,8 @@ def _fit_trained(family: PopulationFamily, fold: _Fold) -> _Fitted:
     """Trained on the dual (:func:`_train`); a ``projected`` family's plain layers are
     projected in lp (``p != 2``) and start at signed permutations in l1."""
     critic = _built(family, fold)
-    p = metric_p(fold.metric)
-    projection = p if family.projected and p != 2 else None
+    norm = by_metric(fold.metric)
+    projection = norm.p if family.projected and not norm.is_euclidean else None
     value, count = _train(
         critic, fold.data, fold.options, fold.deadline, fold.generator, projection, True
     )
@@ -438,8 +439,8 @@ def _fit_subspace(family: PopulationFamily, fold: _Fold) -> _Fitted:
     rng = np.random.default_rng(fold.seed)
     found = [u for u, _ in fold.directions.found()]
     hidden = tuple(min(h, 32) for h in options.hidden) or (32,)
-    p = metric_p(fold.metric)
-    projection = p if family.projected and p != 2 else None
+    norm = by_metric(fold.metric)
+    projection = norm.p if family.projected and not norm.is_euclidean else None
     best: tuple[nn.Module, float, int] | None = None
     for k in dims:
         if best is not None and time.perf_counter() > fold.deadline:
@@ -461,7 +462,7 @@ POPULATION_FAMILIES = FamilyRegistry(
         PopulationFamily(
             "linear",
             _fit_closed_form,
-            build=lambda dim, options, p: linear_critic(dim, p),
+            build=lambda dim, options, norm: linear_critic(dim, norm),
             start=_start_linear,
             refit=_refit_linear,
             help="<w, x>, |w|_* = 1: the best direction for the means (closed form)",
@@ -469,7 +470,7 @@ POPULATION_FAMILIES = FamilyRegistry(
         PopulationFamily(
             "radial",
             _fit_trained,
-            build=lambda dim, options, p: radial_critic(dim, p),
+            build=lambda dim, options, norm: radial_critic(dim, norm),
             start=_start_radial,
             help="+-|x - c| + t, the center learned from the pooled mean",
         ),
@@ -521,7 +522,7 @@ def build_critic(
     family = POPULATION_FAMILIES[name]
     if family.build is None:
         raise InputError(f"critic family {name!r} has no fixed network: its fit makes it")
-    return family.build(dim, options, metric_p(metric))
+    return family.build(dim, options, by_metric(metric))
 
 
 def _fit_family(

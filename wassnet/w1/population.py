@@ -51,8 +51,8 @@ from tqdm.auto import tqdm
 
 from wassnet.critics import FittedCritic, critic_values
 from wassnet.errors import InputError
-from wassnet.nn.lipschitz import norm_name
-from wassnet.ot.metrics import metric_cdist, metric_p
+from wassnet.norms import by_metric
+from wassnet.ot.metrics import metric_cdist
 from wassnet.w1.critic_fit import fit_critic
 from wassnet.w1.options import PopulationOptions
 from wassnet.w1.result import FoldScore, PopulationBracket
@@ -99,7 +99,7 @@ def pair_second_moment(x: np.ndarray, metric: str, seed: int = 0) -> float:
     :data:`MOMENT_POINTS` random rows."""
     if len(x) < 2:
         return 0.0
-    if metric == "euclidean":
+    if by_metric(metric).is_euclidean:
         return 2.0 * float(x.var(axis=0, ddof=1).sum())
     if len(x) > MOMENT_POINTS:
         x = x[np.random.default_rng([seed, 17]).choice(len(x), MOMENT_POINTS, replace=False)]
@@ -264,7 +264,7 @@ def population_bracket(
         confidence=options.confidence,
         lower_method=(
             f"held-out dual of {k} cross-fitted critics certified 1-Lipschitz in "
-            f"{norm_name(metric_p(metric))}, "
+            f"{by_metric(metric).name}, "
             f"one-sided t bound per fold (union bound)"
         ),
         upper_method="certified sample W1 + Efron-Stein/Cantelli margin (finite 2nd moments)",

@@ -116,7 +116,7 @@ def choose_route(problem: TransportProblem, options: SampleOptions) -> str:
         return "dense"
     if not problem.uniform_square and problem.dim <= 3 and pairs <= 4 * options.dense_max_pairs:
         return "dense"  # measured: POT's dense solver beats sparse transport plans here
-    if problem.metric != "euclidean" and problem.dim <= 3 and _dense_fits(problem, options):
+    if not problem.norm.is_euclidean and problem.dim <= 3 and _dense_fits(problem, options):
         return "dense"  # measured: l1 / l-inf costs in low dimension, many ties
     if pairs > options.pass_max_pairs:
         return "blockwise"
@@ -318,7 +318,7 @@ def _passes(run: _Run) -> PairwiseCost | TiledCost:
 def _passes_for(p: TransportProblem, run: _Run) -> PairwiseCost | TiledCost:
     if p.n * p.m <= DENSE_PASS_MAX_PAIRS:
         return PairwiseCost(p, device=run.device, dense_bytes=2**62)
-    if p.metric != "euclidean":  # float64 chunks recomputed on every pass
+    if not p.norm.is_euclidean:  # float64 chunks recomputed on every pass
         return PairwiseCost(p, device=run.device)
     return TiledCost(p, device=run.device, backend=run.options.backend)
 

@@ -53,7 +53,7 @@ from torch import nn
 from wassnet.critics import make_critic
 from wassnet.nn import NORMS, BjorckLinear, register_lipschitz_rule
 from wassnet.nn.lipschitz import LipschitzBoundError
-from wassnet.ot.metrics import metric_p
+from wassnet.norms import by_metric
 
 __all__ = [
     "SUBSPACE_DIMS",
@@ -166,10 +166,10 @@ for _p in NORMS:
 
 def dual_norm(u: np.ndarray, metric: str) -> float:
     """``|u|_*``: l2 (euclidean), l-inf (cityblock: dual of l1), l1 (chebyshev)."""
-    p = metric_p(metric)
-    if p == 1:
+    norm = by_metric(metric)
+    if norm.is_cityblock:
         return float(np.abs(u).max())
-    if p == math.inf:
+    if norm.is_chebyshev:
         return float(np.abs(u).sum())
     return float(np.linalg.norm(u))
 
@@ -376,14 +376,15 @@ def subspace_critic(
     euclidean, plain layers of the same shapes (the first scaled to induced norm <= 1),
     to be projected while trained."""
     k, d = rows.shape
-    plain = metric_p(metric) != 2
+    norm = by_metric(metric)
+    plain = not norm.is_euclidean
     first = nn.Linear(d, k, bias=False) if plain else BjorckLinear(d, k, bias=False, iters=iters)
     weight = torch.from_numpy(rows).float()
     with torch.no_grad():
         if isinstance(first, BjorckLinear):
             first.parametrizations.weight.original.copy_(weight)
         else:
-            first.weight.copy_(weight / max(1.0, _induced(rows, metric_p(metric))))
+            first.weight.copy_(weight / max(1.0, _induced(rows, norm.p)))
     constraint = "projection" if plain else "orthogonal"
     tail = make_critic(
         "dense", k, constraint=constraint, hidden=hidden, activation="maxmin", iters=iters
