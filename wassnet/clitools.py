@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import click
 
+from wassnet.deprecation import REMOVED_IN, WassnetDeprecationWarning, deprecated_alias
 from wassnet.errors import WassnetError, WassnetWarning
 from wassnet.jsonio import strict_json
 from wassnet.norms import CLI_KEYS
@@ -42,7 +43,6 @@ __all__ = [
     "Renamed",
     "RunFolderPath",
     "check_new_file",
-    "continued_options",
     "data_root_option",
     "device_option",
     "emit",
@@ -59,6 +59,7 @@ __all__ = [
     "set_threads",
     "strict_json",
     "threads_option",
+    "with_options",
 ]
 
 #: Exceptions reported as one line (exit code 1): wassnet's own errors and the OS's.
@@ -116,10 +117,16 @@ class ErrorLineGroup(click.Group):
 
 
 def _show_note(default: Callable[..., None]) -> Callable[..., None]:
-    """``warnings.showwarning`` that prints wassnet's own notes as one line, ``Note: ...``."""
+    """``warnings.showwarning`` that prints wassnet's own notes as one line, ``Note: ...``
+    (deprecation notes only on a terminal)."""
 
     def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, WassnetWarning):
+        if issubclass(category, WassnetDeprecationWarning):
+            # an old spelling: a note for a person at a terminal; output that a program
+            # reads (a pipe, --json) stays as the 0.1 spelling produced it
+            if click.get_text_stream("stderr").isatty():
+                click.echo(f"Note: {_one_line(message)}", err=True)
+        elif issubclass(category, WassnetWarning):
             click.echo(f"Note: {_one_line(message)}", err=True)
         else:
             default(message, category, *args, **kwargs)
@@ -258,13 +265,21 @@ class Renamed(click.Option):
 
     ``click.option("--limit", "limit", cls=Renamed, old=("--train-limit",))``: both
     spellings set ``limit`` (given on the command line either way, so a continued run
-    treats them alike); only ``--limit`` is documented; both spellings at once are a
-    usage error (exit 2) rather than a silent last-one-wins.
+    treats them alike); only ``--limit`` is documented; an old spelling warns
+    (:func:`wassnet.deprecation.deprecated_alias`, naming ``removed_in``); both spellings
+    at once are a usage error (exit 2) rather than a silent last-one-wins.
     """
 
-    def __init__(self, param_decls: list[str], old: tuple[str, ...] = (), **attrs: Any) -> None:
+    def __init__(
+        self,
+        param_decls: list[str],
+        old: tuple[str, ...] = (),
+        removed_in: str = REMOVED_IN,
+        **attrs: Any,
+    ) -> None:
         super().__init__(list(param_decls), **attrs)
         self.old_names = tuple(old)
+        self.removed_in = removed_in
 
     @property
     def _old_dest(self) -> str:
@@ -279,13 +294,28 @@ class Renamed(click.Option):
 
     def handle_parse_result(self, ctx: click.Context, opts: Any, args: list[str]) -> Any:
         if self._old_dest in opts:
+            spelled = " or ".join(self.old_names)
             if self.name in opts:
-                spelled = " or ".join(self.old_names)
                 raise click.UsageError(
-                    f"{spelled} is the old spelling of {self.opts[0]}: give one of them", ctx
+                    f"{spelled} is the old spelling of {self.opts[0]} (removed in wassnet "
+                    f"{self.removed_in}): give one of them",
+                    ctx,
                 )
+            deprecated_alias(spelled, self.opts[0], self.removed_in)
             opts = {**opts, self.name: opts[self._old_dest]}
         return super().handle_parse_result(ctx, opts, args)
+
+
+def with_options(decorators: tuple[Callable[[F], F], ...]) -> Callable[[F], F]:
+    """Apply a command's option decorators listed in ``--help`` order (a long list of
+    options reads better as data than as a stack of decorators on the command)."""
+
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
 
 
 def norm_option(help_text: str) -> Callable[[F], F]:
@@ -427,21 +457,6 @@ def given_options(ctx: click.Context, names: Any) -> set[str]:
     """Which of ``names`` were given on the command line (any spelling)."""
     source = click.core.ParameterSource.COMMANDLINE
     return {name for name in names if ctx.get_parameter_source(name) is source}
-
-
-def continued_options(
-    ctx: click.Context,
-    options: dict[str, Any],
-    saved: dict[str, Any] | None,
-    also_given: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """The options of a run: ``options`` for a new run; for a run being continued, its
-    ``saved`` options with those given on this command line (or set by an old spelling:
-    ``also_given``) on top; the trainer then refuses the changes a run cannot take."""
-    if saved is None:
-        return options
-    given = given_options(ctx, options) | also_given
-    return {**saved, **{k: v for k, v in options.items() if k in given}}
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
