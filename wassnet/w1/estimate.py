@@ -10,8 +10,19 @@ Two questions, answered separately and labelled so that nobody confuses them:
   bracket (:mod:`wassnet.w1.population`): cross-fitted held-out critics below, the
   sample value plus a concentration margin above.
 
-Stages of :func:`estimate_w1`: validate the inputs, build the exact problem, the
-sample bracket, the floor, the population bracket, the optional POT reference.
+The input is checked once, at the boundary: the clouds by
+:func:`wassnet.w1.io.resolve_clouds` (arrays, :func:`estimate_w1`) or
+:func:`wassnet.w1.io.load_clouds` (files, :func:`estimate_files`, ``wassnet estimate``)
+into a :class:`~wassnet.w1.io.Clouds`, the options by :func:`resolve_request` into an
+:class:`EstimateRequest`. :func:`estimate_clouds` takes those two and checks nothing
+again. Its stages: the population refusal, the exact problem, the sample bracket, the
+floor, the population bracket, the optional POT reference.
+
+Under a time budget the stages share one clock (:class:`~wassnet.deadline.Deadline`):
+the sample bracket gets half of the time left when the floor or the population follow,
+the floor a quarter of what is then left, and the population's critic fits the rest
+(at most their own ``time_budget``); what was skipped is said in ``notes`` and in
+``sample.budget``.
 """
 
 from __future__ import annotations
@@ -19,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,81 +41,78 @@ from wassnet.errors import InputError
 from wassnet.names import METRICS
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import check_seed, resolve_device
-from wassnet.w1.io import check_same_dimension, validate_points, validate_weights
+from wassnet.w1.io import Clouds, InputFiles, load_clouds, resolve_clouds
 from wassnet.w1.options import PopulationOptions, SampleOptions, Target
 from wassnet.w1.population import population_bracket, size_problem
-from wassnet.w1.result import SampleBracket, W1Result
+from wassnet.w1.result import PopulationBracket, SampleBracket, W1Result
 from wassnet.w1.sample import sample_bracket
 
-__all__ = ["METRICS", "estimate_w1"]
+__all__ = [
+    "METRICS",
+    "EstimateRequest",
+    "estimate_clouds",
+    "estimate_files",
+    "estimate_w1",
+    "resolve_request",
+]
 
 ExactMode = Literal["auto", "always", "never"]
 _TARGETS = ("sample", "population", "both")
 #: ``floor=None`` computes the floor up to this many points in A.
 FLOOR_AUTO_MAX_POINTS = 40_000
+#: Under a time budget, the population bracket is not started with less time left.
+POPULATION_MIN_SECONDS = 1.0
 
 
-def _validated(
-    a: Any, b: Any, weights_a: Any, weights_b: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    xa, xb = validate_points(a, "A"), validate_points(b, "B")
-    check_same_dimension(xa, xb)
-    wa = None if weights_a is None else validate_weights(weights_a, len(xa), "weights A")
-    wb = None if weights_b is None else validate_weights(weights_b, len(xb), "weights B")
-    return xa, xb, wa, wb
+# ----------------------------------------------------------------------------- the boundary
 
 
-def _floor_bracket(
-    x: np.ndarray,
-    w: np.ndarray | None,
-    options: SampleOptions,
-    device: torch.device,
-    seed: int,
-    metric: str,
+@dataclass(frozen=True)
+class EstimateRequest:
+    """What the estimator is asked, checked: the keyword options of :func:`estimate_w1`
+    resolved (see there for each).
+
+    Built by :func:`resolve_request`, which guarantees: ``target``, ``metric`` and
+    ``exact`` are among their values; ``sample`` and ``population`` are option objects
+    (checked by their own constructors); ``seed`` is in ``[0, 2^63 - 1]``; ``device``
+    is a usable :class:`torch.device`; ``deadline`` runs for ``sample.time_budget``.
+    """
+
+    target: Target
+    metric: str
+    sample: SampleOptions
+    population: PopulationOptions
+    exact: ExactMode
+    floor: bool | None
+    seed: int
+    device: torch.device
+    progress: bool
+    deadline: Deadline
+
+
+def resolve_request(
+    *,
+    target: str = "both",
+    metric: str = "euclidean",
+    sample: object = None,
+    population: object = None,
+    exact: str = "never",
+    floor: bool | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
     deadline: Deadline | None = None,
-) -> SampleBracket:
-    """W1 between two disjoint random halves of one cloud (the sampling floor)."""
-    n = len(x)
-    if n < 2:
-        raise InputError("the floor needs at least 2 points in A")
-    perm = np.random.default_rng([seed, 1]).permutation(n)
-    half = n // 2
-    first, second = np.sort(perm[:half]), np.sort(perm[half : 2 * half])
-    wf = None if w is None else w[first]
-    ws = None if w is None else w[second]
-    if wf is not None and not (wf.max() > 0 and ws.max() > 0):
-        raise InputError("the floor needs positive weight in both halves of A")
-    problem = TransportProblem.build(x[first], x[second], wf, ws, metric)
-    return sample_bracket(problem, options, device=device, seed=seed, deadline=deadline)
+) -> EstimateRequest:
+    """The one check of the estimator's options (:func:`estimate_w1` and ``wassnet
+    estimate`` both call it); ``None`` options become the defaults, and ``deadline`` is
+    kept when it runs for ``sample.time_budget`` (else one started at ``deadline.start``,
+    or now).
 
-
-def _floor_auto(target: str, xa: np.ndarray, wa: np.ndarray | None) -> bool:
-    """Whether ``floor=None`` computes the floor: with the population, when it is cheap."""
-    if target == "sample" or not 2 <= len(xa) <= FLOOR_AUTO_MAX_POINTS:
-        return False
-    return wa is None or np.count_nonzero(wa) >= 2
-
-
-def _reference(
-    xa: np.ndarray,
-    xb: np.ndarray,
-    wa: np.ndarray | None,
-    wb: np.ndarray | None,
-    exact: ExactMode,
-    options: SampleOptions,
-    metric: str,
-) -> float | None:
-    """POT's exact W1 (a float64 reference) when asked for and it fits."""
-    n, m = len(xa), len(xb)
-    small = n * m <= options.dense_max_pairs and exact_w1_fits(n, m)
-    if exact == "never" or (exact == "auto" and not small):
-        return None
-    return exact_w1(np.asarray(xa), np.asarray(xb), wa, wb, metric=metric)
-
-
-def _checked_options(
-    target: str, metric: str, exact: str, sample: object, population: object
-) -> tuple[SampleOptions, PopulationOptions]:
+    Raises:
+        ValueError: an unknown target, metric or exact mode; ``sample`` or
+            ``population`` not an option object; a seed outside ``[0, 2^63 - 1]``; an
+            unknown or absent device.
+    """
     if target not in _TARGETS:
         raise InputError(f"target must be sample, population or both, got {target!r}")
     if metric not in METRICS:
@@ -116,44 +125,16 @@ def _checked_options(
     population = PopulationOptions() if population is None else population
     if not isinstance(population, PopulationOptions):
         raise InputError(f"population must be a PopulationOptions, got {type(population).__name__}")
-    return sample, population
+    check_seed(seed)
+    if deadline is None or deadline.seconds != sample.time_budget:
+        deadline = Deadline(sample.time_budget, *(() if deadline is None else (deadline.start,)))
+    return EstimateRequest(
+        target, metric, sample, population, exact, floor, seed,  # type: ignore[arg-type]
+        resolve_device(device), bool(progress), deadline,
+    )  # fmt: skip
 
 
-def _population_refusal(target: str, weighted: bool, n_a: int, n_b: int, folds: int) -> str | None:
-    """Why the population bracket cannot be computed (``None``: it can).
-
-    With ``target="population"`` the reason is raised as a ``ValueError``; with
-    ``"both"`` it becomes a note and the sample question is still answered.
-    """
-    if target == "sample":
-        return None
-    if weighted:
-        why = "population W1 needs unweighted i.i.d. samples; weights are for target='sample'"
-    else:
-        why = size_problem(n_a, n_b, folds)
-    if why is not None and target == "population":
-        raise InputError(why)
-    return None if why is None else f"population bracket not computed: {why}"
-
-
-#: Under a time budget, the population bracket is not started with less time left.
-POPULATION_MIN_SECONDS = 1.0
-
-
-def _population_budget(
-    options: PopulationOptions, deadline: Deadline, notes: list[str], target: str
-) -> PopulationOptions:
-    """The population options with the critic fits' budget cut to the time left (a note
-    added, and the bracket skipped, when less than :data:`POPULATION_MIN_SECONDS` is)."""
-    if not deadline.limited or target == "sample" or notes:
-        return options
-    left = deadline.remaining()
-    if left < POPULATION_MIN_SECONDS:
-        deadline.cut("population bracket not computed")
-        notes.append(f"population bracket not computed: time budget {deadline.seconds:g} s reached")
-        return options
-    own = options.time_budget
-    return dataclasses.replace(options, time_budget=left if own is None else min(own, left))
+# ----------------------------------------------------------------------------- entry points
 
 
 def estimate_w1(
@@ -184,11 +165,10 @@ def estimate_w1(
             ``"population"``: W1 between the distributions they were drawn from, a
             confidence bracket (needs unweighted samples; the sample bracket is
             computed too, its upper end is part of the argument); ``"both"``.
-        metric: the ground cost: ``"euclidean"`` (l2, default), ``"cityblock"`` (l1)
-            or ``"chebyshev"`` (l-inf), as in ``scipy.spatial.distance.cdist``. The
-            sample bracket is certified for that cost; the population critics are
-            certified 1-Lipschitz for that norm (:func:`wassnet.nn.lipschitz_bound`
-            with ``p`` = 2, 1, inf).
+        metric: the ground cost, as in ``scipy.spatial.distance.cdist``:
+            ``"euclidean"`` (l2, default), ``"cityblock"`` (l1) or ``"chebyshev"``
+            (l-inf); the sample bracket is certified for it, the population critics
+            1-Lipschitz in its norm (:func:`wassnet.nn.lipschitz_bound`).
         sample: options of the sample bracket (:class:`SampleOptions`).
         population: options of the population bracket (:class:`PopulationOptions`).
         exact: also compute POT's exact W1 as a reference: ``"auto"`` when the dense
@@ -203,11 +183,7 @@ def estimate_w1(
         progress: show progress bars.
         deadline: the clock of ``sample.time_budget``, when the caller started it
             earlier (the CLI starts it before loading the files); default: started
-            now. Under a budget, the whole call shares it: the sample bracket gets
-            half of the time left when the floor or the population follow, the floor
-            a quarter of what is then left, and the population's critic fits the rest
-            (at most their own ``time_budget``); what was skipped is said in
-            ``notes`` and in ``sample.budget``.
+            now. The whole call shares it (see the module notes).
 
     Returns:
         A :class:`W1Result`; ``result.sample.lower <= W1(a, b) <= result.sample.upper``
@@ -221,64 +197,160 @@ def estimate_w1(
         ValueError: bad options (a seed outside ``[0, 2^63 - 1]`` too);
             ``target="population"`` with weights.
     """
-    options, pop_options = _checked_options(target, metric, exact, sample, population)
-    check_seed(seed)
-    if deadline is None or deadline.seconds != options.time_budget:
-        deadline = Deadline(options.time_budget, *(() if deadline is None else (deadline.start,)))
-    timings: dict[str, float] = {}
-    xa, xb, wa, wb = _validated(a, b, weights_a, weights_b)
-    weighted = wa is not None or wb is not None
-    refusal = _population_refusal(target, weighted, len(xa), len(xb), pop_options.folds)
-    notes = [refusal] if refusal else []
-    dev = resolve_device(device)
-    problem = TransportProblem.build(xa, xb, wa, wb, metric)
+    request = resolve_request(
+        target=target, metric=metric, sample=sample, population=population, exact=exact,
+        floor=floor, seed=seed, device=device, progress=progress, deadline=deadline,
+    )  # fmt: skip
+    return estimate_clouds(resolve_clouds(a, b, weights_a, weights_b), request)
 
-    want_floor = bool(floor or (floor is None and _floor_auto(target, xa, wa)))
-    more = want_floor or (target != "sample" and not notes)
-    result_sample = sample_bracket(
+
+def estimate_files(files: InputFiles, request: EstimateRequest) -> tuple[W1Result, Clouds]:
+    """``wassnet estimate``: load and check the files (:func:`~wassnet.w1.io.load_clouds`),
+    then :func:`estimate_clouds`. Returns the result and the clouds (for a figure).
+
+    Raises:
+        wassnet.errors.InputError: as :func:`~wassnet.w1.io.load_clouds` and
+            :func:`estimate_clouds`.
+    """
+    clouds = load_clouds(files)
+    return estimate_clouds(clouds, request), clouds
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+def estimate_clouds(clouds: Clouds, request: EstimateRequest) -> W1Result:
+    """The estimator on checked input (the guarantees of :func:`estimate_w1`).
+
+    Raises:
+        wassnet.errors.InputError: ``target="population"`` that cannot be answered
+            (weights, too few points for the folds); weights or coordinates that the
+            exact problem cannot scale exactly.
+    """
+    notes = _population_refusal(clouds, request)
+    wants_population = request.target != "sample" and not notes
+    wants_floor = _wants_floor(clouds, request)
+    a, b, wa, wb = clouds.a, clouds.b, clouds.weights_a, clouds.weights_b
+    problem = TransportProblem.build(a, b, wa, wb, request.metric)
+    deadline = request.deadline
+    sample = sample_bracket(
         problem,
-        options,
-        device=dev,
-        seed=seed,
-        progress=progress,
-        deadline=deadline.share(0.5) if more else deadline,
+        request.sample,
+        device=request.device,
+        seed=request.seed,
+        progress=request.progress,
+        deadline=deadline.share(0.5) if wants_floor or wants_population else deadline,
     )
-    timings["sample"] = result_sample.seconds
-    floor_result = None
-    if want_floor:
+    timings = {"sample": sample.seconds}
+    floor = None
+    if wants_floor:
         t0 = time.perf_counter()
-        share = 0.25 if target != "sample" and not notes else 1.0
-        floor_result = _floor_bracket(xa, wa, options, dev, seed, metric, deadline.share(share))
+        floor = _floor_bracket(clouds, request, deadline.share(0.25 if wants_population else 1.0))
         timings["floor"] = time.perf_counter() - t0
-    population_result = None
-    pop_options = _population_budget(pop_options, deadline, notes, target)
-    if target != "sample" and not notes:
-        population_result = population_bracket(
-            xa.reshape(len(xa), -1),
-            xb.reshape(len(xb), -1),
-            result_sample.upper,
-            pop_options,
-            device=dev,
-            seed=seed,
-            progress=progress,
-            metric=metric,
-        )
-        timings["population"] = population_result.seconds
+    population = _population_stage(clouds, request, sample.upper, notes)
+    if population is not None:
+        timings["population"] = population.seconds
     t0 = time.perf_counter()
-    result_sample.exact = _reference(xa, xb, wa, wb, exact, options, metric)
-    if result_sample.exact is not None:
+    sample.exact = _reference(clouds, request)
+    if sample.exact is not None:
         timings["exact (POT)"] = time.perf_counter() - t0
     return W1Result(
-        sample=result_sample,
-        n_a=len(xa),
-        n_b=len(xb),
+        sample=sample,
+        n_a=len(a),
+        n_b=len(b),
         dim=problem.dim,
-        target=target,
-        metric=metric,
-        floor=floor_result,
-        population=population_result,
+        target=request.target,
+        metric=request.metric,
+        floor=floor,
+        population=population,
         notes=notes,
-        seed=seed,
-        device=str(dev),
+        seed=request.seed,
+        device=str(request.device),
         timings=timings,
     )
+
+
+def _population_refusal(clouds: Clouds, request: EstimateRequest) -> list[str]:
+    """Why the population bracket cannot be computed, as a note (``[]``: it can).
+
+    With ``target="population"`` the reason is raised as a ``ValueError``; with
+    ``"both"`` it becomes a note and the sample question is still answered.
+    """
+    if request.target == "sample":
+        return []
+    if clouds.weighted:
+        why = "population W1 needs unweighted i.i.d. samples; weights are for target='sample'"
+    else:
+        why = size_problem(len(clouds.a), len(clouds.b), request.population.folds)
+    if why is not None and request.target == "population":
+        raise InputError(why)
+    return [] if why is None else [f"population bracket not computed: {why}"]
+
+
+def _wants_floor(clouds: Clouds, request: EstimateRequest) -> bool:
+    """``floor``, or for ``floor=None``: with the population, when it is cheap."""
+    if request.floor is not None:
+        return request.floor
+    if request.target == "sample" or not 2 <= len(clouds.a) <= FLOOR_AUTO_MAX_POINTS:
+        return False
+    return clouds.weights_a is None or np.count_nonzero(clouds.weights_a) >= 2
+
+
+def _floor_bracket(clouds: Clouds, request: EstimateRequest, deadline: Deadline) -> SampleBracket:
+    """W1 between two disjoint random halves of A (the sampling floor)."""
+    x, w = clouds.a, clouds.weights_a
+    n = len(x)
+    if n < 2:
+        raise InputError("the floor needs at least 2 points in A")
+    perm = np.random.default_rng([request.seed, 1]).permutation(n)
+    half = n // 2
+    first, second = np.sort(perm[:half]), np.sort(perm[half : 2 * half])
+    wf = None if w is None else w[first]
+    ws = None if w is None else w[second]
+    if wf is not None and not (wf.max() > 0 and ws.max() > 0):
+        raise InputError("the floor needs positive weight in both halves of A")
+    problem = TransportProblem.build(x[first], x[second], wf, ws, request.metric)
+    return sample_bracket(
+        problem, request.sample, device=request.device, seed=request.seed, deadline=deadline
+    )
+
+
+def _population_stage(
+    clouds: Clouds, request: EstimateRequest, sample_upper: float, notes: list[str]
+) -> PopulationBracket | None:
+    """The confidence bracket, when asked for and not refused; under a time budget its
+    critic fits get the time left (at most their own budget), and it is skipped, with a
+    note added, when less than :data:`POPULATION_MIN_SECONDS` is left."""
+    if request.target == "sample" or notes:
+        return None
+    options, deadline = request.population, request.deadline
+    if deadline.limited:
+        left = deadline.remaining()
+        if left < POPULATION_MIN_SECONDS:
+            deadline.cut("population bracket not computed")
+            notes.append(
+                f"population bracket not computed: time budget {deadline.seconds:g} s reached"
+            )
+            return None
+        own = options.time_budget
+        options = dataclasses.replace(options, time_budget=left if own is None else min(own, left))
+    return population_bracket(
+        clouds.a.reshape(len(clouds.a), -1),
+        clouds.b.reshape(len(clouds.b), -1),
+        sample_upper,
+        options,
+        device=request.device,
+        seed=request.seed,
+        progress=request.progress,
+        metric=request.metric,
+    )
+
+
+def _reference(clouds: Clouds, request: EstimateRequest) -> float | None:
+    """POT's exact W1 (a float64 reference) when asked for and it fits."""
+    n, m = len(clouds.a), len(clouds.b)
+    small = n * m <= request.sample.dense_max_pairs and exact_w1_fits(n, m)
+    if request.exact == "never" or (request.exact == "auto" and not small):
+        return None
+    a, b = np.asarray(clouds.a), np.asarray(clouds.b)
+    return exact_w1(a, b, clouds.weights_a, clouds.weights_b, metric=request.metric)

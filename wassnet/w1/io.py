@@ -17,6 +17,12 @@ Every array returned is non-empty and finite.
 
 Every problem with the user's input raises :class:`InputError`, whose message is one
 line that names the file (or the argument) and says what is wrong.
+
+The input of W1 -- two clouds and their optional weights -- is checked once, at the
+boundary, into a :class:`Clouds`: :func:`load_clouds` for files (``wassnet estimate``),
+:func:`resolve_clouds` for arrays (:func:`wassnet.estimate_w1`). Both run the same
+checks in the same order (A, B, their dimensions, the weights of A, of B); code below
+takes the :class:`Clouds` and checks nothing again.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import sys
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
@@ -35,10 +42,14 @@ import numpy as np
 from wassnet.errors import InputError
 
 __all__ = [
+    "Clouds",
     "InputError",
+    "InputFiles",
     "check_same_dimension",
+    "load_clouds",
     "load_points",
     "load_weights",
+    "resolve_clouds",
     "validate_points",
     "validate_weights",
 ]
@@ -46,6 +57,8 @@ __all__ = [
 #: Supported file suffixes (case-insensitive).
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv", ".txt")
 _TEXT_SUFFIXES = (".csv", ".txt")
+#: ``.npy`` files larger than this are memory-mapped (:func:`load_points`).
+MMAP_THRESHOLD_BYTES = 256 * 2**20
 #: Elements per chunk when scanning arrays for NaN/inf (bounds the extra memory).
 _CHUNK_ELEMENTS = 1 << 22
 _NPY_MAGIC = b"\x93NUMPY"
@@ -59,7 +72,7 @@ def load_points(
     path: str | os.PathLike[str],
     key: str | None = None,
     *,
-    mmap_threshold_bytes: int = 256 * 2**20,
+    mmap_threshold_bytes: int = MMAP_THRESHOLD_BYTES,
 ) -> np.ndarray:
     """Load a point cloud from a ``.npy``, ``.npz``, ``.csv`` or ``.txt`` file.
 
@@ -105,8 +118,8 @@ def load_weights(path: str | os.PathLike[str], n: int, key: str | None = None) -
             or ``[n, 1]`` ("weights in FILE have N entries for n points" when only the
             length is wrong); NaN/inf or negative values; a zero sum.
     """
-    arr, label = _read_array(path, key, None)
-    return _as_weights(arr, n, f"weights in {label}")
+    arr, label = _read_weights(path, key)
+    return _as_weights(arr, n, label)
 
 
 def validate_points(x: Any, name: str = "points") -> np.ndarray:
@@ -158,6 +171,111 @@ def check_same_dimension(a: np.ndarray, b: np.ndarray) -> None:
     if a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1]:
         return
     raise InputError(f"dimension mismatch: A has {_describe_dim(a)}, B has {_describe_dim(b)}")
+
+
+# ----------------------------------------------------------------------------- W1's input
+
+
+@dataclass(frozen=True)
+class Clouds:
+    """The input of W1, checked: two point clouds and their optional sample weights.
+
+    Built only by :func:`load_clouds` and :func:`resolve_clouds`, which guarantee:
+    ``a`` and ``b`` are in the normalized form of :func:`validate_points` (``[n]`` or
+    ``[n, d]``, finite, non-empty, float64 or a memory-mapped float32/float64 file) and
+    in the same space (:func:`check_same_dimension`); ``weights_a`` and ``weights_b``,
+    when given, are as :func:`validate_weights` returns them, one per point of their
+    cloud (float64, nonnegative, finite, positive sum, not normalized).
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    weights_a: np.ndarray | None = None
+    weights_b: np.ndarray | None = None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether either cloud has weights."""
+        return self.weights_a is not None or self.weights_b is not None
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """The files of ``wassnet estimate A B``: the clouds, the ``.npz`` key they are read
+    with (``--key``), and the optional weight files (``--weights-a``, ``--weights-b``,
+    read without a key)."""
+
+    a: str | os.PathLike[str]
+    b: str | os.PathLike[str]
+    key: str | None = None
+    weights_a: str | os.PathLike[str] | None = None
+    weights_b: str | os.PathLike[str] | None = None
+
+
+#: Reads one raw array and says how messages name it.
+_Source = Callable[[], tuple[np.ndarray, str]]
+
+
+def load_clouds(files: InputFiles) -> Clouds:
+    """Read and check the files of ``wassnet estimate`` (the checks of :func:`load_points`
+    and :func:`load_weights`, then :func:`check_same_dimension`).
+
+    Raises:
+        InputError: as :func:`load_points`, :func:`load_weights` and
+            :func:`check_same_dimension`; messages name the file.
+    """
+
+    def points(path: str | os.PathLike[str]) -> _Source:
+        return lambda: _read_array(path, files.key, MMAP_THRESHOLD_BYTES)
+
+    def weights(path: str | os.PathLike[str] | None) -> _Source | None:
+        return (lambda: _read_weights(path, None)) if path else None
+
+    return _checked_clouds(
+        points(files.a), points(files.b), weights(files.weights_a), weights(files.weights_b)
+    )
+
+
+def resolve_clouds(a: Any, b: Any, weights_a: Any = None, weights_b: Any = None) -> Clouds:
+    """Check the clouds and weights given to the Python API (arrays, lists or tensors; the
+    checks of :func:`validate_points` and :func:`validate_weights`, then
+    :func:`check_same_dimension`). No copy of a float64 C-contiguous cloud is made.
+
+    Raises:
+        InputError: as :func:`validate_points`, :func:`validate_weights` and
+            :func:`check_same_dimension`; messages say ``A``, ``B``, ``weights A``,
+            ``weights B``.
+    """
+
+    def given(x: Any, label: str) -> _Source:
+        return lambda: (_to_numpy(x, label), label)
+
+    return _checked_clouds(
+        given(a, "A"),
+        given(b, "B"),
+        None if weights_a is None else given(weights_a, "weights A"),
+        None if weights_b is None else given(weights_b, "weights B"),
+    )
+
+
+def _checked_clouds(
+    a: _Source, b: _Source, weights_a: _Source | None, weights_b: _Source | None
+) -> Clouds:
+    """The one check of W1's input, files and arrays alike. Each source is read just
+    before it is checked, so the first problem reported is the first in this order."""
+    xa = _as_points(*a())
+    xb = _as_points(*b())
+    check_same_dimension(xa, xb)
+    return Clouds(
+        xa, xb, _checked_weights(weights_a, len(xa)), _checked_weights(weights_b, len(xb))
+    )
+
+
+def _checked_weights(source: _Source | None, n: int) -> np.ndarray | None:
+    if source is None:
+        return None
+    arr, label = source()
+    return _as_weights(arr, n, label)
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -389,6 +507,12 @@ def _read_array(
             raise InputError(f"{p}: a key ({key!r}) was given, but only .npz files hold keys")
         return _read_text(p), p
     return _read_numpy(p, key, mmap_threshold_bytes), p
+
+
+def _read_weights(path: str | os.PathLike[str], key: str | None) -> tuple[np.ndarray, str]:
+    """A weight file's raw array (never memory-mapped) and how messages name it."""
+    arr, label = _read_array(path, key, None)
+    return arr, f"weights in {label}"
 
 
 def _read_numpy(p: str, key: str | None, mmap_threshold_bytes: int | None) -> np.ndarray:
