@@ -9,7 +9,9 @@ perturbation of L2 norm ``< m / (sqrt(2) L)`` changes its prediction.
 * losses: :func:`multiclass_hinge` (margin ``sqrt(2) * eps``),
   :func:`cross_entropy_with_temperature`
 * certificates: :func:`certified_radius`, :func:`certified_accuracy`
-* training: :class:`TrainConfig`, :func:`train_classifier` (resumable, atomic checkpoints)
+* training: :class:`TrainConfig`, :func:`train_classifier` (resumable, atomic checkpoints:
+  :mod:`wassnet.runs`); :func:`train_and_certify` (a :class:`TrainReport`: what
+  ``wassnet classify train`` prints)
 * empirical check: :func:`pgd` (l2, l1, l-inf), :func:`attack_certified` ("certified
   but broken: 0 of N"), with :class:`AttackOptions`
 * all of it at once: :func:`evaluate` (an :class:`Evaluation`: bound, certified accuracy,
@@ -34,6 +36,12 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "logit_margin",
             "margin_factor",
         ],
-        ".train": ["TrainConfig", "TrainResult", "train_classifier"],
+        ".train": [
+            "TrainConfig",
+            "TrainReport",
+            "TrainResult",
+            "train_and_certify",
+            "train_classifier",
+        ],
     },
 )

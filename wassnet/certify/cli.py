@@ -18,10 +18,10 @@ from wassnet.clitools import (
     Renamed,
     RunFolderPath,
     check_new_file,
-    continued_options,
     data_root_option,
     device_option,
     emit,
+    given_options,
     iters_option,
     json_option,
     limit_option,
@@ -31,6 +31,7 @@ from wassnet.clitools import (
     seed_option,
     set_threads,
     threads_option,
+    with_options,
 )
 from wassnet.names import ARCHS, IMAGE_DATASETS
 
@@ -106,76 +107,86 @@ CONFIG_FIELDS = (
 _positive_number = Finite(0, open_low=True)
 
 
+#: The options of `classify train`, in the order ``--help`` lists them.
+_TRAIN_OPTIONS = (
+    click.option("--dataset", type=click.Choice(IMAGE_NAMES), default="mnist", show_default=True),
+    click.option("--arch", type=click.Choice(list(ARCHS)), default="conv-small", show_default=True),
+    click.option(
+        "--eps",
+        default=1.58,
+        show_default=True,
+        type=_positive_number,
+        help="the one radius training targets, in --norm (hinge margin sqrt(2)*eps in l2, "
+        "2*eps in l-inf, eps in l1); `classify certify --eps` reports several",
+    ),
+    click.option("--loss", type=click.Choice(["hinge", "ce"]), default="hinge", show_default=True),
+    click.option(
+        "--temperature",
+        default=0.25,
+        show_default=True,
+        type=_positive_number,
+        help="for --loss ce",
+    ),
+    click.option("--epochs", default=5, show_default=True, type=click.IntRange(1)),
+    click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1)),
+    click.option("--lr", default=1e-3, show_default=True, type=_positive_number),
+    click.option(
+        "--schedule",
+        type=click.Choice(["cosine", "step", "constant"]),
+        default="cosine",
+        show_default=True,
+    ),
+    norm_option("norm of the certified radii (linf-dist: inf)"),
+    click.option(
+        "--constraint",
+        type=click.Choice(["orthogonal", "projection"]),
+        default=None,
+        help="orthogonal: Björck/BCOP layers, or the AOL/CPL/SLL layers of the aol-/cpl-/sll- "
+        "archs (l2), or the l-inf-distance neurons of linf-dist (l-inf); projection: plain "
+        "layers projected to norm <= 1 after every step (any --norm; dense and conv archs "
+        "only)  [default: what works for --norm: orthogonal in l2 and for linf-dist, else "
+        "projection]",
+    ),
+    click.option(
+        "--relax-epochs",
+        type=click.IntRange(0),
+        default=None,
+        help="linf-dist: epochs of the lp relaxation (p doubling from 8 to 1024, then inf)  "
+        "[default: half of --epochs]",
+    ),
+    iters_option(None),
+    limit_option("training images", "--train-limit"),
+    seed_option,
+    device_option,
+    threads_option,
+    data_root_option,
+    click.option(
+        "--out",
+        required=True,
+        type=RunFolderPath(),
+        help="run folder (checkpoint.pt; a folder holding a run continues it)",
+    ),
+    click.option(
+        "--resume",
+        is_flag=True,
+        hidden=True,
+        help="require a run to continue in --out (continuing is the default)",
+    ),
+    click.option("--max-steps", type=click.IntRange(0), help="stop after N steps (continue later)"),
+    click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(1)),
+    click.option(
+        "--eval-limit",
+        type=click.IntRange(0),
+        help="certify on the first N test images after training (0: skip; default: all, or "
+        "--limit when the run has one)",
+    ),
+    json_option,
+    quiet_option,
+)
+
+
 @classify.command()
-@click.option("--dataset", type=click.Choice(IMAGE_NAMES), default="mnist", show_default=True)
-@click.option("--arch", type=click.Choice(list(ARCHS)), default="conv-small", show_default=True)
-@click.option(
-    "--eps",
-    default=1.58,
-    show_default=True,
-    type=_positive_number,
-    help="the one radius training targets, in --norm (hinge margin sqrt(2)*eps in l2, "
-    "2*eps in l-inf, eps in l1); `classify certify --eps` reports several",
-)
-@click.option("--loss", type=click.Choice(["hinge", "ce"]), default="hinge", show_default=True)
-@click.option(
-    "--temperature", default=0.25, show_default=True, type=_positive_number, help="for --loss ce"
-)
-@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=_positive_number)
-@click.option(
-    "--schedule",
-    type=click.Choice(["cosine", "step", "constant"]),
-    default="cosine",
-    show_default=True,
-)
-@norm_option("norm of the certified radii (linf-dist: inf)")
-@click.option(
-    "--constraint",
-    type=click.Choice(["orthogonal", "projection"]),
-    default=None,
-    help="orthogonal: Björck/BCOP layers, or the AOL/CPL/SLL layers of the aol-/cpl-/sll- "
-    "archs (l2), or the l-inf-distance neurons of linf-dist (l-inf); projection: plain "
-    "layers projected to norm <= 1 after every step (any --norm; dense and conv archs "
-    "only)  [default: what works for --norm: orthogonal in l2 and for linf-dist, else "
-    "projection]",
-)
-@click.option(
-    "--relax-epochs",
-    type=click.IntRange(0),
-    default=None,
-    help="linf-dist: epochs of the lp relaxation (p doubling from 8 to 1024, then inf)  "
-    "[default: half of --epochs]",
-)
-@iters_option(None)
-@limit_option("training images", "--train-limit")
-@seed_option
-@device_option
-@threads_option
-@data_root_option
-@click.option(
-    "--out",
-    required=True,
-    type=RunFolderPath(),
-    help="run folder (checkpoint.pt; a folder holding a run continues it)",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    hidden=True,
-    help="require a run to continue in --out (continuing is the default)",
-)
-@click.option("--max-steps", type=click.IntRange(0), help="stop after N steps (continue later)")
-@click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(1))
-@click.option(
-    "--eval-limit",
-    type=click.IntRange(0),
-    help="certify on the first N test images after training (0: skip; default: all, or "
-    "--limit when the run has one)",
-)
-@json_option
-@quiet_option
+@with_options(_TRAIN_OPTIONS)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -189,41 +200,24 @@ def train(
     eval_limit: int | None,
     as_json: bool,
     quiet: bool,
-    **options,
+    **fields,
 ) -> None:
     """Train a classifier in a run folder and certify it on the test split at --eps.
 
     A folder that holds a run is continued from its last checkpoint with the run's
     saved options (options given here must agree with them). Ctrl-C checkpoints first.
     """
-    from wassnet.certify.radius import certified_accuracy
-    from wassnet.certify.train import TrainConfig, train_classifier
-    from wassnet.datasets import load_images
-    from wassnet.runs import CHECKPOINT_NAME
+    from wassnet.certify.train import TrainConfig, train_and_certify
+    from wassnet.runs import CHECKPOINT_NAME, LoopOptions, continued_config
 
     saved = saved_config(Path(out) / CHECKPOINT_NAME, "classifier", resume)
-    if saved is not None:
-        saved = TrainConfig.from_dict(saved).to_dict()
-    config = TrainConfig(**continued_options(ctx, options, saved))
+    config = continued_config(TrainConfig, saved, fields, given_options(ctx, fields))
     set_threads(threads)
-    result = train_classifier(
-        config,
-        out,
-        data_root=data_root,
-        device=device,
-        max_steps=max_steps,
-        checkpoint_every=checkpoint_every,
-        progress=not quiet,
+    loop = LoopOptions(checkpoint_every, max_steps, progress=not quiet)
+    report = train_and_certify(
+        config, out, eval_limit=eval_limit, data_root=data_root, device=device, loop=loop
     )
-    data, text = result.to_dict(), result.summary()
-    if eval_limit is None and config.limit is not None:  # a quick run stays quick
-        eval_limit = config.limit
-    if result.finished and eval_limit != 0:
-        test = load_images(config.dataset, data_root, split="test", limit=eval_limit)
-        acc = certified_accuracy(result.model, test, eps=[config.eps], p=config.norm)
-        data["test"] = acc.to_dict()
-        text += "\ntest split:\n" + acc.summary()
-    emit(_Result(data, text), as_json, lambda: text)
+    emit(report, as_json)
 
 
 @classify.command()

@@ -27,16 +27,23 @@ from torch import nn
 
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
-from wassnet.critics import track_norm_estimates
-from wassnet.errors import CheckpointError, InputError, TrainingError
+from wassnet.certify.radius import CertifiedAccuracy, certified_accuracy
+from wassnet.critics import setup_projected_training, track_norm_estimates
+from wassnet.errors import InputError, TrainingError
 from wassnet.names import ARCHS
-from wassnet.nn import constrain, norm_key
 from wassnet.nn.linf import LinfDistLinear, relaxation_p, set_relaxation_p_
-from wassnet.nn.projection import permutation_init_
-from wassnet.runs import CHECKPOINT_NAME, RunFolder
-from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from wassnet.norms import Norm, by_p
+from wassnet.runs import CHECKPOINT_NAME, LoopOptions, ResumableRun, RunSpec, StepReport
+from wassnet.runtime import resolve_device
 
-__all__ = ["CHECKPOINT_NAME", "TrainConfig", "TrainResult", "train_classifier"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainConfig",
+    "TrainReport",
+    "TrainResult",
+    "train_and_certify",
+    "train_classifier",
+]
 
 LossName = Literal["hinge", "ce"]
 Schedule = Literal["constant", "cosine", "step"]
@@ -92,11 +99,11 @@ class TrainConfig:
     relax_epochs: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "norm", norm_key(self.norm))
+        object.__setattr__(self, "norm", by_p(self.norm).cli)
         hinge_margin(self.eps)  # validates eps
         family = ARCHS[self.arch].family if self.arch in ARCHS else None
         if self.constraint is None:  # what works for the norm
-            own = self.norm == "2" or family == "linf-dist"
+            own = self.lp.is_euclidean or family == "linf-dist"
             object.__setattr__(self, "constraint", "orthogonal" if own else "projection")
         if self.constraint not in ("orthogonal", "projection"):
             raise InputError(
@@ -104,19 +111,19 @@ class TrainConfig:
             )
         self._check_relaxation(family)
         if family == "linf-dist":
-            if self.norm != "inf" or self.constraint != "orthogonal":
+            if not self.lp.is_chebyshev or self.constraint != "orthogonal":
                 raise InputError(
                     f"arch {self.arch!r} is built from l-inf-distance neurons, 1-Lipschitz in "
                     f"l-inf by construction: it takes norm inf (and no projection), not norm "
                     f"{self.norm} with constraint {self.constraint}"
                 )
-        elif family is not None and (self.constraint != "orthogonal" or self.norm != "2"):
+        elif family is not None and (self.constraint != "orthogonal" or not self.lp.is_euclidean):
             raise InputError(
                 f"arch {self.arch!r} is built from {family.upper()} layers, 1-Lipschitz in l2 "
                 f"by construction: it takes norm 2 and constraint orthogonal, not norm "
                 f"{self.norm} with constraint {self.constraint}"
             )
-        if self.norm != "2" and self.constraint != "projection" and family != "linf-dist":
+        if not self.lp.is_euclidean and self.constraint != "projection" and family != "linf-dist":
             raise InputError(
                 f"norm {self.norm} needs constraint='projection' or arch linf-dist (orthogonal "
                 "layers are 1-Lipschitz in l2 only)"
@@ -150,6 +157,11 @@ class TrainConfig:
             )
         if relax > self.epochs:
             raise InputError(f"relax_epochs ({relax}) exceeds epochs ({self.epochs})")
+
+    @property
+    def lp(self) -> Norm:
+        """The resolved :class:`~wassnet.norms.Norm` of ``norm``."""
+        return by_p(self.norm)
 
     def overrides(self) -> dict[str, Any]:
         """Keyword arguments for :func:`make_classifier` beyond the preset."""
@@ -253,6 +265,10 @@ def _load_data(config: TrainConfig, data, data_root) -> tuple[torch.Tensor, torc
     return images.to(torch.float32), labels, int(num_classes)
 
 
+#: A classifier run folder: its checkpoint kind; every option and the step count fixed.
+RUN_SPEC = RunSpec(kind="classifier")
+
+
 def train_classifier(
     config: TrainConfig,
     out: str | os.PathLike[str],
@@ -267,12 +283,13 @@ def train_classifier(
 ) -> TrainResult:
     """Train (or continue training) a certified-robust classifier in the run folder ``out``.
 
-    The run folder follows :mod:`wassnet.runs`: locked against a second process, a
-    folder holding a checkpoint is continued, Ctrl-C checkpoints at the end of the
-    current step and raises ``KeyboardInterrupt``.
+    The run folder follows :mod:`wassnet.runs` (:class:`~wassnet.runs.ResumableRun`):
+    locked against a second process, a folder holding a checkpoint is continued,
+    Ctrl-C checkpoints at the end of the current step and raises ``KeyboardInterrupt``.
 
     Args:
-        config: the run; continuing requires the same config as the checkpoint's.
+        config: the run; continuing requires the same config as the checkpoint's
+            (else :class:`~wassnet.runs.ResumeError`, also a ``CheckpointError``).
         out: the run folder (``checkpoint.pt``, written atomically).
         data: training ``(images, labels)`` or an ``ImageData``; default: the
             ``config.dataset`` train split from ``data_root`` (torchvision download).
@@ -289,137 +306,107 @@ def train_classifier(
     Returns:
         A :class:`TrainResult` whose ``model`` is in eval mode on ``device``.
     """
-    if checkpoint_every < 1:
-        raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-    if max_steps is not None and max_steps < 0:
-        raise InputError(f"max_steps must be >= 0, got {max_steps}")
+    loop = LoopOptions(checkpoint_every, max_steps, progress)
     dev = resolve_device(device)
     images, labels, num_classes = _load_data(config, data, data_root)
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    with RunFolder(out) as folder:
-        state = _resume_state(folder, config, total, resume)
-        if state is None:
-            seed_everything(config.seed)
-        run = _Run(config, folder, tuple(images.shape[1:]), num_classes, total, dev, state)
-        budget = total if max_steps is None else min(total, run.step + max_steps)
-        with folder.interrupts():
-            run.train(images, labels, steps_per_epoch, budget, checkpoint_every, progress)
-        if state is None and run.step == 0:
-            run.snapshot()
-    run.model.eval()
+    per_epoch = math.ceil(len(images) / config.batch_size)
+    with ResumableRun(out, RUN_SPEC, config, per_epoch * config.epochs, resume=resume) as run:
+        job = _ClassifierJob(config, images, labels, num_classes, dev)
+        run.restore(job)
+        run.train(job, loop)
+    job.model.eval()
     return TrainResult(
-        model=run.model,
-        checkpoint=folder.checkpoint,
+        model=job.model,
+        checkpoint=run.folder.checkpoint,
         config=config,
-        epoch=run.step // steps_per_epoch,
-        step=run.step,
-        total_steps=total,
-        train_seconds=run.seconds,
-        finished=run.step >= total,
-        history=run.history,
+        epoch=job.step // per_epoch,
+        step=job.step,
+        total_steps=job.total,
+        train_seconds=job.seconds,
+        finished=job.step >= job.total,
+        history=job.history,
     )
 
 
-def _resume_state(
-    folder: RunFolder, config: TrainConfig, total: int, resume: bool
-) -> dict[str, Any] | None:
-    """The checkpoint to continue (checked against ``config``), or None for a new run."""
-    state = folder.previous_run("classifier", resume)
-    if state is None:
-        return None
-    path = folder.checkpoint
-    saved = state.get("config")
-    saved = TrainConfig.from_dict(saved).to_dict() if isinstance(saved, dict) else {}
-    if saved != config.to_dict():
-        diff = sorted(k for k in config.to_dict() if saved.get(k) != getattr(config, k))
-        raise CheckpointError(
-            f"{str(path)!r} was trained with other options ({', '.join(diff) or 'unknown'}); "
-            "continue with the same options or choose another folder"
-        )
-    if state.get("total_steps") != total:
-        raise CheckpointError(
-            f"{str(path)!r} was trained on {state.get('total_steps')} steps in all, this data "
-            f"gives {total}: continue with the same training data"
-        )
-    return state
-
-
-class _Run:
-    """One call's training of a classifier run: model, optimizer, schedule, counters."""
+class _ClassifierJob:
+    """A classifier run's :class:`~wassnet.runs.Job`: model, optimizer, schedule, data
+    order, running averages of the epoch in progress."""
 
     def __init__(
         self,
         config: TrainConfig,
-        folder: RunFolder,
-        input_shape: tuple[int, ...],
+        images: torch.Tensor,
+        labels: torch.Tensor,
         num_classes: int,
-        total: int,
         dev: torch.device,
-        state: dict[str, Any] | None,
     ) -> None:
-        self.config, self.folder, self.dev, self.total = config, folder, dev, total
-        self.input_shape, self.num_classes = input_shape, num_classes
+        self.config, self.dev = config, dev
+        self.images, self.labels = images, labels
+        self.input_shape, self.num_classes = tuple(images.shape[1:]), num_classes
+        self.per_epoch = math.ceil(len(images) / config.batch_size)
+        self.step, self.total = 0, self.per_epoch * config.epochs
+        self.label = f"train {config.arch}"
         self.model = make_classifier(
-            config.arch, input_shape, num_classes, **config.overrides()
+            config.arch, self.input_shape, num_classes, **config.overrides()
         ).to(dev)
+        total = self.total
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: _lr_factor(config.schedule, s, total)
         )
         track_norm_estimates(self.optimizer, self.model)  # CPL layers: exact step sizes
         if config.constraint == "projection":
-            if config.norm == "1":  # projected default weights fade: see permutation_init_
-                permutation_init_(self.model)
-            constrain(self.optimizer, self.model, config.norm, input_shape)
+            setup_projected_training(self.model, self.optimizer, config.lp, self.input_shape)
         # the lp relaxation of l-inf-distance layers: p by optimizer step
         has_linf = any(isinstance(m, LinfDistLinear) for m in self.model.modules())
-        self.relax_steps = (total // config.epochs) * config.relax_epochs if has_linf else None
-        self.step, self.seconds = 0, 0.0
+        self.relax_steps = self.per_epoch * config.relax_epochs if has_linf else None
+        self.seconds = 0.0
         self.history: list[dict[str, float]] = []
         self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-        if state is not None:
-            self._restore(state)
+        self.relax()
+        self.model.train()
+
+    # -- the checkpoint -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "model": {
+                "arch": config.arch,
+                "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes,
+                "overrides": config.overrides(),
+                "state_dict": self.model.state_dict(),
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "train_seconds": self.seconds,
+            "history": self.history,
+            "running": self.running,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.seconds = float(state["train_seconds"])
+        self.history = list(state["history"])
+        self.running = dict(state["running"])
         self.relax()
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        try:
-            self.model.load_state_dict(state["model"]["state_dict"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.step, self.seconds = int(state["step"]), float(state["train_seconds"])
-            self.history = list(state["history"])
-            self.running = dict(state["running"])
-            set_rng_state(state["rng"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            reason = " ".join(str(exc).split())[:200]
-            raise CheckpointError(
-                f"cannot resume from {str(self.folder.checkpoint)!r}: {reason}"
-            ) from None
+    # -- one step -----------------------------------------------------------------------
 
-    def snapshot(self) -> None:
-        config = self.config
-        self.folder.save(
-            {
-                "kind": "classifier",
-                "config": config.to_dict(),
-                "model": {
-                    "arch": config.arch,
-                    "input_shape": list(self.input_shape),
-                    "num_classes": self.num_classes,
-                    "overrides": config.overrides(),
-                    "state_dict": self.model.state_dict(),
-                },
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "step": self.step,
-                "total_steps": self.total,
-                "train_seconds": self.seconds,
-                "history": self.history,
-                "running": self.running,
-                "rng": rng_state(),
-            }
-        )
+    def advance(self) -> StepReport:
+        """The next minibatch of the epoch's seeded order; the epoch's record at its end."""
+        epoch, index = divmod(self.step, self.per_epoch)
+        batch = self.config.batch_size
+        order = _epoch_order(self.config.seed, epoch, len(self.images))
+        idx = order[index * batch : (index + 1) * batch]
+        value = self.one_step(self.images[idx].to(self.dev), self.labels[idx].to(self.dev))
+        epoch_done = self.step % self.per_epoch == 0
+        if epoch_done:
+            self.end_epoch(epoch)
+        return StepReport({"loss": f"{value:.4f}", "epoch": epoch + 1}, checkpoint=epoch_done)
 
     def one_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One optimizer step on ``(x, y)``; returns the loss."""
@@ -465,44 +452,58 @@ class _Run:
         )
         self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
 
-    def train(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        steps_per_epoch: int,
-        budget: int,
-        checkpoint_every: int,
-        progress: bool,
-    ) -> None:
-        """Steps until ``budget``, checkpointing per epoch, every ``checkpoint_every``
-        steps, at the budget and on Ctrl-C (at the end of the step in progress)."""
-        bar = None
-        if progress and self.step < budget:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.total, initial=self.step, desc=f"train {self.config.arch}")
-        batch = self.config.batch_size
-        self.model.train()
-        try:
-            while self.step < budget:
-                epoch, index = divmod(self.step, steps_per_epoch)
-                order = _epoch_order(self.config.seed, epoch, len(images))
-                idx = order[index * batch : (index + 1) * batch]
-                value = self.one_step(images[idx].to(self.dev), labels[idx].to(self.dev))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}", epoch=epoch + 1)
-                if self.step % steps_per_epoch == 0:
-                    self.end_epoch(epoch)
-                if (
-                    self.step % steps_per_epoch == 0
-                    or self.step % checkpoint_every == 0
-                    or self.step == budget
-                    or self.folder.interrupted
-                ):
-                    self.snapshot()
-                if self.folder.interrupted and self.step < self.total:
-                    raise self.folder.stop(self.step)  # after the last step: finish instead
-        finally:
-            if bar is not None:
-                bar.close()
+@dataclass
+class TrainReport:
+    """What ``wassnet classify train`` reports: the training, and once it is finished the
+    certified accuracy on the test split at the run's ``eps`` (``test``; ``None`` when
+    the run stopped early or the evaluation was skipped)."""
+
+    training: TrainResult
+    test: CertifiedAccuracy | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.training.to_dict()
+        if self.test is not None:
+            data["test"] = self.test.to_dict()
+        return data
+
+    def summary(self) -> str:
+        text = self.training.summary()
+        if self.test is not None:
+            text += "\ntest split:\n" + self.test.summary()
+        return text
+
+
+def train_and_certify(
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    eval_limit: int | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    loop: LoopOptions | None = None,
+) -> TrainReport:
+    """:func:`train_classifier` on ``config.dataset``'s train split, then (once the run
+    is finished) :func:`~wassnet.certify.certified_accuracy` at ``config.eps`` on the
+    first ``eval_limit`` test images: 0 skips it; ``None`` means all of them, or
+    ``config.limit`` when the run has one (a quick run stays quick)."""
+    from wassnet.datasets import load_images
+
+    loop = loop or LoopOptions()
+    training = train_classifier(
+        config,
+        out,
+        data_root=data_root,
+        device=device,
+        max_steps=loop.max_steps,
+        checkpoint_every=loop.checkpoint_every,
+        progress=loop.progress,
+    )
+    if eval_limit is None and config.limit is not None:
+        eval_limit = config.limit
+    if not training.finished or eval_limit == 0:
+        return TrainReport(training)
+    test = load_images(config.dataset, data_root, split="test", limit=eval_limit)
+    accuracy = certified_accuracy(training.model, test, eps=[config.eps], p=config.norm)
+    return TrainReport(training, accuracy)

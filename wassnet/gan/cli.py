@@ -17,7 +17,6 @@ from wassnet.clitools import (
     Renamed,
     RunFolderPath,
     check_new_file,
-    continued_options,
     data_root_option,
     device_option,
     emit,
@@ -32,6 +31,7 @@ from wassnet.clitools import (
     seed_option,
     set_threads,
     threads_option,
+    with_options,
 )
 from wassnet.errors import InputError
 from wassnet.names import (
@@ -39,7 +39,6 @@ from wassnet.names import (
     CONSTRAINTS,
     DATASETS,
     LEGACY_GAN_CRITICS,
-    NORM_METRIC,
     is_toy,
 )
 
@@ -103,96 +102,104 @@ def _legacy_arch_constraint(ctx: click.Context, options: dict) -> frozenset[str]
     return frozenset(("arch", "constraint"))
 
 
+#: The options of `gan train`, in the order ``--help`` lists them.
+_TRAIN_OPTIONS = (
+    click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True),
+    click.option(
+        "--arch",
+        type=click.Choice(list(ARCHS)),
+        default=None,
+        help="critic architecture  [default: conv-small for images, dense-small for 2-D data]",
+    ),
+    click.option(
+        "--constraint",
+        type=click.Choice(CONSTRAINTS),
+        default="orthogonal",
+        show_default=True,
+        help="orthogonal: 1-Lipschitz by construction (Björck/BCOP + GroupSort); projection: "
+        "plain layers + GroupSort, weights projected to --norm norm <= 1 after every step; "
+        "none: plain layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
+    ),
+    norm_option(
+        "the norm the critic is 1-Lipschitz in, i.e. the ground cost of the W1 minimized: "
+        "2 euclidean, 1 cityblock, inf chebyshev (1 and inf need --constraint projection)"
+    ),
+    click.option(
+        "--critic",
+        type=click.Choice(list(LEGACY_GAN_CRITICS)),
+        hidden=True,
+        expose_value=False,
+        callback=_legacy_critic,
+    ),
+    click.option("--out", "out_dir", required=True, type=RunFolderPath(), help="run folder"),
+    click.option(
+        "--resume",
+        is_flag=True,
+        hidden=True,
+        help="(old spelling) require a run to continue in --out; continuing is the default",
+    ),
+    click.option(
+        "--steps", type=_positive, default=2000, show_default=True, help="generator steps"
+    ),
+    click.option("--batch-size", type=_positive, default=64, show_default=True),
+    click.option(
+        "--n-critic",
+        type=_positive,
+        default=5,
+        show_default=True,
+        help="critic steps per generator step",
+    ),
+    click.option(
+        "--lr-g", type=_rate, default=2e-3, show_default=True, help="generator Adam learning rate"
+    ),
+    click.option(
+        "--lr-c", type=_rate, default=2e-3, show_default=True, help="critic Adam learning rate"
+    ),
+    click.option("--beta1", type=_beta, default=0.5, show_default=True),
+    click.option("--beta2", type=_beta, default=0.9, show_default=True),
+    click.option(
+        "--gp",
+        type=Finite(0),
+        default=None,
+        help="gradient-penalty weight (default: 10 with --constraint none, else 0)",
+    ),
+    click.option("--latent-dim", type=_positive, default=64, show_default=True),
+    click.option("--generator-width", type=_positive, default=64, show_default=True),
+    click.option(
+        "--width",
+        "width",
+        cls=Renamed,
+        old=("--critic-width",),
+        type=_positive,
+        default=128,
+        show_default=True,
+        help="critic hidden width (every hidden layer of --arch)",
+    ),
+    iters_option(10, "--bjorck-iters"),
+    limit_option("training images", "--data-limit"),
+    seed_option,
+    click.option("--log-every", type=_positive, default=10, show_default=True),
+    click.option(
+        "--sample-every", type=_positive, default=250, show_default=True, help="sample grid cadence"
+    ),
+    click.option("--checkpoint-every", type=_positive, default=100, show_default=True),
+    click.option(
+        "--eval-samples",
+        type=_positive,
+        default=512,
+        show_default=True,
+        help="2-D: points for the exact W1",
+    ),
+    data_root_option,
+    device_option,
+    threads_option,
+    json_option,
+    quiet_option,
+)
+
+
 @gan.command()
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option(
-    "--arch",
-    type=click.Choice(list(ARCHS)),
-    default=None,
-    help="critic architecture  [default: conv-small for images, dense-small for 2-D data]",
-)
-@click.option(
-    "--constraint",
-    type=click.Choice(CONSTRAINTS),
-    default="orthogonal",
-    show_default=True,
-    help="orthogonal: 1-Lipschitz by construction (Björck/BCOP + GroupSort); projection: "
-    "plain layers + GroupSort, weights projected to --norm norm <= 1 after every step; "
-    "none: plain layers + ReLU with a gradient penalty (the WGAN-GP baseline)",
-)
-@norm_option(
-    "the norm the critic is 1-Lipschitz in, i.e. the ground cost of the W1 minimized: "
-    "2 euclidean, 1 cityblock, inf chebyshev (1 and inf need --constraint projection)"
-)
-@click.option(
-    "--critic",
-    type=click.Choice(list(LEGACY_GAN_CRITICS)),
-    hidden=True,
-    expose_value=False,
-    callback=_legacy_critic,
-)
-@click.option("--out", "out_dir", required=True, type=RunFolderPath(), help="run folder")
-@click.option(
-    "--resume",
-    is_flag=True,
-    hidden=True,
-    help="(old spelling) require a run to continue in --out; continuing is the default",
-)
-@click.option("--steps", type=_positive, default=2000, show_default=True, help="generator steps")
-@click.option("--batch-size", type=_positive, default=64, show_default=True)
-@click.option(
-    "--n-critic",
-    type=_positive,
-    default=5,
-    show_default=True,
-    help="critic steps per generator step",
-)
-@click.option(
-    "--lr-g", type=_rate, default=2e-3, show_default=True, help="generator Adam learning rate"
-)
-@click.option(
-    "--lr-c", type=_rate, default=2e-3, show_default=True, help="critic Adam learning rate"
-)
-@click.option("--beta1", type=_beta, default=0.5, show_default=True)
-@click.option("--beta2", type=_beta, default=0.9, show_default=True)
-@click.option(
-    "--gp",
-    type=Finite(0),
-    default=None,
-    help="gradient-penalty weight (default: 10 with --constraint none, else 0)",
-)
-@click.option("--latent-dim", type=_positive, default=64, show_default=True)
-@click.option("--generator-width", type=_positive, default=64, show_default=True)
-@click.option(
-    "--width",
-    "width",
-    cls=Renamed,
-    old=("--critic-width",),
-    type=_positive,
-    default=128,
-    show_default=True,
-    help="critic hidden width (every hidden layer of --arch)",
-)
-@iters_option(10, "--bjorck-iters")
-@limit_option("training images", "--data-limit")
-@seed_option
-@click.option("--log-every", type=_positive, default=10, show_default=True)
-@click.option(
-    "--sample-every", type=_positive, default=250, show_default=True, help="sample grid cadence"
-)
-@click.option("--checkpoint-every", type=_positive, default=100, show_default=True)
-@click.option(
-    "--eval-samples",
-    type=_positive,
-    default=512,
-    show_default=True,
-    help="2-D: points for the exact W1",
-)
-@data_root_option
-@device_option
-@threads_option
-@json_option
-@quiet_option
+@with_options(_TRAIN_OPTIONS)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -203,7 +210,7 @@ def train(
     threads: int | None,
     as_json: bool,
     quiet: bool,
-    **options,
+    **fields,
 ) -> None:
     """Train a WGAN; writes checkpoint.pt, metrics.jsonl, sample grids and curves to --out.
 
@@ -212,13 +219,11 @@ def train(
     --steps (to extend a run) and the logging cadences. Ctrl-C checkpoints first.
     """
     from wassnet.gan.trainer import GANConfig, train_gan
-    from wassnet.runs import CHECKPOINT_NAME
+    from wassnet.runs import CHECKPOINT_NAME, continued_config
 
-    legacy = _legacy_arch_constraint(ctx, options)
+    legacy = _legacy_arch_constraint(ctx, fields)
     saved = saved_config(Path(out_dir) / CHECKPOINT_NAME, "gan", resume)
-    if saved is not None:
-        saved = GANConfig.from_dict(saved).to_dict()
-    config = GANConfig(**continued_options(ctx, options, saved, legacy))
+    config = continued_config(GANConfig, saved, fields, given_options(ctx, fields) | legacy)
     set_threads(threads)
     result = train_gan(config, out_dir, data_root=data_root, device=device, progress=not quiet)
     emit(result, as_json)
@@ -320,7 +325,7 @@ def fid(
         a = sample_toy(config.dataset, n, gen).double().numpy()
         b = sample_toy(config.dataset, n, gen).double().numpy()
         fake = generate(generator, n, seed=seed).double().numpy()
-        metric = NORM_METRIC[config.norm]  # the cost of the W1 the run minimized
+        metric = config.lp.metric  # the cost of the W1 the run minimized
         result = ToyW1Result(
             config.dataset,
             n,

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from wassnet.checkpoint import load_checkpoint
+from wassnet.critics import setup_projected_training
 from wassnet.errors import CheckpointError, InputError, TrainingError
 from wassnet.gan.critics import build_critic
 from wassnet.gan.data import DataSource
@@ -47,13 +48,12 @@ from wassnet.names import (
     CONSTRAINTS,
     DATASETS,
     LEGACY_GAN_CRITICS,
-    NORM_METRIC,
     default_arch,
     is_toy,
 )
-from wassnet.nn.lipschitz import norm_key
-from wassnet.runs import CHECKPOINT_NAME, RunFolder
-from wassnet.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from wassnet.norms import CLI_KEYS, Norm, by_p
+from wassnet.runs import CHECKPOINT_NAME, LoopOptions, ResumableRun, RunSpec, StepReport
+from wassnet.runtime import resolve_device
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -118,7 +118,7 @@ class GANConfig:
             self.arch = default_arch(self.dataset)
         if self.gp is None:
             self.gp = 10.0 if self.constraint == "none" else 0.0
-        self.norm = norm_key(self.norm)
+        self.norm = by_p(self.norm).cli
         self.validate()
 
     def validate(self) -> None:
@@ -126,8 +126,8 @@ class GANConfig:
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("arch", self.arch, tuple(ARCHS))
         _check_choice("constraint", self.constraint, CONSTRAINTS)
-        _check_choice("norm", self.norm, tuple(NORM_METRIC))
-        if self.norm != "2" and self.constraint != "projection":
+        _check_choice("norm", self.norm, CLI_KEYS)
+        if not self.lp.is_euclidean and self.constraint != "projection":
             raise InputError(
                 f"norm {self.norm} needs constraint 'projection' (orthogonal layers and the "
                 "gradient penalty are for l2)"
@@ -157,6 +157,11 @@ class GANConfig:
             )
         if self.limit is not None and self.limit < 1:
             raise InputError(f"limit must be >= 1, got {self.limit}")
+
+    @property
+    def lp(self) -> Norm:
+        """The resolved :class:`~wassnet.norms.Norm` of ``norm``."""
+        return by_p(self.norm)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,12 +268,6 @@ def build_models(config: GANConfig, data_shape: tuple[int, ...]) -> tuple[nn.Mod
     return generator, critic
 
 
-def _data_shape(config: GANConfig) -> tuple[int, ...]:
-    from wassnet.datasets import IMAGE_DATASETS
-
-    return (2,) if is_toy(config.dataset) else IMAGE_DATASETS[config.dataset][1]
-
-
 def _peak_memory(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "CUDA max allocated"
@@ -276,48 +275,8 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "process peak RSS"
 
 
-class _Metrics:
-    """``metrics.jsonl``: appended and flushed line by line; truncated to a step on resume."""
-
-    def __init__(self, path: Path, keep_until: int | None) -> None:
-        self.path = path
-        kept: list[str] = []
-        if keep_until is not None and path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= keep_until:
-                        kept.append(line)
-                except (ValueError, KeyError, TypeError):
-                    break  # a line torn by a kill: everything after it is recomputed
-        path.write_text("".join(line + "\n" for line in kept))
-        self.file = path.open("a")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _resume_state(folder: RunFolder, config: GANConfig, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to continue (checked against ``config``), or None for a new run."""
-    state = folder.previous_run("gan", resume)
-    if state is None:
-        return None
-    saved = GANConfig.from_dict(state["config"])
-    for f in fields(GANConfig):
-        old, new = getattr(saved, f.name), getattr(config, f.name)
-        if f.name not in RESUMABLE_CHANGES and old != new:
-            raise InputError(
-                f"cannot resume: {f.name} is {new!r} but the run was started with {old!r} "
-                f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
-            )
-    if config.steps < state["step"]:
-        raise InputError(
-            f"cannot resume: steps={config.steps} is below the checkpoint's step {state['step']}"
-        )
-    return state
+#: A GAN run folder: its checkpoint kind, what may change on resume, its metrics log.
+RUN_SPEC = RunSpec(kind="gan", changeable=RESUMABLE_CHANGES, extendable=True, metrics=METRICS_NAME)
 
 
 def train_gan(
@@ -338,17 +297,18 @@ def train_gan(
     ``critic_lipschitz_bound``; for an orthogonal critic it is at most ``1 + 1e-6`` or
     so (rounding), for an unconstrained one it is the product of its layers' norms.
 
-    The run folder follows :mod:`wassnet.runs`: locked against a second process, a
-    folder holding a checkpoint is continued, Ctrl-C checkpoints at the end of the
-    current step and raises ``KeyboardInterrupt``.
+    The run folder follows :mod:`wassnet.runs` (:class:`~wassnet.runs.ResumableRun`):
+    locked against a second process, a folder holding a checkpoint is continued,
+    Ctrl-C checkpoints at the end of the current step and raises ``KeyboardInterrupt``.
 
     Args:
         config: the run's :class:`GANConfig`.
         out_dir: the run folder (created).
         resume: continue the run in ``out_dir`` when it holds one (the default).
             ``config`` must then equal the saved one except for ``steps`` and the
-            logging cadences; start from ``GANConfig.from_dict(state["config"])`` to
-            reuse it. With ``False`` an existing run is an error.
+            logging cadences (else :class:`~wassnet.runs.ResumeError`); start from
+            ``GANConfig.from_dict(state["config"])`` to reuse it. With ``False`` an
+            existing run is an error.
         data_root: folder of image datasets (torchvision layout).
         device: ``"cpu"``, ``"cuda"``, ... (default: a GPU if present).
         progress: show a tqdm progress bar.
@@ -358,31 +318,31 @@ def train_gan(
     """
     config.validate()
     dev = resolve_device(device)
-    with RunFolder(out_dir) as folder:
-        state = _resume_state(folder, config, resume)
-        session = _Session(config, folder, state, data_root, dev)
-        try:
-            with folder.interrupts():
-                session.train(progress)
-        finally:
-            session.metrics.close()
-        return session.finish()
+    with ResumableRun(out_dir, RUN_SPEC, config, config.steps, resume=resume) as run:
+        job = _GANJob(config, run, data_root, dev)
+        run.restore(job)
+        if not run.resumed:
+            job.log(0, {}, 0.0)
+            job.sample_picture(0)
+        run.train(job, LoopOptions(config.checkpoint_every, progress=progress))
+        return job.finish()
 
 
-class _Session:
-    """One call's training of a WGAN run: models, optimizers, random streams, outputs."""
+class _GANJob:
+    """A WGAN run's :class:`~wassnet.runs.Job`: models, optimizers, its random stream,
+    its logs and pictures."""
 
     def __init__(
         self,
         config: GANConfig,
-        folder: RunFolder,
-        state: dict[str, Any] | None,
+        run: ResumableRun,
         data_root: str | os.PathLike[str] | None,
         dev: torch.device,
     ) -> None:
-        self.config, self.folder, self.dev = config, folder, dev
-        self.out = folder.path
-        seed_everything(config.seed)
+        self.config, self.run, self.dev = config, run, dev
+        self.out = run.folder.path
+        self.step, self.total = 0, config.steps
+        self.label = f"WGAN {config.arch} ({config.constraint})"
         self.data = DataSource(config.dataset, data_root, config.limit)
         self.generator, self.critic = build_models(config, self.data.shape)
         self.generator.to(dev)
@@ -391,14 +351,8 @@ class _Session:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), config.lr_g, betas=betas)
         self.opt_c = torch.optim.Adam(self.critic.parameters(), config.lr_c, betas=betas)
         if config.constraint == "projection":  # the norm of the W1 the WGAN minimizes
-            from wassnet.nn.projection import constrain, permutation_init_
-
-            if config.norm == "1":  # projected default weights fade (permutation_init_)
-                permutation_init_(self.critic)
-            constrain(self.opt_c, self.critic, config.norm, self.data.shape)
+            setup_projected_training(self.critic, self.opt_c, config.lp, self.data.shape)
         self.stream = torch.Generator().manual_seed(config.seed)
-        self.start = 0 if state is None else self._restore(state)
-        self.resumed = state is not None
         self.images = self.data.images is not None
         if self.data.images is not None:
             self.data.images = self.data.images.to(dev)
@@ -410,41 +364,31 @@ class _Session:
         self.eval_real = (
             None if self.images else self.data.sample(config.eval_samples, eval_gen).numpy()
         )
-        keep = self.start if self.resumed else None
-        self.metrics = _Metrics(self.out / METRICS_NAME, keep_until=keep)
         self.step_times: list[float] = []
         self.last: dict[str, Any] = {}
-        self.saved_step = self.start if self.resumed else None
         self.t_start = time.perf_counter()
 
-    def _restore(self, state: dict[str, Any]) -> int:
+    # -- the checkpoint -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": 2,
+            "data_shape": list(self.data.shape),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+            "stream": self.stream.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_c.load_state_dict(state["opt_c"])
         self.stream.set_state(state["stream"])
-        set_rng_state(state["rng"])
-        return int(state["step"])
 
-    # -- checkpoints and pictures --------------------------------------------------------
-
-    def checkpoint(self, step: int) -> None:
-        self.folder.save(
-            {
-                "kind": "gan",
-                "version": 2,
-                "config": self.config.to_dict(),
-                "data_shape": list(self.data.shape),
-                "step": step,
-                "generator": self.generator.state_dict(),
-                "critic": self.critic.state_dict(),
-                "opt_g": self.opt_g.state_dict(),
-                "opt_c": self.opt_c.state_dict(),
-                "stream": self.stream.get_state(),
-                "rng": rng_state(),
-            }
-        )
-        self.saved_step = step
+    # -- samples and pictures -----------------------------------------------------------
 
     def latent(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.latent_dim, generator=self.stream)
@@ -465,7 +409,7 @@ class _Session:
         from wassnet.ot import exact_w1
 
         samples = self.eval_fakes(self.config.eval_samples).double().numpy()
-        return exact_w1(samples, self.eval_real, metric=NORM_METRIC[self.config.norm])
+        return exact_w1(samples, self.eval_real, metric=self.config.lp)
 
     def sample_picture(self, step: int) -> None:
         from wassnet.gan.plots import save_samples
@@ -474,7 +418,7 @@ class _Session:
         real = None if self.images else self.eval_real
         save_samples(samples, self.out / f"samples_{step:06d}.png", real=real)
 
-    # -- the loop -----------------------------------------------------------------------
+    # -- one step -----------------------------------------------------------------------
 
     def critic_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One critic update; returns (dual estimate, loss, penalty or None)."""
@@ -506,6 +450,8 @@ class _Session:
         return loss
 
     def log(self, done: int, losses: dict[str, torch.Tensor | None], step_time: float) -> None:
+        """Append step ``done``'s record to ``metrics.jsonl`` (certified bound, exact W1
+        of 2-D samples when a picture is due); a non-finite value stops the run."""
         from wassnet.nn import lipschitz_bound
 
         record: dict[str, Any] = {"step": done}
@@ -523,39 +469,12 @@ class _Session:
             record["exact_w1"] = self.exact_w1_now()
         if not all(math.isfinite(v) for v in record.values()):
             raise TrainingError(f"training diverged at step {done}: {record}")
-        self.metrics.write(record)
+        assert self.run.metrics is not None  # RUN_SPEC names the log
+        self.run.metrics.write(record)
         self.last.update(record)
 
-    def train(self, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
-        config = self.config
-        if self.start == 0:
-            self.log(0, {}, 0.0)
-            self.sample_picture(0)
-        bar = tqdm(
-            range(self.start, config.steps),
-            initial=self.start,
-            total=config.steps,
-            desc=f"WGAN {config.arch} ({config.constraint})",
-            disable=not progress,
-        )
-        with bar:
-            for step in bar:
-                done = step + 1
-                self.one_step(done)
-                if "critic_w1" in self.last:
-                    bar.set_postfix(
-                        w1=f"{self.last['critic_w1']:.3f}",
-                        L=f"{self.last['critic_lipschitz_bound']:.4f}",
-                    )
-                if self.folder.interrupted and done < config.steps:  # the last: finish
-                    if self.saved_step != done:
-                        self.checkpoint(done)
-                    raise self.folder.stop(done)
-
-    def one_step(self, done: int) -> None:
-        """Generator step ``done`` (with its critic steps), then its logs and checkpoint."""
+    def advance(self) -> StepReport:
+        """Generator step ``step + 1`` (with its critic steps), then its logs and picture."""
         config = self.config
         t0 = time.perf_counter()
         for _ in range(config.n_critic):
@@ -565,6 +484,7 @@ class _Session:
             torch.cuda.synchronize(self.dev)
         step_time = time.perf_counter() - t0
         self.step_times.append(step_time)
+        self.step = done = self.step + 1
         if done % config.log_every == 0 or done == config.steps:
             losses = {
                 "critic_loss": loss_c,
@@ -575,8 +495,12 @@ class _Session:
             self.log(done, losses, step_time)
         if done % config.sample_every == 0 or done == config.steps:
             self.sample_picture(done)
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            self.checkpoint(done)
+        if "critic_w1" not in self.last:
+            return StepReport()
+        last = self.last
+        return StepReport(
+            {"w1": f"{last['critic_w1']:.3f}", "L": f"{last['critic_lipschitz_bound']:.4f}"}
+        )
 
     # -- the end ------------------------------------------------------------------------
 
@@ -602,7 +526,7 @@ class _Session:
             out_dir=str(out),
             config=self.config.to_dict(),
             steps=self.config.steps,
-            resumed_from=self.start if self.resumed else None,
+            resumed_from=self.run.start if self.run.resumed else None,
             train_time_s=time.perf_counter() - self.t_start,
             step_time_s=times[len(times) // 2] if times else float("nan"),
             peak_memory_mb=memory,

@@ -1,24 +1,5 @@
-"""The run folder both trainers write into: locked, atomic, resumable, interrupt-safe.
-
-One rule for every job (``wassnet gan train``, ``wassnet classify train``,
-:func:`wassnet.gan.train_gan`, :func:`wassnet.certify.train_classifier`):
-
-* **A folder holds one run.** An empty or new folder starts one; a folder that holds a
-  checkpoint is *continued* from it (the options must agree with the saved ones,
-  except those the trainer lists as changeable, such as the number of steps). Nothing
-  in the folder is ever overwritten by a different run: to start over, choose another
-  folder.
-* **One process at a time.** :class:`RunFolder` takes an exclusive lock on
-  ``FOLDER/.lock`` (an OS file lock, released by the OS when the process dies, so a
-  killed run never leaves a stale lock). A second process is refused with one line
-  naming the holder (process id, host, start time, command).
-* **Checkpoints are atomic** (:func:`wassnet.checkpoint.save_checkpoint`: temp file,
-  fsync, rename); temp files left by a killed process are removed when the folder is
-  next opened.
-* **Ctrl-C checkpoints first.** Inside :meth:`RunFolder.interrupts` the first SIGINT
-  only sets :attr:`RunFolder.interrupted`; the trainer finishes its current step,
-  checkpoints, and raises ``KeyboardInterrupt`` (the CLI exits with code 130). A second
-  Ctrl-C stops at once (the last checkpoint stays valid).
+"""The run folder: locked by one process, atomic checkpoints, temp files cleaned, Ctrl-C
+deferred to a step boundary (the rules are in :mod:`wassnet.runs`).
 
 Torch-free: the checkpoint functions are imported when used.
 """
