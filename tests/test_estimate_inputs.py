@@ -16,6 +16,7 @@ import wassnet.w1.io as io
 from wassnet.cli import main
 from wassnet.deadline import Deadline
 from wassnet.errors import InputError
+from wassnet.norms import L1
 from wassnet.w1 import SampleOptions, estimate_w1
 from wassnet.w1.estimate import estimate_clouds, estimate_files, resolve_request
 from wassnet.w1.io import Clouds, InputFiles, load_clouds, resolve_clouds
@@ -109,8 +110,10 @@ def test_files_arrays_and_resolved_input_give_the_same_bracket(tmp_path):
         resolve_clouds(a, b), resolve_request(target="sample", metric="cityblock")
     )
     from_api = estimate_w1(a, b, target="sample", metric="cityblock")
+    from_norm = estimate_w1(a, b, target="sample", metric=L1)
     assert isinstance(clouds, Clouds) and np.array_equal(clouds.a, a)
-    for r in (from_clouds, from_api):
+    assert request.norm is L1 and request.metric == "cityblock"
+    for r in (from_clouds, from_api, from_norm):
         assert (r.sample.lower, r.sample.upper) == (
             from_files.sample.lower,
             from_files.sample.upper,

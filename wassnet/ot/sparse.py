@@ -48,7 +48,6 @@ from wassnet.errors import InputError
 from wassnet.ot.costs import PairwiseCost, pair_cost_bounds
 from wassnet.ot.dual import DualBound, c_transform, dual_value, half_transform
 from wassnet.ot.matching import matching_potentials as _matching_potentials  # noqa: F401 (old path)
-from wassnet.ot.metrics import metric_p
 from wassnet.ot.native import assign, solver_name
 from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, polish_forest_masses
 from wassnet.ot.problem import TransportProblem
@@ -137,7 +136,7 @@ class _Neighbours:
 
         def knn(points: np.ndarray) -> np.ndarray:
             kk = min(k + 1, len(points))
-            found = cKDTree(points).query(points, k=kk, p=metric_p(problem.metric))[1]
+            found = cKDTree(points).query(points, k=kk, p=problem.norm.p)[1]
             return found.reshape(len(points), kk).astype(np.int64)
 
         return cls(problem.m, knn(problem.x), knn(problem.y))

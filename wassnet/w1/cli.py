@@ -32,7 +32,7 @@ from wassnet.clitools import (
     threads_option,
 )
 from wassnet.errors import InputError
-from wassnet.names import METRICS
+from wassnet.norms import METRICS
 from wassnet.w1.options import DEFAULT_CRITICS, ROUTES, PopulationOptions, SampleOptions
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ import torch
 
 from wassnet.deadline import Deadline
 from wassnet.errors import InputError
-from wassnet.names import METRICS
+from wassnet.norms import METRICS, Norm, by_metric
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
 from wassnet.runtime import check_seed, resolve_device
 from wassnet.w1.io import Clouds, InputFiles, load_clouds, resolve_clouds
@@ -72,14 +72,15 @@ class EstimateRequest:
     """What the estimator is asked, checked: the keyword options of :func:`estimate_w1`
     resolved (see there for each).
 
-    Built by :func:`resolve_request`, which guarantees: ``target``, ``metric`` and
-    ``exact`` are among their values; ``sample`` and ``population`` are option objects
+    Built by :func:`resolve_request`, which guarantees: ``target`` and ``exact`` are
+    among their values; ``norm`` is the ground cost's resolved
+    :class:`~wassnet.norms.Norm`; ``sample`` and ``population`` are option objects
     (checked by their own constructors); ``seed`` is in ``[0, 2^63 - 1]``; ``device``
     is a usable :class:`torch.device`; ``deadline`` runs for ``sample.time_budget``.
     """
 
     target: Target
-    metric: str
+    norm: Norm
     sample: SampleOptions
     population: PopulationOptions
     exact: ExactMode
@@ -89,11 +90,16 @@ class EstimateRequest:
     progress: bool
     deadline: Deadline
 
+    @property
+    def metric(self) -> str:
+        """The ground cost's name (``euclidean``, ``cityblock`` or ``chebyshev``)."""
+        return self.norm.metric
+
 
 def resolve_request(
     *,
     target: str = "both",
-    metric: str = "euclidean",
+    metric: str | Norm = "euclidean",
     sample: object = None,
     population: object = None,
     exact: str = "never",
@@ -115,8 +121,7 @@ def resolve_request(
     """
     if target not in _TARGETS:
         raise InputError(f"target must be sample, population or both, got {target!r}")
-    if metric not in METRICS:
-        raise InputError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    norm = by_metric(metric)
     if exact not in ("auto", "always", "never"):
         raise InputError(f"exact must be auto, always or never, got {exact!r}")
     sample = SampleOptions() if sample is None else sample
@@ -129,7 +134,7 @@ def resolve_request(
     if deadline is None or deadline.seconds != sample.time_budget:
         deadline = Deadline(sample.time_budget, *(() if deadline is None else (deadline.start,)))
     return EstimateRequest(
-        target, metric, sample, population, exact, floor, seed,  # type: ignore[arg-type]
+        target, norm, sample, population, exact, floor, seed,  # type: ignore[arg-type]
         resolve_device(device), bool(progress), deadline,
     )  # fmt: skip
 
@@ -144,7 +149,7 @@ def estimate_w1(
     weights_b: np.ndarray | Sequence[float] | None = None,
     *,
     target: Target = "both",
-    metric: str = "euclidean",
+    metric: str | Norm = "euclidean",
     sample: SampleOptions | None = None,
     population: PopulationOptions | None = None,
     exact: ExactMode = "never",
@@ -167,8 +172,8 @@ def estimate_w1(
             computed too, its upper end is part of the argument); ``"both"``.
         metric: the ground cost, as in ``scipy.spatial.distance.cdist``:
             ``"euclidean"`` (l2, default), ``"cityblock"`` (l1) or ``"chebyshev"``
-            (l-inf); the sample bracket is certified for it, the population critics
-            1-Lipschitz in its norm (:func:`wassnet.nn.lipschitz_bound`).
+            (l-inf), or its :class:`~wassnet.norms.Norm`; the sample bracket is
+            certified for it, the critics 1-Lipschitz in its norm.
         sample: options of the sample bracket (:class:`SampleOptions`).
         population: options of the population bracket (:class:`PopulationOptions`).
         exact: also compute POT's exact W1 as a reference: ``"auto"`` when the dense
@@ -231,7 +236,7 @@ def estimate_clouds(clouds: Clouds, request: EstimateRequest) -> W1Result:
     wants_population = request.target != "sample" and not notes
     wants_floor = _wants_floor(clouds, request)
     a, b, wa, wb = clouds.a, clouds.b, clouds.weights_a, clouds.weights_b
-    problem = TransportProblem.build(a, b, wa, wb, request.metric)
+    problem = TransportProblem.build(a, b, wa, wb, request.norm)
     deadline = request.deadline
     sample = sample_bracket(
         problem,
@@ -309,7 +314,7 @@ def _floor_bracket(clouds: Clouds, request: EstimateRequest, deadline: Deadline)
     ws = None if w is None else w[second]
     if wf is not None and not (wf.max() > 0 and ws.max() > 0):
         raise InputError("the floor needs positive weight in both halves of A")
-    problem = TransportProblem.build(x[first], x[second], wf, ws, request.metric)
+    problem = TransportProblem.build(x[first], x[second], wf, ws, request.norm)
     return sample_bracket(
         problem, request.sample, device=request.device, seed=request.seed, deadline=deadline
     )
@@ -353,4 +358,4 @@ def _reference(clouds: Clouds, request: EstimateRequest) -> float | None:
     if request.exact == "never" or (request.exact == "auto" and not small):
         return None
     a, b = np.asarray(clouds.a), np.asarray(clouds.b)
-    return exact_w1(a, b, clouds.weights_a, clouds.weights_b, metric=request.metric)
+    return exact_w1(a, b, clouds.weights_a, clouds.weights_b, metric=request.norm)
