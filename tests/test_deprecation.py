@@ -63,3 +63,21 @@ def test_renamed_option_warns_with_its_version_and_refuses_both():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert CliRunner().invoke(_command, ["--limit", "5"]).stdout == "5\n"
+
+
+def test_old_saved_config_fields_warn_through_the_one_mechanism():
+    from wassnet.certify.train import TrainConfig
+    from wassnet.gan.trainer import GANConfig
+
+    new = GANConfig().to_dict()
+    old = {("critic_width" if k == "width" else k): v for k, v in new.items()}
+    with pytest.warns(WassnetDeprecationWarning, match=r"'critic_width'.*removed in wassnet 0\.4"):
+        assert GANConfig.from_dict(old) == GANConfig.from_dict(new)
+    both = dict(old, width=new["width"])
+    with pytest.raises(InputError, match="old spelling"):
+        GANConfig.from_dict(both)
+
+    config = TrainConfig().to_dict()
+    legacy = {("train_limit" if k == "limit" else k): v for k, v in config.items()}
+    with pytest.warns(WassnetDeprecationWarning, match=r"'train_limit'.*0\.4"):
+        assert TrainConfig.from_dict(legacy) == TrainConfig.from_dict(config)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -124,7 +125,7 @@ def _show_note(default: Callable[..., None]) -> Callable[..., None]:
         if issubclass(category, WassnetDeprecationWarning):
             # an old spelling: a note for a person at a terminal; output that a program
             # reads (a pipe, --json) stays as the 0.1 spelling produced it
-            if click.get_text_stream("stderr").isatty():
+            if _stderr_is_terminal():
                 click.echo(f"Note: {_one_line(message)}", err=True)
         elif issubclass(category, WassnetWarning):
             click.echo(f"Note: {_one_line(message)}", err=True)
@@ -132,6 +133,11 @@ def _show_note(default: Callable[..., None]) -> Callable[..., None]:
             default(message, category, *args, **kwargs)
 
     return show
+
+
+def _stderr_is_terminal() -> bool:
+    stream = sys.stderr
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
 
 
 def _one_line(exc: BaseException) -> str:

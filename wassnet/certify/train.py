@@ -29,6 +29,7 @@ from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin,
 from wassnet.certify.model import make_classifier
 from wassnet.certify.radius import CertifiedAccuracy, certified_accuracy
 from wassnet.critics import setup_projected_training, track_norm_estimates
+from wassnet.deprecation import renamed_keys
 from wassnet.errors import InputError, TrainingError
 from wassnet.names import ARCHS
 from wassnet.nn.linf import LinfDistLinear, relaxation_p, set_relaxation_p_
@@ -176,7 +177,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """The config from :meth:`to_dict` (also reads wassnet 0.1's ``train_limit``)."""
-        data = {("limit" if k == "train_limit" else k): v for k, v in data.items()}
+        data = renamed_keys(data, {"train_limit": "limit"}, "classifier config field")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -33,6 +33,7 @@ from wassnet.clitools import (
     threads_option,
     with_options,
 )
+from wassnet.deprecation import deprecated_alias
 from wassnet.errors import InputError
 from wassnet.names import (
     ARCHS,
@@ -81,7 +82,9 @@ def gan() -> None:
 def _legacy_critic(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """The hidden ``--critic NAME`` of wassnet 0.1: sets ``--arch`` and ``--constraint``."""
     if value is not None:
-        ctx.meta["wassnet_legacy_critic"] = (value, LEGACY_GAN_CRITICS[value])
+        arch, constraint = LEGACY_GAN_CRITICS[value]
+        deprecated_alias(f"--critic {value}", f"--arch {arch} --constraint {constraint}")
+        ctx.meta["wassnet_legacy_critic"] = (value, (arch, constraint))
 
 
 def _legacy_arch_constraint(ctx: click.Context, options: dict) -> frozenset[str]:

@@ -37,6 +37,7 @@ from torch import nn
 
 from wassnet.checkpoint import load_checkpoint
 from wassnet.critics import setup_projected_training
+from wassnet.deprecation import deprecated_alias, renamed_keys
 from wassnet.errors import CheckpointError, InputError, TrainingError
 from wassnet.gan.critics import build_critic
 from wassnet.gan.data import DataSource
@@ -201,8 +202,9 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A saved config with wassnet 0.1's names (``critic``, ``critic_width``...) renamed."""
-    data = {_RENAMED_FIELDS.get(k, k): v for k, v in data.items()}
+    data = renamed_keys(data, _RENAMED_FIELDS, "GAN config field")
     if "critic" in data:
+        deprecated_alias("GAN config field 'critic'", "'arch' and 'constraint'", stacklevel=3)
         critic = data.pop("critic")
         if critic not in LEGACY_GAN_CRITICS:
             raise InputError(f"unknown critic {critic!r} in a saved GAN config")
