@@ -36,13 +36,13 @@ import torch
 from torch import nn
 
 from wassnet.checkpoint import load_checkpoint
-from wassnet.critics import setup_projected_training
+from wassnet.critics import dual_step, setup_projected_training
 from wassnet.deprecation import deprecated_alias, renamed_keys
 from wassnet.errors import CheckpointError, InputError, TrainingError
 from wassnet.gan.critics import build_critic
 from wassnet.gan.data import DataSource
 from wassnet.gan.generators import make_generator
-from wassnet.gan.losses import critic_objective, generator_loss, gradient_penalty
+from wassnet.gan.losses import generator_loss, gradient_penalty
 from wassnet.jsonio import strict_json
 from wassnet.names import (
     ARCHS,
@@ -429,18 +429,14 @@ class _GANJob:
         z = self.latent(b)
         with torch.no_grad():
             fake = self.fakes(z)
-        out_both = self.critic(torch.cat([real, fake]))
-        w1 = critic_objective(out_both[:b], out_both[b:])
-        loss = -w1
-        penalty = None
-        if config.gp > 0:
-            eps = torch.rand(b, generator=self.stream)
-            penalty = gradient_penalty(self.critic, real, fake, eps)
-            loss = loss + config.gp * penalty
-        self.opt_c.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_c.step()
-        return w1, loss, penalty
+
+        def penalty() -> torch.Tensor:  # drawn after the forward pass, as always
+            return gradient_penalty(self.critic, real, fake, torch.rand(b, generator=self.stream))
+
+        step = dual_step(
+            self.critic, self.opt_c, real, fake, penalty if config.gp > 0 else None, config.gp
+        )
+        return step.dual, step.loss, step.penalty
 
     def generator_step(self) -> torch.Tensor:
         self.critic.requires_grad_(False)
