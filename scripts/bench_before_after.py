@@ -67,7 +67,7 @@ def _row(case, n: int, args: argparse.Namespace, index: int) -> tuple[list, floa
     before, after = [], []
     for _ in range(args.rounds):
         before.append(_time(args.baseline, index, n, args))
-        after.append(_time(ROOT, index, n, args))
+        after.append(_time(args.tree, index, n, args))
     same = all(
         (b["lower"], b["upper"]) == (a["lower"], a["upper"])
         for b, a in zip(before, after, strict=True)
@@ -83,6 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="the tree after the change (default: this one)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000, 10000])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
@@ -107,7 +110,7 @@ def main() -> None:
     header = ["pair", "d", "n", "before s", "after s", "after / before", "route", "same bracket"]
     body = (
         markdown_table(header, rows)
-        + f"\n\nBaseline tree: `{args.baseline}`. Best of {args.rounds} fresh processes per "
+        + f"\n\nBaseline tree: `{args.baseline}`; after: `{args.tree}`. Best of {args.rounds} fresh processes per "
         "side, run alternately; wall seconds of one `estimate_w1(target='sample')` call "
         f"(imports and a 50-point warm-up excluded), {args.threads} torch thread(s). Median "
         f"after / before: **{statistics.median(ratios):.2f}**, worst **{max(ratios):.2f}**."
