@@ -110,8 +110,9 @@ def main() -> None:
     header = ["pair", "d", "n", "before s", "after s", "after / before", "route", "same bracket"]
     body = (
         markdown_table(header, rows)
-        + f"\n\nBaseline tree: `{args.baseline}`; after: `{args.tree}`. Best of {args.rounds} fresh processes per "
-        "side, run alternately; wall seconds of one `estimate_w1(target='sample')` call "
+        + f"\n\nBaseline tree: `{args.baseline}`; after: `{args.tree}`. Best of "
+        f"{args.rounds} fresh processes per side, run alternately; wall seconds of one "
+        "`estimate_w1(target='sample')` call "
         f"(imports and a 50-point warm-up excluded), {args.threads} torch thread(s). Median "
         f"after / before: **{statistics.median(ratios):.2f}**, worst **{max(ratios):.2f}**."
         + (f" {args.note}" if args.note else "")
