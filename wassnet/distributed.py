@@ -40,6 +40,8 @@ __all__ = [
     "active",
     "all_gather_arrays",
     "all_reduce_float",
+    "all_reduce_floats",
+    "any_rank",
     "backend",
     "barrier",
     "broadcast_object",
@@ -51,6 +53,7 @@ __all__ = [
     "peer_failures",
     "rank",
     "rank_device",
+    "replicate",
     "shutdown",
     "timeout_s",
     "world_size",
@@ -193,12 +196,32 @@ def _is_cuda(device: str | None) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def rank_device(device: str) -> str:
-    """The device this rank uses for the job's ``device``: under a process group
-    ``"cuda"`` becomes ``"cuda:LOCAL_RANK"`` (one GPU per process); otherwise unchanged."""
-    if active() and device == "cuda":
-        return f"cuda:{local_rank()}"
+def rank_device(device: Any) -> Any:
+    """The device this rank uses for the job's ``device`` (a string or ``torch.device``):
+    under an nccl group a CUDA device without an index becomes ``cuda:LOCAL_RANK`` (one
+    GPU per process); otherwise ``device`` unchanged."""
+    if not active() or backend() != "nccl":
+        return device
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", local_rank())
     return device
+
+
+def replicate(module: Any, device: Any = None) -> Any:
+    """``module`` wrapped in ``DistributedDataParallel`` under a process group (its
+    initial parameters and buffers are broadcast from rank 0; gradients are averaged
+    over the ranks in backward), else ``module`` itself. ``device``: where it lives."""
+    if not active():
+        return module
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = torch.device(device) if device is not None else next(module.parameters()).device
+    ids = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    return DistributedDataParallel(module, device_ids=ids if dev.type == "cuda" else None)
 
 
 def backend() -> str | None:
@@ -260,18 +283,30 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 def all_reduce_float(value: float, op: str = "sum") -> float:
     """``value`` reduced over every rank (``op``: ``"sum"``, ``"max"``, ``"min"``), in
     float64; the same result on every rank. Without a process group, ``value``."""
+    return all_reduce_floats([value], op)[0]
+
+
+def all_reduce_floats(values: Any, op: str = "sum") -> list[float]:
+    """Each of ``values`` reduced over every rank, in one collective (float64; ``op`` as
+    for :func:`all_reduce_float`). Without a process group, ``values`` as floats."""
+    values = [float(v) for v in values]
     ops = ("sum", "max", "min")
     if op not in ops:
         raise InputError(f"op must be one of {', '.join(ops)}, got {op!r}")
-    if not active():
-        return float(value)
+    if not active() or not values:
+        return values
     import torch
 
     dist = _dist()
     reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor, op=reduce_op[op])
-    return float(tensor.item())
+    return [float(v) for v in tensor.tolist()]
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (the same answer on every rank)."""
+    return all_reduce_float(1.0 if flag else 0.0, "max") > 0
 
 
 def all_gather_arrays(array: Any) -> list[Any]:
