@@ -220,8 +220,10 @@ def replicate(module: Any, device: Any = None) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     dev = torch.device(device) if device is not None else next(module.parameters()).device
-    ids = [dev.index if dev.index is not None else torch.cuda.current_device()]
-    return DistributedDataParallel(module, device_ids=ids if dev.type == "cuda" else None)
+    if dev.type != "cuda":
+        return DistributedDataParallel(module)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return DistributedDataParallel(module, device_ids=[index])
 
 
 def backend() -> str | None:

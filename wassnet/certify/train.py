@@ -11,6 +11,19 @@ seeded by ``(seed, epoch)``, not from a global stream).
 The trainer certifies nothing by itself: evaluate with
 :func:`wassnet.certify.certified_accuracy`, which uses the bound computed from the
 trained weights.
+
+Under torchrun (``torchrun --nproc-per-node K -m wassnet classify train ...``, or
+:func:`train_classifier` called on every rank) the model is a
+``DistributedDataParallel`` replica on each rank: every rank draws the same seeded
+epoch order, each global batch of ``batch_size`` examples is split into K contiguous
+parts (``batch_size`` must divide by K; an epoch's shorter last batch is split as
+evenly as it goes), rank r trains on part r, and the loss is weighted so that the
+averaged gradient is the full batch's: the run equals a single-process run with the
+same ``batch_size`` up to float rounding, whatever K. Every rank then applies the same
+step and the same deterministic constraint (Björck / BCOP parametrizations, the
+projection after each step, the CPL norm estimates, the l-inf-distance ``p``), so the
+replicas stay identical. Rank 0 writes the run folder (see :mod:`wassnet.runs`); a run
+continues with any number of ranks.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from wassnet import distributed
 from wassnet.certify.losses import cross_entropy_with_temperature, hinge_margin, multiclass_hinge
 from wassnet.certify.model import make_classifier
 from wassnet.certify.radius import CertifiedAccuracy, certified_accuracy
@@ -308,11 +322,44 @@ def train_classifier(
         A :class:`TrainResult` whose ``model`` is in eval mode on ``device``.
     """
     loop = LoopOptions(checkpoint_every, max_steps, progress)
+    with distributed.peer_failures():
+        dev = _start_ranks(device, config.batch_size)
+        images, labels, num_classes = _load_data(config, data, data_root)
+        return _train(config, out, _ClassifierData(images, labels, num_classes), dev, resume, loop)
+
+
+def _start_ranks(device: str | torch.device | None, batch_size: int) -> torch.device:
+    """This rank's device, after starting the process group under torchrun (a no-op in
+    one process); a global batch that does not divide among the ranks is refused."""
     dev = resolve_device(device)
-    images, labels, num_classes = _load_data(config, data, data_root)
-    per_epoch = math.ceil(len(images) / config.batch_size)
+    where = distributed.init(str(dev))
+    if batch_size % where.world_size:
+        raise InputError(
+            f"batch size {batch_size} does not divide among {where.world_size} processes: "
+            f"choose a multiple of {where.world_size} (each rank trains on an equal part of "
+            "every batch)"
+        )
+    return torch.device(distributed.rank_device(dev))
+
+
+@dataclass(frozen=True)
+class _ClassifierData:
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+
+def _train(
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    data: _ClassifierData,
+    dev: torch.device,
+    resume: bool,
+    loop: LoopOptions,
+) -> TrainResult:
+    per_epoch = math.ceil(len(data.images) / config.batch_size)
     with ResumableRun(out, RUN_SPEC, config, per_epoch * config.epochs, resume=resume) as run:
-        job = _ClassifierJob(config, images, labels, num_classes, dev)
+        job = _ClassifierJob(config, data.images, data.labels, data.num_classes, dev)
         run.restore(job)
         run.train(job, loop)
     job.model.eval()
@@ -366,6 +413,9 @@ class _ClassifierJob:
         self.running = {"loss": 0.0, "correct": 0.0, "count": 0.0}
         self.relax()
         self.model.train()
+        # under torchrun: a DDP replica (rank 0's initial state broadcast, gradients averaged)
+        self.net = distributed.replicate(self.model, dev)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
 
     # -- the checkpoint -----------------------------------------------------------------
 
@@ -403,35 +453,60 @@ class _ClassifierJob:
         batch = self.config.batch_size
         order = _epoch_order(self.config.seed, epoch, len(self.images))
         idx = order[index * batch : (index + 1) * batch]
-        value = self.one_step(self.images[idx].to(self.dev), self.labels[idx].to(self.dev))
+        part = idx.tensor_split(self.world)[self.rank]  # this rank's part of the batch
+        x, y = self.images[part].to(self.dev), self.labels[part].to(self.dev)
+        value = self.one_step(x, y, len(idx))
         epoch_done = self.step % self.per_epoch == 0
         if epoch_done:
             self.end_epoch(epoch)
         return StepReport({"loss": f"{value:.4f}", "epoch": epoch + 1}, checkpoint=epoch_done)
 
-    def one_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One optimizer step on ``(x, y)``; returns the loss."""
+    def one_step(self, x: torch.Tensor, y: torch.Tensor, batch: int | None = None) -> float:
+        """One optimizer step on ``(x, y)``, this rank's part of a global batch of
+        ``batch`` examples (default ``len(y)``: one process); returns the batch's loss."""
         config = self.config
+        batch = len(y) if batch is None else batch
         t0 = time.perf_counter()
-        logits = self.model(x)
+        logits = self.net(x)
         if config.loss == "hinge":
             loss = multiclass_hinge(logits, y, eps=config.eps, p=config.norm)
         else:
             loss = cross_entropy_with_temperature(logits, y, config.temperature)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self._weighted(loss, logits, len(y), batch).backward()
         self.optimizer.step()
         self.scheduler.step()
         self.seconds += time.perf_counter() - t0
-        value = float(loss.detach())
+        value, correct = self._batch_totals(loss, logits, y, batch)
         if not math.isfinite(value):
             raise TrainingError(f"training diverged at step {self.step} (loss {value})")
         self.step += 1
         self.relax()  # the next step's p (what a checkpoint holds): inf after the last
-        self.running["loss"] += value * len(y)
-        self.running["correct"] += float((logits.argmax(1) == y).sum())
-        self.running["count"] += len(y)
+        self.running["loss"] += value * batch
+        self.running["correct"] += correct
+        self.running["count"] += batch
         return value
+
+    def _weighted(self, loss: torch.Tensor, logits: torch.Tensor, n: int, batch: int):
+        """The loss whose gradient, averaged over the ranks by DDP, is the whole batch's
+        mean loss's (``loss`` itself in one process; zero on a rank with no example)."""
+        if self.world == 1:
+            return loss
+        if n == 0:
+            return logits.sum() * 0.0
+        return loss * (n * self.world / batch)
+
+    def _batch_totals(
+        self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, batch: int
+    ) -> tuple[float, float]:
+        """The whole batch's mean loss and number of correct predictions (summed over the
+        ranks: the same on every rank)."""
+        correct = float((logits.argmax(1) == y).sum())
+        if self.world == 1:
+            return float(loss.detach()), correct
+        mine = float(loss.detach()) * len(y) if len(y) else 0.0
+        total, correct = distributed.all_reduce_floats([mine, correct])
+        return total / batch, correct
 
     def relax(self) -> None:
         """Set ``p`` of the l-inf-distance layers for the current step (``inf`` after
@@ -503,8 +578,8 @@ def train_and_certify(
     )
     if eval_limit is None and config.limit is not None:
         eval_limit = config.limit
-    if not training.finished or eval_limit == 0:
-        return TrainReport(training)
+    if not training.finished or eval_limit == 0 or not distributed.is_main():
+        return TrainReport(training)  # certified once, on rank 0
     test = load_images(config.dataset, data_root, split="test", limit=eval_limit)
     accuracy = certified_accuracy(training.model, test, eps=[config.eps], p=config.norm)
     return TrainReport(training, accuracy)

@@ -24,7 +24,14 @@ A trainer opens ``with ResumableRun(out, spec, config, total) as run:``, builds 
   job asks (an epoch's end), at the end of the call, and on Ctrl-C (then
   ``KeyboardInterrupt``, unless the run is complete), with a progress bar;
 * ``metrics.jsonl`` (when ``spec.metrics`` names it): appended and flushed line by
-  line, truncated on resume to the checkpoint's step (the dropped lines are recomputed).
+  line, truncated on resume to the checkpoint's step (the dropped lines are recomputed);
+* under torchrun (:mod:`wassnet.distributed`, a process group of several ranks), rank 0
+  alone holds the folder: the lock, the resume checks, the checkpoints and the metrics
+  log. It sends the checkpoint being continued (or the error that refused it, raised
+  then on every rank) to the other ranks; every rank seeds the same streams, so the
+  models start identical; checkpoints are written by rank 0 while the others wait at a
+  barrier; a Ctrl-C on any rank stops every rank at the same step. The checkpoint does
+  not depend on the number of ranks: a run may continue with another world size.
 
 Importing this module does not import torch (the checkpoint and RNG helpers are
 imported when used).
@@ -40,7 +47,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from wassnet.errors import CheckpointError, InputError
+from wassnet import distributed
+from wassnet.errors import CheckpointError, InputError, WassnetError
 from wassnet.jsonio import strict_json
 from wassnet.runs.folder import RunFolder
 
@@ -239,21 +247,39 @@ class ResumableRun:
     def start(self) -> int:
         return 0 if self.state is None else int(self.state["step"])
 
+    @property
+    def owner(self) -> bool:
+        """Whether this process holds the folder (rank 0; the only process without torchrun)."""
+        return distributed.is_main()
+
     def __enter__(self) -> ResumableRun:
         from wassnet.runtime import seed_everything
 
+        refused: BaseException | None = None
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self.folder)
-            self.state = self.folder.previous_run(self.spec.kind, self.resume)
-            if self.state is not None:
-                self._check(self.state)
-            if self.spec.metrics is not None:
-                keep = self.start if self.resumed else None
-                self.metrics = MetricsLog(self.folder.path / self.spec.metrics, keep)
-                stack.callback(self.metrics.close)
+            if self.owner:
+                try:
+                    self._open(stack)
+                except (WassnetError, OSError) as exc:
+                    refused = exc
+            if distributed.active():  # the other ranks learn rank 0's outcome
+                refused, self.state = distributed.broadcast_object((refused, self.state))
+            if refused is not None:
+                raise refused
             seed_everything(self.config.seed)
             self._stack = stack.pop_all()
         return self
+
+    def _open(self, stack: contextlib.ExitStack) -> None:
+        """Lock the folder, load and check its run, open the metrics log (rank 0)."""
+        stack.enter_context(self.folder)
+        self.state = self.folder.previous_run(self.spec.kind, self.resume)
+        if self.state is not None:
+            self._check(self.state)
+        if self.spec.metrics is not None:
+            keep = self.start if self.resumed else None
+            self.metrics = MetricsLog(self.folder.path / self.spec.metrics, keep)
+            stack.callback(self.metrics.close)
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self._stack.__exit__(exc_type, exc, tb)
@@ -324,19 +350,22 @@ class ResumableRun:
 
     def checkpoint(self, job: Job) -> None:
         """Write the checkpoint atomically: kind, config, step, total, the job's part,
-        every global random stream."""
+        every global random stream (rank 0 writes; every rank calls it, the others wait
+        until the file is complete)."""
         from wassnet.runtime import rng_state
 
-        self.folder.save(
-            {
-                "kind": self.spec.kind,
-                "config": self.config.to_dict(),
-                "step": job.step,
-                "total_steps": job.total,
-                **job.state_dict(),
-                "rng": rng_state(),
-            }
-        )
+        if self.owner:
+            self.folder.save(
+                {
+                    "kind": self.spec.kind,
+                    "config": self.config.to_dict(),
+                    "step": job.step,
+                    "total_steps": job.total,
+                    **job.state_dict(),
+                    "rng": rng_state(),
+                }
+            )
+        distributed.barrier()
 
     def train(self, job: Job, loop: LoopOptions) -> None:
         """Step ``job`` to its end (or ``loop.max_steps`` steps), checkpointing as the
@@ -346,7 +375,8 @@ class ResumableRun:
             KeyboardInterrupt: Ctrl-C before the run's last step (after the checkpoint).
         """
         end = job.total if loop.max_steps is None else min(job.total, job.step + loop.max_steps)
-        with self.folder.interrupts(), _progress(job, end, loop.progress) as bar:
+        show = loop.progress and self.owner
+        with self.folder.interrupts(), _progress(job, end, show) as bar:
             while job.step < end:
                 report = job.advance()
                 if bar is not None:
@@ -354,11 +384,14 @@ class ResumableRun:
                     if report.note:
                         bar.set_postfix(report.note)
                 self._after_step(job, report, end, loop.checkpoint_every)
-        if not self.folder.has_checkpoint():
+                distributed.die_here(job.step)
+        if self.state is None and job.step == 0:  # a new run that took no step
             self.checkpoint(job)
 
     def _after_step(self, job: Job, report: StepReport, end: int, every: int) -> None:
         interrupted = self.folder.interrupted
+        if distributed.active():  # every rank stops at the same step
+            interrupted = self.folder.interrupted = distributed.any_rank(interrupted)
         if report.checkpoint or job.step % every == 0 or job.step == end or interrupted:
             self.checkpoint(job)
         if interrupted and job.step < job.total:  # after the last step: finish instead

@@ -1,0 +1,162 @@
+"""The trainers under torch.distributed: world size 2, gloo on the CPU, each rank a
+process started by ``torch.multiprocessing`` (spawn), as torchrun would start it (the
+same environment variables). Every test joins its processes with a timeout that kills
+them, and every process group has a short timeout: nothing here can hang.
+
+* DDP training with 2 ranks x half the batch equals 1 process x the whole batch (same
+  ``batch_size``), for the classifier and the WGAN;
+* the replicas stay identical under each constraint style (Björck, projection, SLL);
+* a rank that dies mid-run ends the other rank with one clear line and a non-zero exit,
+  and the run then continues from its last checkpoint in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from wassnet import distributed
+
+#: Seconds a whole multi-process test may take before its processes are killed.
+JOIN_TIMEOUT = 50.0
+#: The process groups' timeout (WASSNET_DIST_TIMEOUT) in the children.
+GROUP_TIMEOUT = "20"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """What torchrun sets for one rank (one machine)."""
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        distributed.TIMEOUT_ENV: GROUP_TIMEOUT,
+    }
+
+
+# -- the jobs each rank runs (module level: spawn pickles them by name) -------------------
+
+
+def _classifier_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """60 random 1x8x8 inputs of 3 classes: batches of 16, the epoch's last one of 12."""
+    gen = torch.Generator().manual_seed(5)
+    return torch.rand(60, 1, 8, 8, generator=gen), torch.randint(0, 3, (60,), generator=gen)
+
+
+def _classifier_job(out: str, **options: Any) -> dict[str, np.ndarray]:
+    from wassnet.certify import TrainConfig, train_classifier
+
+    config = TrainConfig(dataset="synthetic", batch_size=16, lr=1e-2, seed=3, **options)
+    result = train_classifier(config, out, data=_classifier_data(), device="cpu", progress=False)
+    params = {k: v.detach().numpy().copy() for k, v in result.model.state_dict().items()}
+    params["history"] = np.array([[h["loss"], h["accuracy"]] for h in result.history])
+    return params
+
+
+_CLASSIFIERS = {
+    "orthogonal": {"arch": "dense-small", "epochs": 2, "iters": 8},
+    "projection": {"arch": "dense-small", "epochs": 2, "norm": "inf", "constraint": "projection"},
+    "sll": {"arch": "sll-small", "epochs": 1},
+}
+
+
+#: How far 2 ranks may land from 1 process (relative l2 over all weights). SLL is the
+#: most sensitive to rounding: one process that only splits each batch's forward pass in
+#: two halves lands 3.6e-4 away; a wrong gradient (each rank on its half alone, i.e.
+#: batch 8) lands 0.3 away.
+_TOLERANCE = {"orthogonal": 1e-4, "projection": 1e-4, "sll": 1e-3}
+
+
+def _classifiers_job(out: str) -> dict[str, dict[str, np.ndarray]]:
+    return {
+        style: _classifier_job(os.path.join(out, style), **options)
+        for style, options in _CLASSIFIERS.items()
+    }
+
+
+_JOBS = {"classifiers": _classifiers_job}
+
+
+def _rank_main(rank: int, world: int, port: int, job: str, args: tuple, queue: Any) -> None:
+    os.environ.update(_rank_env(rank, world, port))
+    torch.set_num_threads(1)
+    try:
+        result = _JOBS[job](*args)
+    except Exception as exc:  # reported to the test, which fails with it
+        queue.put((rank, "error", f"{type(exc).__name__}: {exc}"))
+        return
+    distributed.shutdown()
+    queue.put((rank, "ok", result))
+
+
+def _spawn(job: str, *args: Any, world: int = 2) -> list[Any]:
+    """Run ``_JOBS[job](*args)`` on ``world`` ranks; their results in rank order."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_rank_main, args=(r, world, port, job, args, queue))
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    results: dict[int, Any] = {}
+    try:
+        while len(results) < world:
+            rank, status, value = queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert status == "ok", f"rank {rank}: {value}"
+            results[rank] = value
+    finally:
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return [results[r] for r in range(world)]
+
+
+def _assert_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _relative_gap(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """``|a - b| / |b|`` over all the tensors together, in l2 (Adam may turn a
+    rounding-sized gradient into a step of one learning rate on a few entries, so
+    entrywise tolerances would not be the right measure)."""
+    assert a.keys() == b.keys()
+    gap = sum(float(np.sum((a[k].astype(np.float64) - b[k]) ** 2)) for k in a)
+    size = sum(float(np.sum(b[k].astype(np.float64) ** 2)) for k in a)
+    return (gap / size) ** 0.5
+
+
+# -- the classifier ---------------------------------------------------------------------
+
+
+def test_classifier_two_ranks_match_one_and_replicas_stay_identical(tmp_path, one_thread):
+    """2 ranks x half of each batch of 16 (the epoch's last batch of 12 split 6 + 6) give
+    the weights of 1 process x the whole batch, under Björck layers, l-inf projection
+    and SLL layers; both ranks hold bit-identical weights."""
+    ranks = _spawn("classifiers", str(tmp_path / "ddp"))
+    single = _classifiers_job(str(tmp_path / "one"))
+    for style in _CLASSIFIERS:
+        _assert_identical(ranks[0][style], ranks[1][style])
+        assert _relative_gap(ranks[0][style], single[style]) < _TOLERANCE[style], style
+    assert len(single["orthogonal"]["history"]) == 2
