@@ -186,14 +186,17 @@ class PairwiseCost:
         """Whether the matrix of lower bounds is held in memory (passes only read it)."""
         return self._dense is not None
 
-    def _compute_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+    def _compute_chunks(
+        self, first: int = 0, last: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        last = self.n if last is None else last
         if not self.problem.norm.is_euclidean:
-            for start in range(0, self.n, self.chunk_rows):
-                rows = self.x[start : start + self.chunk_rows]
+            for start in range(first, last, self.chunk_rows):
+                rows = self.x[start : min(start + self.chunk_rows, last)]
                 yield start, lower_bound_matrix(rows, self.y, self.problem.norm)
             return
-        for start in range(0, self.n, self.chunk_rows):
-            stop = start + self.chunk_rows
+        for start in range(first, last, self.chunk_rows):
+            stop = min(start + self.chunk_rows, last)
             cost = (self._xa[start:stop] @ self._ya_t).clamp_min_(0).sqrt_()
             norms = self._x_norm[start:stop, None] + self._y_norm
             close = cost < self._close_ratio * norms  # the expansion is loose there
@@ -210,32 +213,43 @@ class PairwiseCost:
             raise InputError("the cost matrix is not held densely (n * m too large)")
         return self._dense.cpu().numpy()
 
-    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(first_row, lower bounds on cost[first_row : first_row + rows])``."""
+    def chunks(self, rows: tuple[int, int] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(first_row, lower bounds on cost[first_row : first_row + rows])``, for
+        the rows ``rows = (first, last)`` only when given (``first`` a multiple of
+        :attr:`chunk_rows`: the same chunks, the same values as a pass over all rows)."""
+        first, last = (0, self.n) if rows is None else rows
         if self._dense is not None:
-            for start in range(0, self.n, self.chunk_rows):
-                yield start, self._dense[start : start + self.chunk_rows]
+            for start in range(first, last, self.chunk_rows):
+                yield start, self._dense[start : min(start + self.chunk_rows, last)]
         else:
-            yield from self._compute_chunks()
+            yield from self._compute_chunks(first, last)
 
     @torch.no_grad()
     def row_pass(
-        self, p: torch.Tensor, k: int = 0, below: torch.Tensor | None = None
+        self,
+        p: torch.Tensor,
+        k: int = 0,
+        below: torch.Tensor | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)` for every row (rounded
         down once after the minimum), and ``[n, k]`` columns of smallest
         :math:`c_{ij} + p_j` (pricing candidates; nothing certified rests on them).
         ``below`` is accepted for the interface of :meth:`TiledCost.row_pass`: here every
-        row gets candidates (a dense matrix makes them cheap)."""
+        row gets candidates (a dense matrix makes them cheap). ``rows = (first, last)``:
+        those rows only (see :meth:`chunks`)."""
         p = p.to(self.device, torch.float64)
-        lower = torch.empty(self.n, dtype=torch.float64, device=self.device)
+        first, last = (0, self.n) if rows is None else rows
+        lower = torch.empty(last - first, dtype=torch.float64, device=self.device)
         k = min(k, self.m)
-        cand = torch.empty((self.n, k), dtype=torch.long, device=self.device)
-        for start, c in self.chunks():
+        cand = torch.empty((last - first, k), dtype=torch.long, device=self.device)
+        for start, c in self.chunks((first, last)):
             values = c + p[None, :]
-            lower[start : start + len(c)] = values.min(1).values
+            lower[start - first : start - first + len(c)] = values.min(1).values
             if k:
-                cand[start : start + len(c)] = values.topk(k, dim=1, largest=False).indices
+                cand[start - first : start - first + len(c)] = values.topk(
+                    k, dim=1, largest=False
+                ).indices
         return down_t(lower), cand
 
     @torch.no_grad()

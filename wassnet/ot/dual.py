@@ -27,6 +27,7 @@ from wassnet.errors import InputError
 from wassnet.ot.costs import PairwiseCost
 from wassnet.ot.metrics import ones_norm
 from wassnet.ot.problem import TransportProblem
+from wassnet.ot.sharded import ShardedCost
 from wassnet.ot.tiles import TiledCost
 from wassnet.rounding import down
 
@@ -51,7 +52,7 @@ class DualBound:
     v: torch.Tensor
 
 
-Costs = PairwiseCost | TiledCost
+Costs = PairwiseCost | TiledCost | ShardedCost
 
 
 def _as_potential(

@@ -51,6 +51,7 @@ from wassnet.ot.matching import matching_potentials as _matching_potentials  # n
 from wassnet.ot.native import assign, solver_name
 from wassnet.ot.plans import PrimalBound, monotone_coupling, plan_bound, polish_forest_masses
 from wassnet.ot.problem import TransportProblem
+from wassnet.ot.sharded import ShardedCost
 from wassnet.ot.simplex import SimplexBasis, forest_basis, simplex_available, transport_simplex
 from wassnet.ot.tiles import TiledCost
 
@@ -222,7 +223,7 @@ class _ColumnGeneration:
     plan's certified cost, so ``best_dual.value <= W1 <= best_plan.value`` throughout.
     """
 
-    cost: PairwiseCost | TiledCost
+    cost: PairwiseCost | TiledCost | ShardedCost
     a: np.ndarray
     b: np.ndarray
     monotone: tuple[np.ndarray, np.ndarray, np.ndarray]  # always in the graph: a fallback
@@ -241,7 +242,11 @@ class _ColumnGeneration:
 
     @classmethod
     def start(
-        cls, cost: PairwiseCost | TiledCost, u0: torch.Tensor, v0: torch.Tensor, k: int
+        cls,
+        cost: PairwiseCost | TiledCost | ShardedCost,
+        u0: torch.Tensor,
+        v0: torch.Tensor,
+        k: int,
     ) -> _ColumnGeneration:
         """Both c-transforms of the starting potentials (a certified lower bound, and
         candidates for rows and for columns), and the first graph: those candidates and
@@ -365,7 +370,7 @@ class _ColumnGeneration:
 
 
 def sparse_bracket(
-    cost: PairwiseCost | TiledCost,
+    cost: PairwiseCost | TiledCost | ShardedCost,
     u0: torch.Tensor,
     v0: torch.Tensor,
     *,
@@ -421,7 +426,7 @@ def sparse_bracket(
 
 
 def assignment_bracket(
-    cost: PairwiseCost | TiledCost,
+    cost: PairwiseCost | TiledCost | ShardedCost,
     u0: torch.Tensor,
     v0: torch.Tensor,
     **options: object,

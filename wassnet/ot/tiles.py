@@ -382,10 +382,13 @@ class TiledCost:
             block //= 2
         return block
 
-    def _block_minima(self, p32: torch.Tensor, block: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """For each tile of rows: ``(first_row, vals)``, the float32 minima of
-        ``c_ij + p_j`` over consecutive blocks of ``block`` columns (padded columns
-        included, never minimal)."""
+    def _block_minima(
+        self, p32: torch.Tensor, block: int, rows: tuple[int, int] | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """For each tile of rows (of ``rows = (first, last)`` when given): ``(first_row,
+        vals)``, the float32 minima of ``c_ij + p_j`` over consecutive blocks of
+        ``block`` columns (padded columns included, never minimal)."""
+        first, last = (0, self.n) if rows is None else rows
         pots = self._padded_potential(p32)
         t = self.tile
         fn = self._kernel("block_min")
@@ -395,14 +398,14 @@ class TiledCost:
         full = torch.cat(pots)
         if block % PANEL == 0 and self._native_ready(full, delta):
             full_np = full.numpy()
-            for r0 in range(0, self.n, t):  # the C pass needs no padded rows
+            for r0 in range(first, last, t):  # the C pass needs no padded rows
                 yield (
                     r0,
-                    block_minima(self._xa[r0 : min(r0 + t, self.n)], self._panels, full_np, block),
+                    block_minima(self._xa[r0 : min(r0 + t, last)], self._panels, full_np, block),
                 )
             return
         with _full_float32():
-            for r0 in range(0, self.n, t):
+            for r0 in range(first, last, t):
                 xa = self._xa[r0 : r0 + t]
                 vals = torch.empty((t, n_blocks), dtype=torch.float32, device=self.device)
                 for c, (ya_t, pc) in enumerate(zip(self._ya_t, pots, strict=True)):
@@ -411,7 +414,7 @@ class TiledCost:
                     else:
                         v = fn(xa, ya_t, pc, block)
                     vals[:, c * per : (c + 1) * per] = v
-                yield r0, vals[: min(t, self.n - r0)]
+                yield r0, vals[: min(t, last - r0)]
 
     def _within(
         self, rows: torch.Tensor, blocks: torch.Tensor, pots: torch.Tensor, block: int
@@ -494,6 +497,24 @@ class TiledCost:
             out[r0 : r0 + len(vals)] = _pad_columns(cols, k)
         return out
 
+    def _float64_potential(self, p: torch.Tensor) -> torch.Tensor:
+        """``p`` as a float64 tensor on this device, checked (length ``m``, finite)."""
+        p64 = torch.as_tensor(p).to(device=self.device, dtype=torch.float64)
+        if p64.shape != (self.m,):
+            raise InputError(f"potential must have shape ({self.m},), got {tuple(p64.shape)}")
+        if not bool(torch.isfinite(p64).all()):
+            raise InputError("potential contains NaN or inf")
+        return p64
+
+    def tile_rows(self, rows: tuple[int, int] | None) -> tuple[int, int]:
+        """``rows = (first, last)`` checked to start and end on tiles (``last`` may be
+        ``n``; an empty range anywhere); ``None``: all rows."""
+        first, last = (0, self.n) if rows is None else rows
+        whole = first % self.tile == 0 and (last % self.tile == 0 or last == self.n)
+        if not 0 <= first <= last <= self.n or (first < last and not whole):
+            raise InputError(f"rows {first}:{last} do not start and end on tiles of {self.tile}")
+        return first, last
+
     @torch.no_grad()
     def row_pass(
         self,
@@ -502,6 +523,7 @@ class TiledCost:
         below: torch.Tensor | None = None,
         block: int = 64,
         max_columns: int = 64,
+        rows: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Certified lower bounds of :math:`\min_j (c_{ij} + p_j)`, **tight to float64**,
         at the speed of a float32 pass, and ``[n, k]`` pricing candidates.
@@ -525,21 +547,22 @@ class TiledCost:
         Candidates: the minimizers of the row's ``k`` best blocks. With ``below``, only
         rows whose float32 minimum may be below ``below_i`` get them (the others repeat
         their minimizer): pricing needs only rows with a negative reduced cost.
+
+        ``rows = (first, last)``: those rows only, on whole tiles (:meth:`tile_rows`):
+        the same values and candidates as a pass over all rows (``below`` still indexed
+        over all ``n`` rows); :mod:`wassnet.ot.sharded` splits passes across ranks so.
         """
-        p64 = torch.as_tensor(p).to(device=self.device, dtype=torch.float64)
-        if p64.shape != (self.m,):
-            raise InputError(f"potential must have shape ({self.m},), got {tuple(p64.shape)}")
-        if not bool(torch.isfinite(p64).all()):
-            raise InputError("potential contains NaN or inf")
+        p64 = self._float64_potential(p)
         p32 = p64.float().double()
         delta = (self.margin(p32) + float((p64 - p32).abs().max())) * (1 + 1e-6)
         block = self._block_size(block)
-        lower = torch.empty(self.n, dtype=torch.float64, device=self.device)
-        cand = torch.empty((self.n, k), dtype=torch.long, device=self.device)
+        first, last = self.tile_rows(rows)
+        lower = torch.empty(last - first, dtype=torch.float64, device=self.device)
+        cand = torch.empty((last - first, k), dtype=torch.long, device=self.device)
         pots = torch.cat(self._padded_potential(p32))
         offsets = torch.arange(block, device=self.device)
-        for r0, vals in self._block_minima(p32, block):
-            rows = torch.arange(len(vals), device=self.device)
+        for r0, vals in self._block_minima(p32, block, (first, last)):
+            local = torch.arange(len(vals), device=self.device)
             ranked, best = self._ranked(vals, k)
             row_min = ranked[:, 0].double()
             wanted = None
@@ -547,7 +570,7 @@ class TiledCost:
                 wanted = row_min - delta < below[r0 : r0 + len(vals)].to(self.device)
             blocks, values, owners, cols = self._top_blocks(r0, best, pots, block, wanted)
             j_star = cols[:, 0]  # the minimizer of the best block: the float32 minimizer
-            _, hi = direct_cost_bounds_torch(self._x64[r0 + rows], self._y64[j_star])
+            _, hi = direct_cost_bounds_torch(self._x64[r0 + local], self._y64[j_star])
             upper = torch.nextafter(hi + p64[j_star], torch.full_like(hi, torch.inf))
             threshold = upper + delta
             # compared in float32 against the threshold rounded up: a superset of blocks
@@ -566,18 +589,22 @@ class TiledCost:
             lo, _ = direct_cost_bounds_torch(self._x64[rr + r0], self._y64[cc])
             exact, argmin = _exact_minima(rr, cc, lo + p64[cc], len(vals))
             bound = torch.where(exact_rows, exact, row_min - delta)
-            lower[r0 : r0 + len(vals)] = torch.nextafter(bound, torch.full_like(bound, -torch.inf))
+            at = slice(r0 - first, r0 - first + len(vals))
+            lower[at] = torch.nextafter(bound, torch.full_like(bound, -torch.inf))
             if k:  # the exact minimizer first: the float32 ranking misses it on near ties
-                first = torch.where(argmin >= 0, argmin, cols[:, 0])
-                cand[r0 : r0 + len(vals)] = _pad_columns(torch.cat([first[:, None], cols], 1), k)
+                first_col = torch.where(argmin >= 0, argmin, cols[:, 0])
+                cand[at] = _pad_columns(torch.cat([first_col[:, None], cols], 1), k)
         return lower, cand
 
     @torch.no_grad()
-    def col_pass(self, q: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def col_pass(
+        self, q: torch.Tensor, k: int = 0, cols: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Certified upper bounds of :math:`\max_i (q_i - c_{ij})` (tight to float64) and
         ``[m, k]`` rows of largest :math:`q_i - c_{ij}`: :meth:`row_pass` on the
-        transposed costs with potential ``-q``."""
-        lower, cand = self.T.row_pass(-torch.as_tensor(q).to(self.device, torch.float64), k)
+        transposed costs with potential ``-q`` (for the columns ``cols`` only, when given)."""
+        q64 = -torch.as_tensor(q).to(self.device, torch.float64)
+        lower, cand = self.T.row_pass(q64, k, rows=cols)
         return -lower, cand
 
 

@@ -40,6 +40,7 @@ from wassnet.deadline import Deadline
 from wassnet.errors import InputError
 from wassnet.norms import METRICS, Norm, by_metric
 from wassnet.ot import TransportProblem, exact_w1, exact_w1_fits
+from wassnet.ot.sharded import job_rank, run_sharded
 from wassnet.runtime import check_seed, resolve_device
 from wassnet.w1.io import Clouds, InputFiles, load_clouds, resolve_clouds
 from wassnet.w1.options import PopulationOptions, SampleOptions, Target
@@ -238,14 +239,8 @@ def estimate_clouds(clouds: Clouds, request: EstimateRequest) -> W1Result:
     a, b, wa, wb = clouds.a, clouds.b, clouds.weights_a, clouds.weights_b
     problem = TransportProblem.build(a, b, wa, wb, request.norm)
     deadline = request.deadline
-    sample = sample_bracket(
-        problem,
-        request.sample,
-        device=request.device,
-        seed=request.seed,
-        progress=request.progress,
-        deadline=deadline.share(0.5) if wants_floor or wants_population else deadline,
-    )
+    share = deadline.share(0.5) if wants_floor or wants_population else deadline
+    sample = _sharded_bracket(problem, request, share, request.progress)
     timings = {"sample": sample.seconds}
     floor = None
     if wants_floor:
@@ -315,9 +310,26 @@ def _floor_bracket(clouds: Clouds, request: EstimateRequest, deadline: Deadline)
     if wf is not None and not (wf.max() > 0 and ws.max() > 0):
         raise InputError("the floor needs positive weight in both halves of A")
     problem = TransportProblem.build(x[first], x[second], wf, ws, request.norm)
-    return sample_bracket(
-        problem, request.sample, device=request.device, seed=request.seed, deadline=deadline
-    )
+    return _sharded_bracket(problem, request, deadline, False)
+
+
+def _sharded_bracket(
+    problem: TransportProblem, request: EstimateRequest, deadline: Deadline, progress: bool
+) -> SampleBracket:
+    """:func:`sample_bracket`, run by rank 0 with its passes over all pairs split
+    across the ranks of a distributed job (:func:`~wassnet.ot.sharded.run_sharded`);
+    the other ranks get it without its plan and potentials."""
+
+    def lead() -> SampleBracket:
+        return sample_bracket(
+            problem, request.sample, device=request.device, seed=request.seed,
+            progress=progress, deadline=deadline,
+        )  # fmt: skip
+
+    def light(bracket: SampleBracket) -> SampleBracket:
+        return dataclasses.replace(bracket, plan=None, potentials=None)
+
+    return run_sharded(problem, lead, device=request.device, share=light)
 
 
 def _population_stage(
@@ -354,6 +366,8 @@ def _population_stage(
 def _reference(clouds: Clouds, request: EstimateRequest) -> float | None:
     """POT's exact W1 (a float64 reference) when asked for and it fits."""
     n, m = len(clouds.a), len(clouds.b)
+    if job_rank()[0] != 0:  # rank 0's result is the job's
+        return None
     small = n * m <= request.sample.dense_max_pairs and exact_w1_fits(n, m)
     if request.exact == "never" or (request.exact == "auto" and not small):
         return None

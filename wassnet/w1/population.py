@@ -53,6 +53,7 @@ from wassnet.critics import FittedCritic, critic_values
 from wassnet.errors import InputError
 from wassnet.norms import by_metric
 from wassnet.ot.metrics import metric_cdist
+from wassnet.ot.sharded import all_gather_objects, job_rank
 from wassnet.w1.critic_fit import fit_critic
 from wassnet.w1.options import PopulationOptions
 from wassnet.w1.result import FoldScore, PopulationBracket
@@ -184,39 +185,40 @@ def _cross_fit(
     progress: bool,
     metric: str,
 ) -> tuple[list[FoldScore], list[FittedCritic], tuple[np.ndarray, np.ndarray]]:
-    """Fit on all folds but one, score the one left out, for every fold."""
+    """Fit on all folds but one, score the one left out, for every fold. In a
+    distributed job fold ``i`` is fitted on rank ``i mod world_size`` and the folds
+    are gathered on every rank; each fold's seed is drawn per fold, in fold order, so
+    the result does not depend on the number of ranks."""
     k, start = options.folds, time.perf_counter()
     rng = np.random.default_rng([seed, 13])
     ids_a, ids_b = _fold_ids(len(xa), k, rng), _fold_ids(len(xb), k, rng)
+    seeds = [int(rng.integers(2**62)) for _ in range(k)]
+    here, world = job_rank()
+    mine = list(range(here, k, world))
     ta = torch.as_tensor(xa, dtype=torch.float32, device=device)
     tb = torch.as_tensor(xb, dtype=torch.float32, device=device)
     budget = options.time_budget
-    heldout_a, heldout_b = np.empty(len(xa)), np.empty(len(xb))
-    folds: list[FoldScore] = []
-    critics: list[FittedCritic] = []
-    bar = tqdm(total=k, desc="population critics", unit="fold", disable=not progress, leave=False)
-    for fold in range(k):
-        deadline = np.inf if budget is None else start + budget * (fold + 1) / k
+    done: list[tuple[FoldScore, FittedCritic, np.ndarray, np.ndarray]] = []
+    bar = tqdm(total=len(mine), desc="population critics", unit="fold",
+               disable=not progress or here != 0, leave=False)  # fmt: skip
+    for j, fold in enumerate(mine):
+        deadline = np.inf if budget is None else start + budget * (j + 1) / len(mine)
         train_a = torch.from_numpy(np.flatnonzero(ids_a != fold)).to(device)
         train_b = torch.from_numpy(np.flatnonzero(ids_b != fold)).to(device)
         fitted = fit_critic(
-            ta[train_a],
-            tb[train_b],
-            options,
-            deadline=deadline,
-            seed=int(rng.integers(2**62)),
-            metric=metric,
+            ta[train_a], tb[train_b], options, deadline=deadline, seed=seeds[fold], metric=metric
         )
         held_a, held_b = ids_a == fold, ids_b == fold
-        score, heldout_a[held_a], heldout_b[held_b] = _fold_score(
-            fold, fitted, xa[held_a], xb[held_b], level
-        )
-        folds.append(score)
-        critics.append(fitted)
+        score, values_a, values_b = _fold_score(fold, fitted, xa[held_a], xb[held_b], level)
+        done.append((score, fitted, values_a, values_b))
         bar.update(1)
         bar.set_postfix(critic=fitted.name, dual=f"{score.dual:.4g}")
     bar.close()
-    return folds, critics, (heldout_a, heldout_b)
+    found = sorted((f for part in all_gather_objects(done) for f in part), key=lambda f: f[0].fold)
+    heldout_a, heldout_b = np.empty(len(xa)), np.empty(len(xb))
+    for score, _, values_a, values_b in found:
+        heldout_a[ids_a == score.fold], heldout_b[ids_b == score.fold] = values_a, values_b
+    return [f[0] for f in found], [f[1] for f in found], (heldout_a, heldout_b)
 
 
 def population_bracket(

@@ -67,6 +67,7 @@ from wassnet.ot.multiscale import multilevel_warm_start, warm_start
 from wassnet.ot.plans import polish_forest_masses
 from wassnet.ot.projections import sliced_lower_bound
 from wassnet.ot.quick import QuickBracket, quick_bracket
+from wassnet.ot.sharded import ShardedCost, ranks
 from wassnet.w1.options import SampleOptions
 from wassnet.w1.result import SampleBracket
 
@@ -310,9 +311,11 @@ def _dense_bounds(run: _Run) -> tuple[PrimalBound, DualBound] | None:
     return plan, dual
 
 
-def _passes(run: _Run) -> PairwiseCost | TiledCost:
-    """A float64 matrix in memory for moderate sizes, fused tiles beyond."""
-    return _passes_for(run.problem, run)
+def _passes(run: _Run) -> ShardedCost:
+    """The passes over all pairs of the problem: a float64 matrix in memory for
+    moderate sizes, fused tiles beyond; split by rows across the ranks of a
+    distributed job (:mod:`wassnet.ot.sharded`; all rows in one process)."""
+    return ShardedCost(_passes_for(run.problem, run))
 
 
 def _passes_for(p: TransportProblem, run: _Run) -> PairwiseCost | TiledCost:
@@ -324,7 +327,7 @@ def _passes_for(p: TransportProblem, run: _Run) -> PairwiseCost | TiledCost:
 
 
 def _column_generation(
-    run: _Run, cost: PairwiseCost | TiledCost, u0: np.ndarray, v0: np.ndarray
+    run: _Run, cost: PairwiseCost | TiledCost | ShardedCost, u0: np.ndarray, v0: np.ndarray
 ) -> AssignmentBracket:
     """Sparse plans by column generation from potentials, within the time budget."""
     solved = sparse_bracket(
@@ -353,7 +356,7 @@ def _column_route(run: _Run, route: str) -> SampleBracket | None:
     u0, v0 = potentials
     cost = _passes(run)
     if run.deadline.limited and not run.deadline.allows(
-        0.25 * run.predict("pass", p.n * p.m * max(1, p.dim / 2))
+        0.25 * run.predict("pass", p.n * p.m * max(1, p.dim / 2)) / ranks()
     ):  # not even worth timing a slice
         run.deadline.cut("passes over all pairs skipped (predicted far beyond the budget)")
         return _blockwise(run, (u0, v0), why="passes predicted far beyond the budget")
@@ -364,7 +367,7 @@ def _column_route(run: _Run, route: str) -> SampleBracket | None:
         # the first bracket needs two passes (both c-transforms): out of budget
         return _blockwise(run, (u0, v0), why=f"a pass over all pairs takes ~{seconds:.0f} s")
     solved = _column_generation(run, cost, u0, v0)
-    where = "fused float32 screens" if isinstance(cost, TiledCost) else "float64 passes"
+    where = "fused float32 screens" if isinstance(cost.cost, TiledCost) else "float64 passes"
     kind = "assignment" if p.uniform_square else "transport plan"
     lower_method = f"{kind} potentials, c-transformed on every pair ({where})"
     plan, dual = solved.plan, solved.dual
@@ -388,11 +391,11 @@ def _still_open(run: _Run, plan: PrimalBound, dual: DualBound) -> bool:
     return wide and (remaining is None or remaining > 0)
 
 
-def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
+def _pass_seconds(run: _Run, cost: ShardedCost) -> float | None:
     """Predicted seconds of one pass over all pairs, timed on a slice of about
-    :data:`CALIBRATION_PAIRS` pairs (``None`` without a time budget, or for passes over
-    a held matrix)."""
-    if run.options.time_budget is None or (isinstance(cost, PairwiseCost) and cost.held):
+    :data:`CALIBRATION_PAIRS` pairs, shared by the ranks (``None`` without a time
+    budget, or for passes over a held matrix)."""
+    if run.options.time_budget is None or cost.held:
         return None
     p = run.problem
     rows = CALIBRATION_PAIRS // p.m
@@ -401,7 +404,7 @@ def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
         return None
     weights = None if p.uniform_square else p.a.probabilities()[:rows]
     sub = TransportProblem.build(p.x[:rows], p.y, weights, p.b.probabilities(), p.metric)
-    if isinstance(cost, TiledCost):
+    if isinstance(cost.cost, TiledCost):
         slice_cost: PairwiseCost | TiledCost = TiledCost(
             sub, device=run.device, backend=run.options.backend
         )
@@ -409,7 +412,7 @@ def _pass_seconds(run: _Run, cost: PairwiseCost | TiledCost) -> float | None:
         slice_cost = PairwiseCost(sub, device=run.device, dense_bytes=0)
     t0 = time.perf_counter()
     slice_cost.row_pass(torch.zeros(p.m, dtype=torch.float64), run.options.candidates_for(p.dim))
-    return (time.perf_counter() - t0) * p.n / rows
+    return (time.perf_counter() - t0) * p.n / rows / ranks()
 
 
 def _direction_scores(p: TransportProblem) -> tuple[np.ndarray, np.ndarray]:
