@@ -2,12 +2,13 @@
 
 For each pair of ``bench_estimate.py``'s speed suite and each ``--sizes`` n, the
 certified sample bracket (``estimate_w1(target="sample")``, the ``speed`` tables' "ours")
-is timed in fresh processes importing wassnet from the baseline tree (``--baseline``, e.g.
-a ``git worktree`` of the commit before the change) and from this checkout, alternately
-(baseline, current, baseline, current, ...: a load change on the shared machine hits both),
-``--rounds`` times each; the row keeps the best time of each side and their ratio. The
-brackets must agree (same lower and upper ends): a speed-up that changed a certified
-number is reported as such.
+is timed in fresh processes importing wassnet from the baseline tree (``--baseline``,
+e.g. a ``git worktree`` of the commit before the change) and from ``--tree`` (default:
+this checkout), alternately (baseline, after, baseline, after, ...), ``--rounds`` times
+each. The time is the process CPU time of the call: on the shared machine other jobs'
+load moves wall time by 2-4x and one thread's CPU time much less. The row keeps the best
+time of each side and their ratio. The brackets must agree (same lower and upper ends):
+a speed-up that changed a certified number is reported as such.
 
     git worktree add /tmp/before <commit>
     python scripts/bench_before_after.py --baseline /tmp/before [--sizes 2000 5000 10000]
@@ -43,9 +44,9 @@ def _child(case_index: int, n: int, threads: int, data_root: str) -> None:
     wa, wb = weights if weights is not None else (None, None)
     args = {"time_budget": None, "seed": 0, "metric": "euclidean"}
     _ours(a[:50], b[:50], None if wa is None else wa[:50], None if wb is None else wb[:50], args)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = _ours(a, b, wa, wb, args)
-    out["time"] = time.perf_counter() - t0
+    out["wall"], out["time"] = time.perf_counter() - t0, time.process_time() - c0
     import wassnet
 
     out["tree"] = str(Path(wassnet.__file__).parent.parent)
@@ -107,12 +108,13 @@ def main() -> None:
                 rows.append(row)
                 ratios.append(ratio)
                 print(row, flush=True)
-    header = ["pair", "d", "n", "before s", "after s", "after / before", "route", "same bracket"]
+    header = ["pair", "d", "n", "before CPU s", "after CPU s", "after / before", "route"]
+    header.append("same bracket")
     body = (
         markdown_table(header, rows)
         + f"\n\nBaseline tree: `{args.baseline}`; after: `{args.tree}`. Best of "
-        f"{args.rounds} fresh processes per side, run alternately; wall seconds of one "
-        "`estimate_w1(target='sample')` call "
+        f"{args.rounds} fresh processes per side, run alternately; process CPU "
+        "seconds of one `estimate_w1(target='sample')` call "
         f"(imports and a 50-point warm-up excluded), {args.threads} torch thread(s). Median "
         f"after / before: **{statistics.median(ratios):.2f}**, worst **{max(ratios):.2f}**."
         + (f" {args.note}" if args.note else "")
