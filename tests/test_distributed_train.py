@@ -12,12 +12,16 @@ them, and every process group has a short timeout: nothing here can hang.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from wassnet import distributed
@@ -87,7 +91,32 @@ def _classifiers_job(out: str) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-_JOBS = {"classifiers": _classifiers_job}
+def _gan_job(out: str, **options: Any) -> dict[str, np.ndarray]:
+    from wassnet.gan import GANConfig, train_gan
+    from wassnet.runs import RunFolder
+
+    config = GANConfig(
+        dataset="8gaussians", batch_size=32, n_critic=2, width=32, generator_width=16,
+        latent_dim=4, iters=5, log_every=3, sample_every=1000, eval_samples=64, **options,
+    )  # fmt: skip
+    train_gan(config, out, device="cpu", progress=False)
+    state = RunFolder(out).load("gan")
+    params = {f"g.{k}": v.numpy().copy() for k, v in state["generator"].items()}
+    params.update({f"c.{k}": v.numpy().copy() for k, v in state["critic"].items()})
+    return params
+
+
+_GANS = {
+    "orthogonal": {"steps": 6},
+    "gradient-penalty": {"steps": 4, "constraint": "none", "arch": "dense-small"},
+}
+
+
+def _gans_job(out: str) -> dict[str, dict[str, np.ndarray]]:
+    return {style: _gan_job(os.path.join(out, style), **opts) for style, opts in _GANS.items()}
+
+
+_JOBS = {"classifiers": _classifiers_job, "gans": _gans_job}
 
 
 def _rank_main(rank: int, world: int, port: int, job: str, args: tuple, queue: Any) -> None:
@@ -160,3 +189,92 @@ def test_classifier_two_ranks_match_one_and_replicas_stay_identical(tmp_path, on
         _assert_identical(ranks[0][style], ranks[1][style])
         assert _relative_gap(ranks[0][style], single[style]) < _TOLERANCE[style], style
     assert len(single["orthogonal"]["history"]) == 2
+
+
+# -- the WGAN -----------------------------------------------------------------------------
+
+
+def test_gan_two_ranks_match_one(tmp_path, one_thread):
+    """A WGAN on 8gaussians, 2 ranks x 16 points of each batch of 32 (critic and
+    generator steps), ends at 1 process's weights: with the orthogonal critic and with
+    the WGAN-GP baseline (its gradient penalty through the critic)."""
+    ranks = _spawn("gans", str(tmp_path / "ddp"))
+    single = _gans_job(str(tmp_path / "one"))
+    for style in _GANS:
+        assert _relative_gap(ranks[0][style], single[style]) < 1e-4, style
+    metrics = (tmp_path / "ddp" / "orthogonal" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [0, 3, 6]  # rank 0 wrote once
+
+
+# -- a rank that dies -------------------------------------------------------------------
+
+_GAN_OPTIONS = {
+    "dataset": "8gaussians", "steps": 6, "batch_size": 32, "n_critic": 2, "width": 32,
+    "generator_width": 16, "latent_dim": 4, "iters": 5, "log_every": 2,
+    "sample_every": 1000, "eval_samples": 64, "checkpoint_every": 2,
+}  # fmt: skip
+_GAN_ARGS = [
+    "gan", "train", "--dataset", "8gaussians", "--steps", "6", "--batch-size", "32",
+    "--n-critic", "2", "--width", "32", "--generator-width", "16", "--latent-dim", "4",
+    "--bjorck-iters", "5", "--log-every", "2", "--sample-every", "1000",
+    "--eval-samples", "64", "--checkpoint-every", "2", "--device", "cpu", "--threads", "1",
+    "--quiet",
+]  # fmt: skip
+
+
+def _wassnet_ranks(args: list[str], world: int, **env: str) -> list[tuple[int, str]]:
+    """``python -m wassnet ARGS`` as ``world`` ranks (torchrun's environment); each
+    rank's exit code and stderr. Killed past :data:`JOIN_TIMEOUT`."""
+    port = _free_port()
+    base = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "wassnet", *args],
+            env={**base, **_rank_env(r, world, port)} if world > 1 else base,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a rank did not end within the timeout")
+        results.append((p.returncode, err))
+    return results
+
+
+def test_a_dead_rank_ends_the_job_with_one_line_and_the_run_continues(tmp_path, one_thread):
+    """Rank 1 dies (os._exit) after step 3 of 6, checkpoints every 2 steps: rank 0 ends
+    with one line naming itself and exit code 1; the folder holds the step-2 checkpoint
+    and no temp file; one process then continues the run (another world size, the same
+    global batch) to the weights of an uninterrupted run."""
+    from wassnet.gan import GANConfig, train_gan
+    from wassnet.runs import RunFolder
+
+    out = tmp_path / "run"
+    (rc0, err0), (rc1, _) = _wassnet_ranks(
+        [*_GAN_ARGS, "--out", str(out)], 2, **{distributed.DIE_ENV: "1:3"}
+    )
+    assert rc1 == 17  # the hook's abrupt exit
+    assert rc0 == 1
+    lines = err0.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: wassnet: rank 0 of 2: "), err0
+    assert RunFolder(out).load("gan")["step"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".lock"]
+
+    [(rc, err)] = _wassnet_ranks([*_GAN_ARGS, "--out", str(out)], 1)
+    assert rc == 0, err
+    train_gan(GANConfig(**_GAN_OPTIONS), tmp_path / "whole", device="cpu", progress=False)
+    continued, whole = RunFolder(out).load("gan"), RunFolder(tmp_path / "whole").load("gan")
+    assert continued["step"] == whole["step"] == 6
+    for part in ("generator", "critic"):
+        a = {k: v.numpy() for k, v in continued[part].items()}
+        b = {k: v.numpy() for k, v in whole[part].items()}
+        assert _relative_gap(a, b) < 1e-4, part

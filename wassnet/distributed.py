@@ -28,6 +28,7 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "die_here",
+    "from_main",
     "init",
     "is_main",
     "launch",
@@ -55,6 +57,7 @@ __all__ = [
     "rank_device",
     "replicate",
     "shutdown",
+    "start",
     "timeout_s",
     "world_size",
 ]
@@ -188,6 +191,30 @@ def init(device: str | None = None) -> Launch:
     return where
 
 
+def start(device: Any = None, batch_size: int | None = None) -> Any:
+    """A trainer's start: its device resolved (:func:`wassnet.runtime.resolve_device`),
+    the process group started under torchrun (:func:`init`; nothing in one process), and
+    this rank's device returned (:func:`rank_device`, a ``torch.device``).
+
+    Raises:
+        InputError: ``batch_size`` (the global batch) does not divide by the world size
+            (each rank trains on an equal part of every batch).
+    """
+    import torch
+
+    from wassnet.runtime import resolve_device
+
+    dev = resolve_device(device)
+    where = init(str(dev))
+    if batch_size is not None and batch_size % where.world_size:
+        raise InputError(
+            f"batch size {batch_size} does not divide among {where.world_size} processes: "
+            f"choose a multiple of {where.world_size} (each rank trains on an equal part of "
+            "every batch)"
+        )
+    return torch.device(rank_device(dev))
+
+
 def _is_cuda(device: str | None) -> bool:
     import torch
 
@@ -216,8 +243,14 @@ def replicate(module: Any, device: Any = None) -> Any:
     over the ranks in backward), else ``module`` itself. ``device``: where it lives."""
     if not active():
         return module
+    import warnings
+
     import torch
     from torch.nn.parallel import DistributedDataParallel
+
+    # a [1, n] weight's gradient may come with strides [1, 1]: the same memory layout as
+    # DDP's bucket view, [n, 1], but DDP warns on every backward pass
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     dev = torch.device(device) if device is not None else next(module.parameters()).device
     if dev.type != "cuda":
@@ -280,6 +313,26 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     box = [obj]
     _dist().broadcast_object_list(box, src=src, device=_collective_device())
     return box[0]
+
+
+def from_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` computed on rank 0 only and sent to every rank (e.g. what
+    a run folder holds: rank 0 reads it). An error ``fn`` raises on rank 0 (a
+    :class:`~wassnet.errors.WassnetError` or ``OSError``) is raised on every rank.
+    Without a process group, simply ``fn(*args, **kwargs)``."""
+    if not active():
+        return fn(*args, **kwargs)
+    value: Any = None
+    error: BaseException | None = None
+    if is_main():
+        try:
+            value = fn(*args, **kwargs)
+        except (WassnetError, OSError) as exc:
+            error = exc
+    error, value = broadcast_object((error, value))
+    if error is not None:
+        raise error
+    return value
 
 
 def all_reduce_float(value: float, op: str = "sum") -> float:

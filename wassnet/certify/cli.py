@@ -207,17 +207,25 @@ def train(
     A folder that holds a run is continued from its last checkpoint with the run's
     saved options (options given here must agree with them). Ctrl-C checkpoints first.
     """
+    from wassnet import distributed
     from wassnet.certify.train import TrainConfig, train_and_certify
     from wassnet.runs import CHECKPOINT_NAME, LoopOptions, continued_config
 
-    saved = saved_config(Path(out) / CHECKPOINT_NAME, "classifier", resume)
-    config = continued_config(TrainConfig, saved, fields, given_options(ctx, fields))
-    set_threads(threads)
-    loop = LoopOptions(checkpoint_every, max_steps, progress=not quiet)
-    report = train_and_certify(
-        config, out, eval_limit=eval_limit, data_root=data_root, device=device, loop=loop
-    )
-    emit(report, as_json)
+    with distributed.peer_failures():  # under torchrun: rank 0 reads the run folder
+        if distributed.launch().distributed:
+            distributed.start(device)
+        saved = distributed.from_main(
+            saved_config, Path(out) / CHECKPOINT_NAME, "classifier", resume
+        )
+        config = continued_config(TrainConfig, saved, fields, given_options(ctx, fields))
+        set_threads(threads)
+        loop = LoopOptions(checkpoint_every, max_steps, progress=not quiet)
+        report = train_and_certify(
+            config, out, eval_limit=eval_limit, data_root=data_root, device=device, loop=loop
+        )
+    distributed.shutdown()
+    if distributed.is_main():  # rank 0 prints (and certified the test split)
+        emit(report, as_json)
 
 
 @classify.command()

@@ -49,7 +49,6 @@ from wassnet.names import ARCHS
 from wassnet.nn.linf import LinfDistLinear, relaxation_p, set_relaxation_p_
 from wassnet.norms import Norm, by_p
 from wassnet.runs import CHECKPOINT_NAME, LoopOptions, ResumableRun, RunSpec, StepReport
-from wassnet.runtime import resolve_device
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -323,23 +322,9 @@ def train_classifier(
     """
     loop = LoopOptions(checkpoint_every, max_steps, progress)
     with distributed.peer_failures():
-        dev = _start_ranks(device, config.batch_size)
+        dev = distributed.start(device, config.batch_size)
         images, labels, num_classes = _load_data(config, data, data_root)
         return _train(config, out, _ClassifierData(images, labels, num_classes), dev, resume, loop)
-
-
-def _start_ranks(device: str | torch.device | None, batch_size: int) -> torch.device:
-    """This rank's device, after starting the process group under torchrun (a no-op in
-    one process); a global batch that does not divide among the ranks is refused."""
-    dev = resolve_device(device)
-    where = distributed.init(str(dev))
-    if batch_size % where.world_size:
-        raise InputError(
-            f"batch size {batch_size} does not divide among {where.world_size} processes: "
-            f"choose a multiple of {where.world_size} (each rank trains on an equal part of "
-            "every batch)"
-        )
-    return torch.device(distributed.rank_device(dev))
 
 
 @dataclass(frozen=True)

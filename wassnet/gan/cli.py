@@ -221,15 +221,21 @@ def train(
     saved options; options given on the command line must agree with them, except
     --steps (to extend a run) and the logging cadences. Ctrl-C checkpoints first.
     """
+    from wassnet import distributed
     from wassnet.gan.trainer import GANConfig, train_gan
     from wassnet.runs import CHECKPOINT_NAME, continued_config
 
     legacy = _legacy_arch_constraint(ctx, fields)
-    saved = saved_config(Path(out_dir) / CHECKPOINT_NAME, "gan", resume)
-    config = continued_config(GANConfig, saved, fields, given_options(ctx, fields) | legacy)
-    set_threads(threads)
-    result = train_gan(config, out_dir, data_root=data_root, device=device, progress=not quiet)
-    emit(result, as_json)
+    with distributed.peer_failures():  # under torchrun: rank 0 reads the run folder
+        if distributed.launch().distributed:
+            distributed.start(device)
+        saved = distributed.from_main(saved_config, Path(out_dir) / CHECKPOINT_NAME, "gan", resume)
+        config = continued_config(GANConfig, saved, fields, given_options(ctx, fields) | legacy)
+        set_threads(threads)
+        result = train_gan(config, out_dir, data_root=data_root, device=device, progress=not quiet)
+    distributed.shutdown()
+    if distributed.is_main():  # rank 0 prints
+        emit(result, as_json)
 
 
 @gan.command()

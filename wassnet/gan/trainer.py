@@ -18,6 +18,18 @@ mid-step) and resumed with ``resume=True`` from its last checkpoint continues wi
 same streams, so its parameters are bit-identical to those of an uninterrupted run on
 the same device and thread count. Metrics logged after the last checkpoint are
 dropped on resume and recomputed.
+
+Under torchrun (``torchrun --nproc-per-node K -m wassnet gan train ...``, or
+:func:`train_gan` called on every rank) the generator and the critic are
+``DistributedDataParallel`` replicas. Every rank draws the same global minibatch,
+latent codes and penalty weights from the same seeded stream, and keeps its part
+(``batch_size / K`` of each, contiguous; ``batch_size`` must divide by K): the averaged
+gradients are the whole batch's, the run equals a single-process run with the same
+``batch_size`` up to float rounding, and the replicas stay identical (the same step and
+the same deterministic constraint on every rank). Rank 0 writes the run folder
+(checkpoints, ``metrics.jsonl`` with the losses averaged over the ranks, pictures,
+``summary.json``) and certifies the critic's bound; a run continues with any number of
+ranks.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wassnet import distributed
 from wassnet.checkpoint import load_checkpoint
 from wassnet.critics import dual_step, setup_projected_training
 from wassnet.deprecation import deprecated_alias, renamed_keys
@@ -319,15 +332,16 @@ def train_gan(
         A :class:`GANResult`, also written to ``out_dir/summary.json``.
     """
     config.validate()
-    dev = resolve_device(device)
-    with ResumableRun(out_dir, RUN_SPEC, config, config.steps, resume=resume) as run:
-        job = _GANJob(config, run, data_root, dev)
-        run.restore(job)
-        if not run.resumed:
-            job.log(0, {}, 0.0)
-            job.sample_picture(0)
-        run.train(job, LoopOptions(config.checkpoint_every, progress=progress))
-        return job.finish()
+    with distributed.peer_failures():
+        dev = distributed.start(device, config.batch_size)
+        with ResumableRun(out_dir, RUN_SPEC, config, config.steps, resume=resume) as run:
+            job = _GANJob(config, run, data_root, dev)
+            run.restore(job)
+            if not run.resumed:
+                job.log(0, {}, 0.0)
+                job.sample_picture(0)
+            run.train(job, LoopOptions(config.checkpoint_every, progress=progress))
+            return job.finish()
 
 
 class _GANJob:
@@ -354,6 +368,10 @@ class _GANJob:
         self.opt_c = torch.optim.Adam(self.critic.parameters(), config.lr_c, betas=betas)
         if config.constraint == "projection":  # the norm of the W1 the WGAN minimizes
             setup_projected_training(self.critic, self.opt_c, config.lp, self.data.shape)
+        # under torchrun: DDP replicas (rank 0's initial state, averaged gradients)
+        self.g_net = distributed.replicate(self.generator, dev)
+        self.c_net = distributed.replicate(self.critic, dev)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         self.stream = torch.Generator().manual_seed(config.seed)
         self.images = self.data.images is not None
         if self.data.images is not None:
@@ -395,6 +413,10 @@ class _GANJob:
     def latent(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.latent_dim, generator=self.stream)
 
+    def part(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a global batch (the whole batch in one process)."""
+        return batch if self.world == 1 else batch.tensor_split(self.world)[self.rank]
+
     def fakes(self, n_or_z: int | torch.Tensor) -> torch.Tensor:
         z = n_or_z if isinstance(n_or_z, torch.Tensor) else self.latent(n_or_z)
         return self.generator(z.to(self.dev))
@@ -416,6 +438,8 @@ class _GANJob:
     def sample_picture(self, step: int) -> None:
         from wassnet.gan.plots import save_samples
 
+        if not distributed.is_main():
+            return
         samples = self.eval_fakes(64 if self.images else self.config.eval_samples)
         real = None if self.images else self.eval_real
         save_samples(samples, self.out / f"samples_{step:06d}.png", real=real)
@@ -425,22 +449,24 @@ class _GANJob:
     def critic_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One critic update; returns (dual estimate, loss, penalty or None)."""
         b, config = self.config.batch_size, self.config
-        real = self.data.sample(b, self.stream).to(self.dev)
-        z = self.latent(b)
+        real = self.part(self.data.sample(b, self.stream)).to(self.dev)
+        z = self.part(self.latent(b))
         with torch.no_grad():
             fake = self.fakes(z)
 
         def penalty() -> torch.Tensor:  # drawn after the forward pass, as always
-            return gradient_penalty(self.critic, real, fake, torch.rand(b, generator=self.stream))
+            weights = self.part(torch.rand(b, generator=self.stream))
+            return gradient_penalty(self.critic, real, fake, weights)
 
         step = dual_step(
-            self.critic, self.opt_c, real, fake, penalty if config.gp > 0 else None, config.gp
+            self.c_net, self.opt_c, real, fake, penalty if config.gp > 0 else None, config.gp
         )
         return step.dual, step.loss, step.penalty
 
     def generator_step(self) -> torch.Tensor:
         self.critic.requires_grad_(False)
-        loss = generator_loss(self.critic(self.fakes(self.config.batch_size)))
+        z = self.part(self.latent(self.config.batch_size)).to(self.dev)
+        loss = generator_loss(self.critic(self.g_net(z)))
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
@@ -448,14 +474,23 @@ class _GANJob:
         return loss
 
     def log(self, done: int, losses: dict[str, torch.Tensor | None], step_time: float) -> None:
-        """Append step ``done``'s record to ``metrics.jsonl`` (certified bound, exact W1
-        of 2-D samples when a picture is due); a non-finite value stops the run."""
+        """Append step ``done``'s record to ``metrics.jsonl`` (losses averaged over the
+        ranks; certified bound and, when a picture is due, exact W1 of 2-D samples,
+        computed by rank 0); a non-finite value stops the run on every rank."""
+        record: dict[str, Any] = {"step": done, **_mean_over_ranks(losses)}
+        if distributed.is_main():
+            self._certify(record, done, step_time)
+        record = distributed.broadcast_object(record)
+        if not all(math.isfinite(v) for v in record.values()):
+            raise TrainingError(f"training diverged at step {done}: {record}")
+        if self.run.metrics is not None:  # rank 0's log (RUN_SPEC names it)
+            self.run.metrics.write(record)
+        self.last.update(record)
+
+    def _certify(self, record: dict[str, Any], done: int, step_time: float) -> None:
+        """Rank 0's part of a record: the certified bound, times, exact W1 (2-D)."""
         from wassnet.nn import lipschitz_bound
 
-        record: dict[str, Any] = {"step": done}
-        for name, value in losses.items():
-            if value is not None:
-                record[name] = float(value.detach())
         record["critic_lipschitz_bound"] = lipschitz_bound(
             self.critic, self.data.shape, p=self.config.norm
         ).bound
@@ -465,11 +500,6 @@ class _GANJob:
         sample_now = done % self.config.sample_every == 0 or done == self.config.steps
         if not self.images and (done == 0 or sample_now):
             record["exact_w1"] = self.exact_w1_now()
-        if not all(math.isfinite(v) for v in record.values()):
-            raise TrainingError(f"training diverged at step {done}: {record}")
-        assert self.run.metrics is not None  # RUN_SPEC names the log
-        self.run.metrics.write(record)
-        self.last.update(record)
 
     def advance(self) -> StepReport:
         """Generator step ``step + 1`` (with its critic steps), then its logs and picture."""
@@ -503,7 +533,12 @@ class _GANJob:
     # -- the end ------------------------------------------------------------------------
 
     def finish(self) -> GANResult:
-        """Curves, level sets (2-D), ``summary.json``; the :class:`GANResult`."""
+        """Curves, level sets (2-D), ``summary.json`` (rank 0); the :class:`GANResult`
+        (rank 0's, on every rank)."""
+        result = self._write_summary() if distributed.is_main() else None
+        return distributed.broadcast_object(result)
+
+    def _write_summary(self) -> GANResult:
         from wassnet.gan.plots import plot_curves, plot_level_sets
 
         out = self.out
@@ -537,6 +572,16 @@ class _GANJob:
         summary = json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False)
         (out / "summary.json").write_text(summary + "\n")
         return result
+
+
+def _mean_over_ranks(losses: dict[str, torch.Tensor | None]) -> dict[str, float]:
+    """The given losses as floats, each averaged over the ranks (equal parts of the
+    batch: the whole batch's mean); ``None`` values are left out."""
+    names = [name for name, value in losses.items() if value is not None]
+    values = [float(losses[name].detach()) for name in names]  # type: ignore[union-attr]
+    if distributed.world_size() > 1:
+        values = [v / distributed.world_size() for v in distributed.all_reduce_floats(values)]
+    return dict(zip(names, values, strict=True))
 
 
 @dataclass(frozen=True)
