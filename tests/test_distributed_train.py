@@ -30,6 +30,8 @@ from wassnet import distributed
 JOIN_TIMEOUT = 50.0
 #: The process groups' timeout (WASSNET_DIST_TIMEOUT) in the children.
 GROUP_TIMEOUT = "20"
+#: ... in the test of a peer that does not answer.
+SHORT_TIMEOUT = "6"
 
 
 def _free_port() -> int:
@@ -116,11 +118,51 @@ def _gans_job(out: str) -> dict[str, dict[str, np.ndarray]]:
     return {style: _gan_job(os.path.join(out, style), **opts) for style, opts in _GANS.items()}
 
 
-_JOBS = {"classifiers": _classifiers_job, "gans": _gans_job}
+def _helpers_job(out: str) -> dict[str, Any]:
+    """The collectives, a refusal on rank 0 raised on every rank, then a peer that does
+    not answer (rank 1 sleeps past the group's timeout)."""
+    from wassnet.certify import TrainConfig, train_classifier
+    from wassnet.errors import InputError, RunFolderError
+
+    distributed.init("cpu")
+    me = distributed.rank()
+    found: dict[str, Any] = {
+        "place": (me, distributed.world_size(), distributed.is_main(), distributed.backend()),
+        "object": distributed.broadcast_object({"from": me}),
+        "sum": distributed.all_reduce_float(me + 0.5),
+        "max": distributed.all_reduce_floats([me, -me], "max"),
+        "any": (distributed.any_rank(me == 1), distributed.any_rank(False)),
+        "gathered": distributed.all_gather_arrays(np.full((me + 1, 2), me, dtype=np.int32)),
+    }
+    config = TrainConfig(dataset="synthetic", arch="dense-small", batch_size=16, epochs=1)
+    with pytest.raises(RunFolderError) as refused:  # rank 0 finds a file: the folder's place
+        train_classifier(config, out, data=_classifier_data(), device="cpu", progress=False)
+    found["refused"] = str(refused.value)
+    with pytest.raises(InputError) as odd:
+        train_classifier(
+            TrainConfig(dataset="synthetic", arch="dense-small", batch_size=15),
+            out,
+            data=_classifier_data(),
+            progress=False,
+        )
+    found["odd"] = str(odd.value)
+    t0 = time.monotonic()
+    if me == 1:
+        time.sleep(1.5 * float(SHORT_TIMEOUT))  # rank 0 waits for it in vain
+    else:
+        with pytest.raises(distributed.PeerFailure) as failure, distributed.peer_failures():
+            distributed.barrier()
+        found["failure"] = (str(failure.value), time.monotonic() - t0)
+    return found
 
 
-def _rank_main(rank: int, world: int, port: int, job: str, args: tuple, queue: Any) -> None:
-    os.environ.update(_rank_env(rank, world, port))
+_JOBS = {"classifiers": _classifiers_job, "gans": _gans_job, "helpers": _helpers_job}
+
+
+def _rank_main(
+    rank: int, world: int, port: int, job: str, args: tuple, env: dict[str, str], queue: Any
+) -> None:
+    os.environ.update({**_rank_env(rank, world, port), **env})
     torch.set_num_threads(1)
     try:
         result = _JOBS[job](*args)
@@ -131,15 +173,16 @@ def _rank_main(rank: int, world: int, port: int, job: str, args: tuple, queue: A
     queue.put((rank, "ok", result))
 
 
-def _spawn(job: str, *args: Any, world: int = 2) -> list[Any]:
-    """Run ``_JOBS[job](*args)`` on ``world`` ranks; their results in rank order."""
+def _spawn(job: str, *args: Any, world: int = 2, **env: str) -> list[Any]:
+    """Run ``_JOBS[job](*args)`` on ``world`` ranks (``env`` added to torchrun's
+    environment); their results in rank order."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
     procs = [
-        ctx.Process(target=_rank_main, args=(r, world, port, job, args, queue))
+        ctx.Process(target=_rank_main, args=(r, world, port, job, args, env, queue))
         for r in range(world)
     ]
     for p in procs:
@@ -174,6 +217,31 @@ def _relative_gap(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     gap = sum(float(np.sum((a[k].astype(np.float64) - b[k]) ** 2)) for k in a)
     size = sum(float(np.sum(b[k].astype(np.float64) ** 2)) for k in a)
     return (gap / size) ** 0.5
+
+
+# -- the helpers ------------------------------------------------------------------------
+
+
+def test_collectives_refusals_and_a_silent_peer(tmp_path):
+    """broadcast, reductions and gathers of arrays of different lengths; rank 0's
+    refusal (a file where the run folder goes) raised on both ranks; a batch that does not
+    divide among the ranks refused on both; a peer that does not answer ends rank 0 with
+    one PeerFailure line after the group's timeout."""
+    out = tmp_path / "a-file"
+    out.write_text("not a folder")
+    ranks = _spawn("helpers", str(out), **{distributed.TIMEOUT_ENV: SHORT_TIMEOUT})
+    for me, found in enumerate(ranks):
+        assert found["place"] == (me, 2, me == 0, "gloo")
+        assert found["object"] == {"from": 0}
+        assert found["sum"] == 2.0 and found["max"] == [1.0, 0.0]
+        assert found["any"] == (True, False)
+        np.testing.assert_array_equal(found["gathered"][0], np.zeros((1, 2), np.int32))
+        np.testing.assert_array_equal(found["gathered"][1], np.ones((2, 2), np.int32))
+        assert "is a file, not a run folder" in found["refused"]
+        assert "batch size 15 does not divide among 2 processes" in found["odd"]
+    message, waited = ranks[0]["failure"]
+    assert message.startswith("wassnet: rank 0 of 2: a peer process failed or did not answer")
+    assert "\n" not in message and float(SHORT_TIMEOUT) - 1 < waited < JOIN_TIMEOUT
 
 
 # -- the classifier ---------------------------------------------------------------------
