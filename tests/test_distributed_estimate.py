@@ -116,12 +116,51 @@ def _passes_job(n: int, m: int, d: int, k: int) -> tuple:
 
 def _population_job(n: int, folds: int) -> tuple:
     a, b = _clouds(n, n, 3, 11)
-    options = PopulationOptions(folds=folds, critics=("linear", "projection"), time_budget=None)
+    options = PopulationOptions(
+        folds=folds, critics=("linear", "projection", "transport", "dense"), hidden=(16, 16),
+        steps=60, eval_every=20, time_budget=None,
+    )  # fmt: skip
     pop = estimate_w1(a, b, target="population", population=options, seed=9).population
     return pop.lower, pop.upper, pop.estimate, [f.dual for f in pop.folds], pop.heldout
 
 
-_JOBS = {"sample": _sample_job, "passes": _passes_job, "population": _population_job}
+def _budget_job(n: int, budget: float) -> tuple:
+    """A tiled bracket under a time budget: rank 0 decides, every rank returns with it."""
+    _set_tiles(1000)
+    a, b = _clouds(n, n, 4, 8)
+    options = SampleOptions(route="assignment", warm_start=20, backend="eager", time_budget=budget)
+    t0 = time.perf_counter()
+    s = estimate_w1(a, b, target="sample", sample=options).sample
+    return s.lower, s.upper, time.perf_counter() - t0
+
+
+def _failing_job() -> str:
+    """Rank 0 fails between two passes: every other rank must stop with one line."""
+    from wassnet.errors import InputError, WassnetError
+    from wassnet.ot.sharded import run_sharded
+
+    a, b = _clouds(200, 200, 3, 1)
+    problem = TransportProblem.build(a, b)
+
+    def lead() -> None:
+        cost = ShardedCost(TiledCost(problem, backend="eager", tile=64))
+        cost.row_pass(torch.zeros(200, dtype=torch.float64), 2)
+        raise InputError("something rank 0 could not do")
+
+    try:
+        run_sharded(problem, lead)
+    except WassnetError as exc:
+        return str(exc)
+    return "no error"
+
+
+_JOBS = {
+    "sample": _sample_job,
+    "passes": _passes_job,
+    "population": _population_job,
+    "budget": _budget_job,
+    "failing": _failing_job,
+}
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -200,3 +239,16 @@ def test_cli_under_torchrun_prints_once(tmp_path: Path) -> None:
     printed = json.loads(done.stdout)["sample"]
     single = estimate_w1(a, b, target="sample", sample=SampleOptions(route="transport")).sample
     assert (printed["lower"], printed["upper"]) == (single.lower, single.upper)
+
+
+def test_time_budget_is_decided_on_rank_0_for_all(tmp_path: Path) -> None:
+    ranks = _in_world(tmp_path, "budget", 300, 3.0)
+    assert ranks[0][:2] == ranks[1][:2]  # the same bracket on every rank
+    assert 0 <= ranks[0][0] <= ranks[0][1]
+    assert all(seconds < 3.0 + 5.0 for *_, seconds in ranks)  # both stopped in time
+
+
+def test_a_failure_on_rank_0_ends_every_rank_with_one_line(tmp_path: Path) -> None:
+    ranks = _in_world(tmp_path, "failing")
+    assert ranks[0] == "something rank 0 could not do"
+    assert ranks[1] == "rank 0 stopped: something rank 0 could not do"
