@@ -94,18 +94,27 @@ def _classifiers_job(out: str) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _gan_job(out: str, **options: Any) -> dict[str, np.ndarray]:
-    from wassnet.gan import GANConfig, train_gan
-    from wassnet.runs import RunFolder
+    """A tiny WGAN; this rank's final generator and critic weights (kept in memory as
+    training finishes: each rank's own replica)."""
+    from unittest import mock
 
-    config = GANConfig(
+    import wassnet.gan.trainer as trainer
+
+    config = trainer.GANConfig(
         dataset="8gaussians", batch_size=32, n_critic=2, width=32, generator_width=16,
         latent_dim=4, iters=5, log_every=3, sample_every=1000, eval_samples=64, **options,
     )  # fmt: skip
-    train_gan(config, out, device="cpu", progress=False)
-    state = RunFolder(out).load("gan")
-    params = {f"g.{k}": v.numpy().copy() for k, v in state["generator"].items()}
-    params.update({f"c.{k}": v.numpy().copy() for k, v in state["critic"].items()})
-    return params
+    kept: dict[str, np.ndarray] = {}
+    finish = trainer._GANJob.finish
+
+    def keep(job: Any) -> Any:
+        for name, model in (("g", job.generator), ("c", job.critic)):
+            kept.update({f"{name}.{k}": v.numpy().copy() for k, v in model.state_dict().items()})
+        return finish(job)
+
+    with mock.patch.object(trainer._GANJob, "finish", keep):
+        trainer.train_gan(config, out, device="cpu", progress=False)
+    return kept
 
 
 _GANS = {
@@ -265,10 +274,12 @@ def test_classifier_two_ranks_match_one_and_replicas_stay_identical(tmp_path, on
 def test_gan_two_ranks_match_one(tmp_path, one_thread):
     """A WGAN on 8gaussians, 2 ranks x 16 points of each batch of 32 (critic and
     generator steps), ends at 1 process's weights: with the orthogonal critic and with
-    the WGAN-GP baseline (its gradient penalty through the critic)."""
+    the WGAN-GP baseline (its gradient penalty through the critic); both ranks hold
+    bit-identical generators and critics."""
     ranks = _spawn("gans", str(tmp_path / "ddp"))
     single = _gans_job(str(tmp_path / "one"))
     for style in _GANS:
+        _assert_identical(ranks[0][style], ranks[1][style])
         assert _relative_gap(ranks[0][style], single[style]) < 1e-4, style
     metrics = (tmp_path / "ddp" / "orthogonal" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [0, 3, 6]  # rank 0 wrote once
