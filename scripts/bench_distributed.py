@@ -138,9 +138,10 @@ def scaling_model(
     """Predicted seconds to a bracket within 1e-5 on ``nodes x cores`` ranks.
 
     From the measured one-rank pass (seconds per pair, in dimension ``d``), the bytes a
-    pass sends (``8 n`` per potential to each rank, ``8 (1 + k) n`` gathered to rank
-    0), the per-byte cost (the larger of the measured loopback one and
-    ``network_byte_s``, 10 Gb/s by default), the passes the largest measured bracket
+    pass sends (``8 n`` per potential and pricing threshold, through a broadcast tree
+    of ``log2(ranks)`` hops; ``4 (2 + k) n`` gathered to rank 0), the per-byte cost
+    (the larger of the measured loopback one and ``network_byte_s``, 10 Gb/s by
+    default), the passes the largest measured bracket
     needed to reach 1e-5, and the serial rest of that bracket (warm start and sparse
     solves on rank 0: its time minus its passes), extrapolated to ``n`` by the power
     law of the two largest measured sizes in dimension ``d``.
@@ -161,7 +162,7 @@ def scaling_model(
         power = 1.0  # one size measured: linear in n (the sparse graph has ~k n pairs)
     rest = max(serial[-1][1], 0.0) * (n / n1) ** power
     compute = per_pair * n * n / ranks
-    moved = 8 * n * 2 * math.ceil(math.log2(ranks)) + 8 * (1 + PASS_K) * n  # tree + gather
+    moved = 8 * n * 2 * math.ceil(math.log2(ranks)) + 4 * (2 + PASS_K) * n  # tree + gather
     comm = moved * byte_s
     passes = one["passes_to_1e-5"]
     parts = {"compute": passes * compute, "communication": passes * comm,

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from wassnet import distributed
-from wassnet.errors import WassnetError
+from wassnet.errors import InputError, WassnetError
 from wassnet.ot.costs import PairwiseCost
 from wassnet.ot.problem import TransportProblem
 from wassnet.ot.tiles import TiledCost
@@ -126,15 +126,15 @@ class _Link:
         return buf, 8 * length * (self.size - 1)
 
     def gather(self, mine: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor | None, int]:
-        """Every rank's ``[sizes[r], w]`` int64 rows, concatenated in rank order on
+        """Every rank's ``[sizes[r], w]`` int32 rows, concatenated in rank order on
         rank 0 (``None`` elsewhere; each travels padded to the longest), and the bytes
         sent to rank 0."""
         device = self.device or torch.device("cpu")
-        padded = torch.zeros((max(sizes), mine.shape[1]), dtype=torch.int64, device=device)
+        padded = torch.zeros((max(sizes), mine.shape[1]), dtype=torch.int32, device=device)
         padded[: len(mine)] = mine.to(device)
         parts = [torch.empty_like(padded) for _ in sizes] if self.rank == 0 else None
         self.dist.gather(padded, parts, dst=0)
-        sent = padded.numel() * 8 * (self.size - 1)
+        sent = padded.numel() * 4 * (self.size - 1)
         if parts is None:
             return None, sent
         return torch.cat([part[:s] for part, s in zip(parts, sizes, strict=True)]), sent
@@ -221,14 +221,15 @@ def _local_pass(
     below: torch.Tensor | None,
     rows: tuple[int, int],
 ) -> torch.Tensor:
-    """``[rows, 1 + k]`` int64: the bits of the rows' certified float64 minima, then
-    their candidates. ``side``: ``"row"`` (rows of A) or ``"col"`` (rows of B, the
-    transposed fused tiles)."""
+    """``[rows, 2 + k]`` int32: the bits of the rows' certified float64 minima (two
+    words each), then their candidates (column indices, below ``2^31``). ``side``:
+    ``"row"`` (rows of A) or ``"col"`` (rows of B, the transposed fused tiles)."""
     target = cost.T if side == "col" else cost  # type: ignore[union-attr]
     p = p.to(cost.device)
     below = None if below is None else below.to(cost.device)
     lower, cand = target.row_pass(p, k, below=below, rows=rows)
-    return torch.cat([lower.contiguous().view(torch.int64)[:, None], cand.long()], 1)
+    bits = lower.contiguous().view(torch.int32).view(-1, 2)
+    return torch.cat([bits, cand.to(torch.int32)], 1)
 
 
 class ShardedCost:
@@ -241,6 +242,8 @@ class ShardedCost:
     """
 
     def __init__(self, cost: PairwiseCost | TiledCost) -> None:
+        if max(cost.n, cost.m) >= 2**31:
+            raise InputError("passes are split for clouds of fewer than 2^31 points")
         self.cost = cost
         self.problem, self.n, self.m = cost.problem, cost.n, cost.m
         self.traffic: list[int] = []
@@ -295,7 +298,8 @@ class ShardedCost:
         self.traffic.append(sent)
         LOG.debug("%s pass %d over %d x %d pairs: %d bytes sent", side, len(self.traffic),
                   self.n, self.m, sent)  # fmt: skip
-        return packed[:, 0].contiguous().view(torch.float64), packed[:, 1:]
+        lower = packed[:, :2].contiguous().view(torch.float64).view(-1)
+        return lower, packed[:, 2:].long()
 
 
 def _serve(link: _Link, problem: TransportProblem, device: torch.device) -> Any:
