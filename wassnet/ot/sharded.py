@@ -26,6 +26,11 @@ transposed costs, split by rows of B. The float64 column pass of
 top-``k`` merge, whose ties a split could reorder) runs on rank 0 alone: one pass per
 column generation, on small or non-Euclidean problems.
 
+What is not split: every rank loads both clouds and builds the cost object whole
+(``O((n + m) d)`` memory; the shared constants -- scale, centre, radii -- need every
+point), a float64 matrix held in memory (up to 64M pairs) on every rank, and the warm
+start's subsample solves and their extension to all points run on rank 0 alone.
+
 Traffic: :attr:`ShardedCost.traffic` lists the bytes each pass sent over the network
 (potentials broadcast, gathered rows, padded as sent); each pass is also logged at
 DEBUG level on the logger ``wassnet.ot.sharded``.
