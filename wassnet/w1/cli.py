@@ -12,6 +12,7 @@ Heavy imports (torch, POT) happen inside the command, so ``wassnet --help`` stay
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -235,6 +236,7 @@ def estimate(**params: Any) -> None:
     from wassnet.w1.estimate import estimate_files
 
     distributed.init(str(request.device))  # under torchrun: passes and folds shared
+    request = dataclasses.replace(request, device=distributed.rank_device(request.device))
     try:
         with distributed.peer_failures():
             result, clouds = estimate_files(files, request)
