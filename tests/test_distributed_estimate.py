@@ -174,6 +174,22 @@ def test_shards_cover_the_rows_in_whole_tiles() -> None:
         assert all(shards[i][1] == shards[i + 1][0] for i in range(ranks - 1))
 
 
+@pytest.mark.parametrize("n", [1, 3, 70])
+def test_one_process_is_world_size_one_of_the_same_passes(n: int) -> None:
+    from wassnet.ot import PairwiseCost
+
+    a, b = _clouds(n, 5, 3, 2)
+    problem = TransportProblem.build(a, b)
+    p, q = torch.linspace(-0.1, 0.1, 5, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for cost in (PairwiseCost(problem), TiledCost(problem, backend="eager", tile=64)):
+        sharded = ShardedCost(cost)
+        for got, want in [(sharded.row_pass(p, 2), cost.row_pass(p, 2)),
+                          (sharded.col_pass(q, 2), cost.col_pass(q, 2))]:  # fmt: skip
+            assert got[0].numpy().tobytes() == want[0].numpy().tobytes()
+            assert torch.equal(got[1], want[1])
+        assert sharded.traffic == [0, 0]
+
+
 def test_sharded_passes_are_the_single_process_bits(tmp_path: Path) -> None:
     n, m, d, k = 300, 260, 5, 3
     ranks = _in_world(tmp_path, "passes", n, m, d, k)

@@ -303,7 +303,7 @@ class ShardedCost:
         self.traffic.append(sent)
         LOG.debug("%s pass %d over %d x %d pairs: %d bytes sent", side, len(self.traffic),
                   self.n, self.m, sent)  # fmt: skip
-        lower = packed[:, :2].contiguous().view(torch.float64).view(-1)
+        lower = packed[:, :2].reshape(-1).clone().view(torch.float64)  # clone: stride 1
         return lower, packed[:, 2:].long()
 
 
